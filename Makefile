@@ -1,0 +1,40 @@
+# CALIM -- two commands from a fresh clone (Python 3.11 + pip):
+#   make demo   create .venv, install, write the demo experiment, run the pipeline on it
+#   make test   create .venv if missing, install with test extras, run the whole suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO   ?= demo
+OUT    ?= out
+
+.PHONY: demo test lab fixtures-imagej clean-demo
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[notebooks]"
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[notebooks,test]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/calim demo-data $(DEMO) --overwrite
+	$(BIN)/calim run $(DEMO)/DEMO --out $(OUT)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+
+lab: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[notebooks,lab]"
+	$(BIN)/jupyter lab notebooks/
+
+# Needs Java, Debian's imagej and xvfb: regenerates tests/fixtures/imagej/ with real ImageJ.
+fixtures-imagej: $(VENV)/.installed-test
+	bash tools/imagej/regenerate.sh
+
+clean-demo:
+	rm -rf $(DEMO) $(OUT)

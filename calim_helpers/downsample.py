@@ -1,0 +1,81 @@
+"""Block-mean downsampling of a movie (SPEC §2 step 2)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+import xarray as xr
+
+from calim_helpers.errors import CalimWarning
+
+__all__ = ["DEFAULT_FACTORS", "downsample"]
+
+DEFAULT_FACTORS = {"time": 10, "y": 2, "x": 2}
+
+
+def _check_factors(movie: xr.DataArray, factors: Mapping[str, int]) -> dict[str, int]:
+    out = {}
+    for dim, f in factors.items():
+        if dim not in movie.dims:
+            raise ValueError(f"factors names dimension {dim!r}, movie has {movie.dims}")
+        if not isinstance(f, int | np.integer) or f < 1:
+            raise ValueError(f"factors[{dim!r}] must be an integer >= 1, got {f!r}")
+        if f > movie.sizes[dim]:
+            raise ValueError(
+                f"factors[{dim!r}] = {f} exceeds the movie's {dim} size {movie.sizes[dim]}")
+        out[dim] = int(f)
+    return out
+
+
+def downsample(
+    movie: xr.DataArray,
+    /,
+    factors: Mapping[str, int] = DEFAULT_FACTORS,
+) -> xr.DataArray:
+    """Block mean over ``factors`` pixels/frames, lazily, accumulating in float32.
+
+    Parameters
+    ----------
+    movie : xarray.DataArray
+        Dims ``("time", "y", "x")``, any numeric dtype, numpy- or dask-backed.
+    factors : mapping of str to int, optional
+        Block size per dimension. Default is ``{"time": 10, "y": 2, "x": 2}``.
+
+    Returns
+    -------
+    xarray.DataArray
+        float32, each dimension of size ``n // factor``; coordinates are block means
+        (the time of a downsampled frame is the centre of its block). ``attrs`` keeps the
+        movie's and adds ``downsample_factors`` and ``dropped_<dim>`` (trailing elements
+        left out because they do not fill a block).
+
+    Warns
+    -----
+    CalimWarning
+        When a trailing partial block is dropped.
+    """
+    factors = _check_factors(movie, factors)
+    dropped = {d: movie.sizes[d] % f for d, f in factors.items()}
+    for dim, n in dropped.items():
+        if n:
+            warnings.warn(
+                f"downsample: dropping the last {n} of {movie.sizes[dim]} {dim} elements "
+                f"(not a whole block of {factors[dim]})", CalimWarning, stacklevel=2)
+    trimmed = movie.isel({d: slice(0, movie.sizes[d] - dropped[d]) for d in factors})
+    if trimmed.chunks is not None:
+        trimmed = trimmed.chunk({d: _aligned_chunk(trimmed, d, f) for d, f in factors.items()})
+    out = trimmed.astype(np.float32).coarsen(factors).mean(keep_attrs=True)
+    out = out.astype(np.float32)
+    out.attrs = {**movie.attrs, "downsample_factors": [f"{d}={f}" for d, f in factors.items()],
+                 **{f"dropped_{d}": int(n) for d, n in dropped.items()}}
+    for d in out.coords:
+        out[d].attrs = dict(movie[d].attrs)
+    return out
+
+
+def _aligned_chunk(arr: xr.DataArray, dim: str, factor: int) -> int:
+    """Return a chunk size along ``dim`` that is a whole number of blocks."""
+    current = max(arr.chunksizes[dim])
+    return max(factor, current // factor * factor)
