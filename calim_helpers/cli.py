@@ -62,7 +62,9 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from calim_helpers import run
+    from calim_helpers.params import load_params
 
+    params = load_params(args.params_file, args.param)
     out = Path(args.out)
     for exp in args.experiments:
         if Path(exp).resolve() in out.resolve().parents or Path(exp).resolve() == out.resolve():
@@ -71,7 +73,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return 2
     with warnings.catch_warnings():
         warnings.simplefilter("default", CalimWarning)
-        results = run.run_experiments([Path(e) for e in args.experiments], out)
+        results = run.run_experiments([Path(e) for e in args.experiments], out,
+                                      factors=params["downsample"])
     failed = [r for r in results if r.status == "failed"]
     skipped = [r for r in results if r.status == "skipped"]
     ok = len(results) - len(failed) - len(skipped)
@@ -106,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the pipeline on experiment folders")
     r.add_argument("experiments", nargs="+", help="experiment folders")
     r.add_argument("--out", required=True, help="output folder (mirrors the input tree)")
+    r.add_argument("-f", "--params-file", help="YAML file with the parameters to change "
+                   "(every key is documented in params/default.yaml)")
+    r.add_argument("-p", "--param", nargs=2, action="append", default=[],
+                   metavar=("KEY", "VALUE"), help="set one parameter, e.g. -p downsample.time 5")
     r.set_defaults(func=_cmd_run)
     return p
 

@@ -1,0 +1,49 @@
+"""Tests of calim_helpers.params: one documented source, validated overrides."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from calim_helpers.errors import CalimInputError
+from calim_helpers.params import DEFAULTS_FILE, load_params
+
+
+def test_defaults_match_spec():
+    p = load_params()
+    assert p["downsample"] == {"time": 10, "y": 2, "x": 2}
+
+
+def test_every_default_key_is_documented_inline():
+    for line in DEFAULTS_FILE.read_text().splitlines():
+        if re.match(r"^\s*[A-Za-z_]+:", line):
+            assert "#" in line, f"undocumented parameter line: {line!r}"
+
+
+def test_file_and_cli_overrides(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("downsample:\n  time: 5\n")
+    p = load_params(f, [("downsample.x", "4")])
+    assert p["downsample"] == {"time": 5, "y": 2, "x": 4}
+
+
+@pytest.mark.parametrize("pairs, match", [
+    ([("downsample.z", "2")], "unknown parameter 'downsample.z'"),
+    ([("nope", "2")], "unknown parameter 'nope'"),
+    ([("downsample.time", "2.5")], "'downsample.time' must be of type int"),
+    ([("downsample.time", "yes")], "'downsample.time' must be of type int"),
+    ([("downsample", "3")], "'downsample' must be a mapping"),
+])
+def test_bad_overrides_name_the_key(pairs, match):
+    with pytest.raises(CalimInputError, match=match):
+        load_params(None, pairs)
+
+
+def test_bad_file(tmp_path):
+    with pytest.raises(CalimInputError, match="parameter file not found"):
+        load_params(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("downsample: [1, 2\n")
+    with pytest.raises(CalimInputError, match=r"bad\.yaml: not valid YAML"):
+        load_params(bad)
