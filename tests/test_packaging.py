@@ -31,7 +31,7 @@ def test_environment_yml_lists_the_pyproject_dependencies():
         f"only in pyproject.toml: {sorted(declared - conda)}"
     )
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert any(re.match(r"-e \"?\.", p) for p in pip), "environment.yml must pip-install the project"
+    assert any(re.match(r"-e \"?\.", p) for p in pip), "environment.yml must install the project"
 
 
 def _readme_commands() -> list[str]:
