@@ -61,7 +61,8 @@ def process_session(
     SessionResult
         Status, the failing step and reason if any, a summary row and the files written.
     """
-    res = SessionResult(session)
+    res = SessionResult(session, summary={"experiment": session.experiment,
+                                          "date": session.date, "session": session.name})
     out_dir = out_root / session.experiment / session.date / session.name
     step = "load"
     try:
@@ -69,8 +70,7 @@ def process_session(
         step = "downsample"
         small = downsample(movie, factors)
         nt, ny, nx = movie.shape
-        res.summary = {
-            "experiment": session.experiment, "date": session.date, "session": session.name,
+        res.summary |= {
             "frames": nt, "height": ny, "width": nx,
             "frame_interval_s": movie.attrs["frame_interval_s"],
             "pixel_size_um": movie.attrs["pixel_size_um"],
@@ -84,9 +84,8 @@ def process_session(
             return res
         roi_list = rois.read_rois(session.roi_file)
         labels = rois.label_image(roi_list, (ny, nx))
-        weights = [rois.coverage_weights(rois.rasterize(r, (ny, nx)),
-                                         {d: factors[d] for d in ("y", "x") if d in factors})
-                   for r in roi_list]
+        weights = [rois.coverage_weights(rois.rasterize(r, (ny, nx), index=k), factors=factors)
+                   for k, r in enumerate(roi_list, 1)]
         res.summary["n_rois"] = len(roi_list)
         res.summary["roi_pixels_median"] = int(np.median([np.sum(labels == k + 1)
                                                           for k in range(len(roi_list))]))
