@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DEMO   ?= demo
 OUT    ?= out
 
-.PHONY: demo test lab fixtures-imagej clean-demo
+.PHONY: demo test lab fixtures-imagej nbval-refs clean-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ lab: $(VENV)/.installed
 # Needs Java, Debian's imagej and xvfb: regenerates tests/fixtures/imagej/ with real ImageJ.
 fixtures-imagej: $(VENV)/.installed-test
 	bash tools/imagej/regenerate.sh
+
+# Re-executes notebooks/*.py on the tiny demo and rewrites the nbval references.
+nbval-refs: $(VENV)/.installed-test
+	$(BIN)/python tools/regenerate_nbval.py
 
 clean-demo:
 	rm -rf $(DEMO) $(OUT)

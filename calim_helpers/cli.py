@@ -61,29 +61,34 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from calim_helpers import run
+    from calim_helpers import runner
     from calim_helpers.params import load_params
 
     params = load_params(args.params_file, args.param)
     out = Path(args.out)
     for exp in args.experiments:
-        if Path(exp).resolve() in out.resolve().parents or Path(exp).resolve() == out.resolve():
+        exp_path = Path(exp).resolve()
+        if not exp_path.is_dir():
+            print(f"calim run: {exp}: experiment folder not found", file=sys.stderr)
+            return 2
+        if exp_path in out.resolve().parents or exp_path == out.resolve():
             print(f"calim run: --out {out} lies inside the input {exp}; choose another folder",
                   file=sys.stderr)
             return 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("default", CalimWarning)
-        results = run.run_experiments([Path(e) for e in args.experiments], out,
-                                      factors=params["downsample"])
-    failed = [r for r in results if r.status == "failed"]
-    skipped = [r for r in results if r.status == "skipped"]
-    ok = len(results) - len(failed) - len(skipped)
-    print(f"\n{ok} session(s) done, {len(skipped)} skipped, {len(failed)} failed. "
-          f"Results: {out.resolve()}")
-    for r in failed + skipped:
-        print(f"  {r.status}: {r.session.experiment} {r.session.id} at step '{r.step}': "
-              f"{r.reason.splitlines()[0] if r.reason else ''}")
-    return 1 if failed else 0
+    names = [Path(e).resolve().name for e in args.experiments]
+    if len(set(names)) != len(names):
+        print("calim run: two experiments have the same folder name", file=sys.stderr)
+        return 2
+    runs = runner.run_experiments([Path(e) for e in args.experiments], out, params)
+    problems = [line for r in runs for line in r.problems()]
+    print(f"\nResults: {out.resolve()}")
+    for r in runs:
+        print(f"  {r.name}: {out.resolve() / r.name} (notebooks/ holds the run record)")
+    if len(runs) > 1:
+        print(f"  comparison: {out.resolve() / 'comparison'}")
+    for line in problems:
+        print(f"  {line}")
+    return 1 if any(r.failed for r in runs) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

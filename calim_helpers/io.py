@@ -402,10 +402,16 @@ def _squeeze_to_tyx(arr: da.Array, axes: str, path: Path) -> tuple[da.Array, str
     return arr, axes
 
 
-def _series_to_dask(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> da.Array:
-    store = series.aszarr()
-    z = zarr.open_array(store, mode="r")
-    return da.from_zarr(z, chunks=z.chunks, inline_array=True)
+def _series_to_dask(series: tifffile.TiffPageSeries, chunk_time: int) -> da.Array:
+    """Dask array over tifffile's zarr store, ``chunk_time`` pages per dask chunk.
+
+    Reading many pages per task straight from the store (rather than one task per page,
+    rechunked afterwards) keeps dask from reading ahead of the reductions that consume
+    the pages, so memory stays near a few chunks.
+    """
+    z = zarr.open_array(series.aszarr(), mode="r")
+    chunks = (min(chunk_time, z.shape[0]), *z.shape[1:]) if z.ndim >= 3 else z.shape
+    return da.from_zarr(z, chunks=chunks, inline_array=True)
 
 
 def open_movie(
@@ -471,17 +477,22 @@ def open_movie(
         ) from None
     mm = tif.micromanager_metadata if tif.is_micromanager else None
     mm_summary = (mm or {}).get("Summary", {}) or file_meta.get("Summary", {})
+    want = {"time": 100, **(chunks or {})}
+    unknown = set(want) - {"time", "y", "x"}
+    if unknown:
+        raise ValueError(f"chunks has unknown dimension(s) {sorted(unknown)}")
+    chunk_time = int(want["time"])
     if series.kind == "mmstack":
         _check_mmstack_files(stack_files, series)
-        arr = _series_to_dask(tif, series)
+        arr = _series_to_dask(series, chunk_time)
     elif len(stack_files) > 1 and not series.is_multifile:
-        parts = [_series_to_dask(tif, series)]
+        parts = [_series_to_dask(series, chunk_time)]
         _check_extents(series, Path(stack_files[0]))
         for f in stack_files[1:]:
             t2 = _open_tiff(Path(f))
             s2 = t2.series[0]
             _check_extents(s2, Path(f))
-            parts.append(_series_to_dask(t2, s2))
+            parts.append(_series_to_dask(s2, chunk_time))
         try:
             arr = da.concatenate(parts, axis=0)
         except ValueError as exc:
@@ -489,7 +500,7 @@ def open_movie(
                 f"{stack_files[0]}: continuation files do not match ({exc})") from None
     else:
         _check_extents(series, Path(stack_files[0]))
-        arr = _series_to_dask(tif, series)
+        arr = _series_to_dask(series, chunk_time)
     arr, _ = _squeeze_to_tyx(arr, series.axes, Path(stack_files[0]))
 
     declared = mm_summary.get("Frames")
@@ -501,10 +512,6 @@ def open_movie(
 
     pixel_um, interval_s, sources = _physical_metadata(tif, mm_summary, file_meta)
     nt, ny, nx = arr.shape
-    want = {"time": 100, **(chunks or {})}
-    unknown = set(want) - {"time", "y", "x"}
-    if unknown:
-        raise ValueError(f"chunks has unknown dimension(s) {sorted(unknown)}")
     arr = arr.rechunk(tuple(int(want.get(d, n)) for d, n in zip(("time", "y", "x"), arr.shape,
                                                                strict=True)))
     coords: dict[str, Any] = {}

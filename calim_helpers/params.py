@@ -17,9 +17,12 @@ import yaml
 
 from calim_helpers.errors import CalimInputError
 
-__all__ = ["DEFAULTS_FILE", "load_params", "merge_params"]
+__all__ = ["CHOICES", "DEFAULTS_FILE", "load_params", "merge_params"]
 
 DEFAULTS_FILE = Path(__file__).resolve().parents[1] / "params" / "default.yaml"
+
+# Parameters whose value must be one of a few names.
+CHOICES = {"normalize": ("dff", "session", "zscore")}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -45,7 +48,8 @@ def _check_type(key: str, value: Any, default: Any) -> Any:
         ok = isinstance(value, int | float)
         value = float(value) if ok else value
     elif default is None:
-        ok = True
+        ok = value is None or isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if isinstance(value, int) and not isinstance(value, bool) else value
     else:
         ok = isinstance(value, type(default))
     if not ok:
@@ -70,6 +74,9 @@ def merge_params(base: Mapping[str, Any], update: Mapping[str, Any], /,
             out[key] = merge_params(out[key], value, prefix=f"{full}.")
         else:
             out[key] = _check_type(full, value, out[key])
+            if full in CHOICES and out[key] not in CHOICES[full]:
+                raise CalimInputError(
+                    f"parameter {full!r} must be one of {CHOICES[full]}, got {out[key]!r}")
     return out
 
 

@@ -1,16 +1,21 @@
-"""End-to-end tests of the ``calim`` command on a small demo experiment."""
+"""End-to-end tests of ``calim run`` (papermill over notebooks 01-04) on a tiny experiment."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import xarray as xr
 
 from calim_helpers import demo
 from calim_helpers.cli import main
+
+FAST = ["-p", "figures.per_roi", "false"]
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -18,32 +23,86 @@ def _tree_digest(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def experiment(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    return demo.write_demo_experiment(root, n_frames=60, frame_shape=(48, 64), seed=3)
-
-
 def _rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
 
 
-def test_run_writes_outputs_and_never_touches_the_input(experiment, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    return demo.write_demo_experiment(root, n_frames=200, frame_shape=(48, 64), seed=3)
+
+
+@pytest.fixture(scope="module")
+def run(experiment, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
     before = _tree_digest(experiment)
-    out = tmp_path / "out"
-    assert main(["run", str(experiment), "--out", str(out)]) == 0
-    assert _tree_digest(experiment) == before
-    rows = _rows(out / experiment.name / "sessions.csv")
-    assert [r["session"] for r in rows] == ["230404_5", "230404_9", "230405_2", "230405_7"]
-    assert all(r["status"] == "ok" for r in rows)
-    for r in rows:
-        png = out / experiment.name / r["date"] / r["session"] / f"{r['session']}_rois.png"
-        assert png.stat().st_size > 1000
-        assert r["downsampled_shape"] == "6x24x32"
-        assert int(r["n_rois"]) >= 1
-    assert not list(out.rglob("*.part*")), "temporary files left behind"
-    assert "4 session(s) done" in capsys.readouterr().out
+    code = main(["run", str(experiment), "--out", str(out)])
+    return {"code": code, "out": out / experiment.name, "before": before}
+
+
+def test_run_succeeds_and_never_touches_the_input(run, experiment):
+    assert run["code"] == 0
+    assert _tree_digest(experiment) == run["before"]
+    assert not list(run["out"].rglob("*.part*")), "temporary files left behind"
+
+
+def test_every_spec_output_exists(run):
+    out = run["out"]
+    for name in ("results_raw.csv", "results_norm.csv", "results_long.csv", "heatmap.pdf",
+                 "hist_cum.pdf", "run_record.json"):
+        assert (out / name).stat().st_size > 100, name
+    for nb in ("01_load", "02_rois", "03_arpls", "04_aggregate"):
+        assert (out / "notebooks" / f"{nb}.ipynb").exists()
+        assert "<html" in (out / "notebooks" / f"{nb}.html").read_text()[:2000].lower()
+    results = sorted(out.glob("*/*/*_result.zarr"))
+    assert len(results) == 4
+    for res in results:
+        ds = xr.open_zarr(res)
+        folder, s = res.parent, res.parent.name
+        assert (folder / f"{s}_rois.png").exists()
+        for n in ds["roi"].values.tolist():
+            for fname in (f"{s}_mask{n}.png", f"{s}_mask_arpls_clean_{n}.png",
+                          f"{s}_mask_arpls_NORM_{n}.png"):
+                assert (folder / fname).stat().st_size > 1000, fname
+
+
+def test_results_norm_is_one_column_per_roi_not_running_sums(run):
+    out = run["out"]
+    rows = _rows(out / "results_norm.csv")
+    columns = list(rows[0])
+    assert columns[:2] == ["frame", "time_s"]
+    results = sorted(out.glob("*/*/*_result.zarr"))
+    expected_cols = []
+    for res in results:
+        ds = xr.open_zarr(res).load()
+        date, s = res.parent.parent.name, res.parent.name
+        for i, n in enumerate(ds["roi"].values.tolist()):
+            col = f"{date}_{s}_ROI{n}"
+            expected_cols.append(col)
+            written = np.array([float(r[col]) for r in rows])
+            np.testing.assert_allclose(written, ds["norm"].values[i], rtol=1e-6)
+    assert columns[2:] == expected_cols
+    assert len(rows) == 20  # 200 frames / 10
+
+
+def test_tidy_table_and_record(run, experiment):
+    out = run["out"]
+    rows = _rows(out / "results_long.csv")
+    first = rows[0]
+    for key in ("experiment", "date", "session", "roi", "frame", "time_s", "raw", "background",
+                "baseline", "corrected", "dff", "dff_raw", "norm", "normalize"):
+        assert key in first
+    assert first["normalize"] == "dff"
+    n_cells = len(_rows(out / "results_norm.csv")[0]) - 2
+    assert len(rows) == n_cells * 20
+    record = json.loads((out / "run_record.json").read_text())
+    assert record["params"]["downsample"] == {"time": 10, "y": 2, "x": 2}
+    assert record["versions"]["numpy"]
+    some = next(k for k in record["inputs_sha256"] if k.endswith(".ome.tif"))
+    assert record["inputs_sha256"][some] == hashlib.sha256(
+        (experiment / some).read_bytes()).hexdigest()
 
 
 def test_a_broken_session_is_reported_and_the_others_complete(experiment, tmp_path, capsys):
@@ -53,18 +112,33 @@ def test_a_broken_session_is_reported_and_the_others_complete(experiment, tmp_pa
     stack.write_bytes(stack.read_bytes()[:5000])  # truncated
     shutil.rmtree(exp / "05-04-23" / "230405_2" / "Rois")  # no ROI set
     out = tmp_path / "out"
-    with pytest.warns(UserWarning, match="no ROI set"):
-        code = main(["run", str(exp), "--out", str(out)])
+    code = main(["run", str(exp), "--out", str(out), *FAST])
     assert code == 1
-    rows = {r["session"]: r for r in _rows(out / exp.name / "sessions.csv")}
-    assert rows["230404_9"]["status"] == "failed"
-    assert rows["230404_9"]["step"] == "load"
-    assert "230404_9_MMStack_Pos0.ome.tif" in rows["230404_9"]["reason"]
-    assert rows["230405_2"]["status"] == "skipped"
-    assert rows["230404_5"]["status"] == rows["230405_7"]["status"] == "ok"
+    load = {r["session"]: r for r in _rows(out / exp.name / "status" / "load.csv")}
+    assert load["04-04-23_230404_9"]["status"] == "failed"
+    assert "230404_9_MMStack_Pos0.ome.tif" in load["04-04-23_230404_9"]["reason"]
+    rois = {r["session"]: r for r in _rows(out / exp.name / "status" / "rois.csv")}
+    assert rois["04-04-23_230404_9"]["status"] == "skipped"
+    assert rois["05-04-23_230405_2"]["status"] == "skipped"
+    assert "no ROI set" in rois["05-04-23_230405_2"]["reason"]
+    assert rois["04-04-23_230404_5"]["status"] == rois["05-04-23_230405_7"]["status"] == "ok"
+    norm = _rows(out / exp.name / "results_norm.csv")[0]
+    assert {c.rsplit("_ROI", 1)[0] for c in list(norm)[2:]} == {"04-04-23_230404_5",
+                                                              "05-04-23_230405_7"}
     text = capsys.readouterr().out
-    assert "2 session(s) done, 1 skipped, 1 failed" in text
-    assert "failed: " in text and "04-04-23_230404_9 at step 'load'" in text
+    assert "failed: " + exp.name + " 04-04-23_230404_9 at step 'load'" in text
+    assert "skipped: " + exp.name + " 05-04-23_230405_2 at step 'rois': no ROI set" in text
+
+
+def test_several_experiments_are_compared(experiment, tmp_path):
+    second = tmp_path / "OTHER"
+    demo.write_demo_experiment(tmp_path, name="OTHER", n_frames=200, frame_shape=(48, 64),
+                               seed=4)
+    out = tmp_path / "out"
+    assert main(["run", str(experiment), str(second), "--out", str(out), *FAST]) == 0
+    table = _rows(out / "comparison" / "comparison_cells.csv")
+    assert {r["experiment"] for r in table} == {experiment.name, "OTHER"}
+    assert (out / "comparison" / "comparison.pdf").stat().st_size > 1000
 
 
 def test_output_inside_input_is_refused(experiment, capsys):

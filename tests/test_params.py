@@ -13,6 +13,14 @@ from calim_helpers.params import DEFAULTS_FILE, load_params
 def test_defaults_match_spec():
     p = load_params()
     assert p["downsample"] == {"time": 10, "y": 2, "x": 2}
+    assert p["background"]["fraction"] == 0.10
+    assert p["arpls"] == {"lam": 10.0, "cutoff_s": None, "tol": 1e-5, "max_iter": 100}
+    assert p["normalize"] == "dff"
+    assert (p["heatmap"]["vmin"], p["heatmap"]["vmax"]) == (0.0, 0.5)
+
+
+def test_cutoff_accepts_a_number():
+    assert load_params(None, [("arpls.cutoff_s", "20")])["arpls"]["cutoff_s"] == 20.0
 
 
 def test_every_default_key_is_documented_inline():
@@ -34,6 +42,9 @@ def test_file_and_cli_overrides(tmp_path):
     ([("downsample.time", "2.5")], "'downsample.time' must be of type int"),
     ([("downsample.time", "yes")], "'downsample.time' must be of type int"),
     ([("downsample", "3")], "'downsample' must be a mapping"),
+    ([("normalize", "max")], "'normalize' must be one of"),
+    ([("arpls.cutoff_s", "soon")], "'arpls.cutoff_s' must be of type NoneType"),
+    ([("sessions", "230404_5")], "'sessions' must be of type list"),
 ])
 def test_bad_overrides_name_the_key(pairs, match):
     with pytest.raises(CalimInputError, match=match):

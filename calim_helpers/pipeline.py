@@ -1,0 +1,697 @@
+"""The CALIM pipeline steps, one function per notebook, each over all sessions of an experiment.
+
+The notebooks (``notebooks/01_load.py`` ... ``04_aggregate.py``) stay thin: they call
+these functions and show what comes back. Every step processes each session on its own:
+a session that fails is reported (session, step, reason) in the returned status table and
+in ``OUT/<experiment>/status/<step>.csv``, and the other sessions still complete. A step
+whose input (the previous step's result) is missing reports the session as ``skipped``.
+
+Files per session, under ``OUT/<experiment>/<date>/<session>/``:
+
+- ``<session>_load.zarr`` -- the downsampled movie (float32) and the native MIP (step 1);
+- ``<session>_traces.zarr`` -- ROI traces, background, ROI label image (step 2);
+- ``<session>_result.zarr`` -- the per-session result Dataset (step 3; see
+  :func:`correct_session` for its variables), read by step 4.
+
+Every file appears atomically (written under a temporary name, then renamed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from calim_helpers import baseline as bl
+from calim_helpers import figures as figs
+from calim_helpers import io, rois, traces
+from calim_helpers import normalize as nm
+from calim_helpers.downsample import downsample as block_mean
+from calim_helpers.errors import CalimInputError
+
+__all__ = [
+    "Experiment",
+    "aggregate_experiment",
+    "compare_experiments",
+    "correct_session",
+    "experiment_dataset",
+    "run_step",
+]
+
+STEPS = ("load", "rois", "arpls")
+PACKAGES = ("calim", "numpy", "scipy", "tifffile", "roifile", "xarray", "dask", "zarr",
+            "matplotlib", "pandas", "papermill")
+
+
+# --------------------------------------------------------------------------- experiment
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment folder, its selected sessions and where its outputs go.
+
+    Parameters
+    ----------
+    experiment_dir : path-like
+        The experiment folder (date/session tree), read only.
+    out_dir : path-like
+        Output root; this experiment's files go to ``out_dir/<experiment name>/``.
+    sessions : sequence of str, optional
+        Session ids (``"<date>_<session>"``) or names (``"<session>"``) to keep.
+        Default is all.
+    """
+
+    experiment_dir: Path
+    out_dir: Path
+    sessions: tuple[io.Session, ...]
+
+    @classmethod
+    def open(cls, experiment_dir: str | Path, out_dir: str | Path,
+             sessions: Sequence[str] = ()) -> Experiment:
+        """Find the sessions of ``experiment_dir`` and keep those named in ``sessions``."""
+        found = io.find_sessions(experiment_dir)
+        if sessions:
+            wanted = set(sessions)
+            known = {s.id for s in found} | {s.name for s in found}
+            unknown = sorted(wanted - known)
+            if unknown:
+                raise CalimInputError(
+                    f"{experiment_dir}: no session {', '.join(unknown)} "
+                    f"(known: {', '.join(s.id for s in found)})")
+            found = [s for s in found if s.id in wanted or s.name in wanted]
+        return cls(Path(experiment_dir), Path(out_dir), tuple(found))
+
+    @property
+    def name(self) -> str:
+        """Experiment (condition) name: the folder's name."""
+        return self.experiment_dir.name
+
+    @property
+    def root(self) -> Path:
+        """Output folder of the experiment."""
+        return self.out_dir / self.name
+
+    def session_dir(self, session: io.Session) -> Path:
+        """Output folder of one session (mirrors the input tree)."""
+        return self.root / session.date / session.name
+
+    def path(self, session: io.Session, kind: str) -> Path:
+        """Path of a session's ``load``, ``traces`` or ``result`` store."""
+        return self.session_dir(session) / f"{session.name}_{kind}.zarr"
+
+    def table(self) -> pd.DataFrame:
+        """One row per selected session: id, stack files, ROI set."""
+        return pd.DataFrame([{
+            "session": s.id, "stack_files": len(s.stack_files),
+            "roi_file": str(s.roi_file.relative_to(s.path)) if s.roi_file else "none",
+        } for s in self.sessions])
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def _write_zarr(ds: xr.Dataset, path: Path) -> Path:
+    """Write ``ds`` to a Zarr store atomically (temporary folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = io.atomic_path(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True)
+    if path.exists():
+        old = path.with_name(path.name + ".old")
+        path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(path)
+    return path
+
+
+def open_store(path: str | Path, /) -> xr.Dataset:
+    """Open a step's Zarr store lazily."""
+    path = Path(path)
+    if not path.exists():
+        raise CalimInputError(f"{path}: not found (did the previous step fail?)")
+    return xr.open_zarr(path, consolidated=True)
+
+
+def _json_safe(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Attributes a Zarr store can hold: NaN becomes None, tuples become lists."""
+    out = {}
+    for k, v in attrs.items():
+        if isinstance(v, float) and not np.isfinite(v):
+            v = None
+        elif isinstance(v, tuple):
+            v = list(v)
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+# --------------------------------------------------------------------------- step runner
+
+
+def run_step(
+    step: str,
+    experiment: Experiment,
+    /,
+    *,
+    echo: Callable[[str], None] = print,
+    **params: Any,
+) -> pd.DataFrame:
+    """Run one pipeline step on every selected session, isolating failures.
+
+    Parameters
+    ----------
+    step : {"load", "rois", "arpls"}
+        Which step.
+    experiment : Experiment
+        The sessions and the output root.
+    echo : callable, optional
+        Receives one progress line per session. Default is :func:`print`.
+    **params
+        The step's parameters (the top-level sections of ``params/default.yaml`` it uses).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per session: ``session``, ``status`` (ok / skipped / failed),
+        ``seconds``, ``reason``, and the step's summary columns. Also written to
+        ``OUT/<experiment>/status/<step>.csv``.
+    """
+    funcs = {"load": _load_session, "rois": _rois_session, "arpls": _arpls_session}
+    if step not in funcs:
+        raise ValueError(f"step must be one of {tuple(funcs)}, got {step!r}")
+    rows = []
+    n = len(experiment.sessions)
+    for i, session in enumerate(experiment.sessions, 1):
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"session": session.id}
+        try:
+            row |= {"status": "ok", "reason": ""} | funcs[step](experiment, session, **params)
+        except _Skip as exc:
+            row |= {"status": "skipped", "reason": str(exc)}
+        except CalimInputError as exc:
+            row |= {"status": "failed", "reason": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - one session's failure must not stop others
+            tb = traceback.format_exc(limit=-2).strip().splitlines()
+            row |= {"status": "failed", "reason": f"{type(exc).__name__}: {exc} ({tb[-3:]})"}
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        rows.append(row)
+        msg = f"[{experiment.name} {step} {i}/{n}] {session.id}: {row['status']}"
+        msg += f" in {row['seconds']} s" + (f" - {row['reason']}" if row["reason"] else "")
+        echo(msg)
+    table = pd.DataFrame(rows)
+    first = ["session", "status", "seconds", "reason"]
+    table = table[first + [c for c in table.columns if c not in first]]
+    io.write_text(experiment.root / "status" / f"{step}.csv", table.to_csv(index=False))
+    return table
+
+
+class _Skip(Exception):
+    """A session that cannot go through this step for a reported, expected reason."""
+
+
+def _require(path: Path, step: str) -> None:
+    if not path.exists():
+        raise _Skip(f"no result of step '{step}' ({path.name}); see status/{step}.csv")
+
+
+# --------------------------------------------------------------------------- step 1: load
+
+
+def _load_session(experiment: Experiment, session: io.Session, *,
+                  load: Mapping[str, int], downsample: Mapping[str, int]) -> dict[str, Any]:
+    movie = io.open_movie(session, chunks={"time": int(load["chunk_time"])})
+    small = block_mean(movie, dict(downsample))
+    mip = movie.max("time").rename(y="row", x="col")
+    ds = xr.Dataset({"movie": small, "mip": mip})
+    ds["movie"].attrs = {}
+    ds.attrs = _json_safe(small.attrs) | {
+        "experiment": session.experiment, "date": session.date, "session": session.name,
+        "native_shape": list(movie.shape), "dtype": str(movie.dtype),
+        "frame_interval_s_downsampled": _ds_interval(movie.attrs["frame_interval_s"],
+                                                     downsample.get("time", 1)),
+    }
+    t_chunk = max(1, int(load["chunk_time"]) // int(downsample.get("time", 1)))
+    ds["movie"] = ds["movie"].chunk({"time": t_chunk, "y": -1, "x": -1})
+    with dask.config.set(scheduler="threads"):
+        _write_zarr(ds, experiment.path(session, "load"))
+    return {"frames": movie.sizes["time"], "native": "x".join(map(str, movie.shape)),
+            "downsampled": "x".join(map(str, small.shape)),
+            "frame_interval_s": movie.attrs["frame_interval_s"],
+            "pixel_size_um": movie.attrs["pixel_size_um"]}
+
+
+def _ds_interval(interval_s: float, factor: int) -> float | None:
+    return None if interval_s is None or not np.isfinite(interval_s) else interval_s * factor
+
+
+# --------------------------------------------------------------------------- step 2: rois
+
+
+def _rois_session(experiment: Experiment, session: io.Session, *,
+                  downsample: Mapping[str, int], background: Mapping[str, Any],
+                  figures: Mapping[str, Any]) -> dict[str, Any]:
+    load_path = experiment.path(session, "load")
+    _require(load_path, "load")
+    if session.roi_file is None:
+        raise _Skip("no ROI set (ROIs/ROIs.zip, Rois/Rois.zip or RoiSet.zip)")
+    loaded = open_store(load_path)
+    roi_list = rois.read_rois(session.roi_file)
+    native = tuple(loaded.attrs["native_shape"][1:])
+    tr = traces.extract_traces_downsampled(
+        loaded["movie"], roi_list, native_shape=native, factors=dict(downsample),
+        background_fraction=float(background["fraction"]), seed=int(background["seed"]))
+    tr = tr.compute()  # small: (roi, time) traces; one pass over the downsampled movie
+    labels = rois.label_image(roi_list, native)
+    tr["labels"] = (("row", "col"), labels)
+    tr.attrs |= {k: loaded.attrs[k] for k in ("experiment", "date", "session", "native_shape",
+                                               "frame_interval_s_downsampled", "pixel_size_um",
+                                               "source_files", "metadata_file")
+                 if k in loaded.attrs}
+    tr.attrs["roi_file"] = str(session.roi_file)
+    _write_zarr(tr, experiment.path(session, "traces"))
+    fig = figs.roi_overlay(loaded["mip"].values, labels, names=[r.name for r in roi_list],
+                              title=f"{session.experiment} {session.id}: {len(roi_list)} ROIs "
+                                    "over the MIP")
+    io.save_figure(fig, experiment.session_dir(session) / f"{session.name}_rois.png",
+                   dpi=int(figures.get("dpi", 100)))
+    return {"n_rois": len(roi_list), "n_background_pixels": int(tr.attrs["n_background_pixels"])}
+
+
+# --------------------------------------------------------------------------- step 3: arPLS
+
+
+def resolve_lam(arpls: Mapping[str, Any], frame_interval_s: float | None) -> tuple[float, float]:
+    """Return ``(lam, cutoff_s)`` from the ``arpls`` parameters and the time base.
+
+    ``cutoff_s`` set: λ follows from it; else λ is used and its cut-off is reported
+    (NaN when the frame interval is unknown).
+    """
+    if arpls.get("cutoff_s") is not None:
+        if not frame_interval_s:
+            raise CalimInputError("arpls.cutoff_s needs a known frame interval; set arpls.lam")
+        lam = bl.lam_from_cutoff(float(arpls["cutoff_s"]), frame_interval_s)
+        return lam, float(arpls["cutoff_s"])
+    lam = float(arpls["lam"])
+    cut = bl.cutoff_from_lam(lam, frame_interval_s) if frame_interval_s else float("nan")
+    return lam, cut
+
+
+def correct_session(
+    tr: xr.Dataset,
+    /,
+    *,
+    lam: float = 10.0,
+    tol: float = 1e-5,
+    max_iter: int = 100,
+    normalize: str = "dff",
+    trim_start: int = 0,
+) -> xr.Dataset:
+    """Drift-correct and normalize one session's traces (SPEC §2 steps 5-7).
+
+    Parameters
+    ----------
+    tr : xarray.Dataset
+        ``raw`` (roi, time) and ``background`` (time), as step 2 writes them.
+    lam, tol, max_iter : float, float, int, optional
+        arPLS smoothness, weight tolerance and iteration cap. Defaults are 10, 1e-5, 100.
+    normalize : {"dff", "session", "zscore"}, optional
+        Normalization of the corrected signal. Default is ``"dff"``.
+    trim_start : int, optional
+        Leading downsampled frames set to NaN in ``norm``. Default is 0.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``raw``, ``background``, ``signal = raw - background``, ``baseline`` (arPLS of
+        ``signal``), ``corrected = signal - baseline``, ``baseline_raw`` (arPLS of
+        ``raw``), ``dff = corrected / baseline_raw``, ``dff_raw = (raw - baseline_raw) /
+        baseline_raw``, ``norm`` (the chosen normalization), per ROI ``converged``,
+        ``n_iter``, ``converged_raw``, ``n_iter_raw``; attrs record every parameter.
+    """
+    raw = tr["raw"].transpose("roi", "time").values.astype(np.float64)
+    bg = tr["background"].values.astype(np.float64)
+    signal = raw - bg[np.newaxis, :]
+    base, info = bl.arpls(signal, lam=lam, tol=tol, max_iter=max_iter)
+    base_raw, info_raw = bl.arpls(raw, lam=lam, tol=tol, max_iter=max_iter)
+    corrected = signal - base
+    norm, ninfo = nm.normalize(corrected, base_raw, method=normalize, trim_start=trim_start)
+    f32 = np.float32
+    coords = {k: tr.coords[k] for k in ("roi", "roi_name", "time") if k in tr.coords}
+    coords["frame"] = ("time", np.arange(raw.shape[1]))
+    two = ("roi", "time")
+    out = xr.Dataset({
+        "raw": (two, raw.astype(f32)), "background": ("time", bg.astype(f32)),
+        "signal": (two, signal.astype(f32)), "baseline": (two, base.astype(f32)),
+        "corrected": (two, corrected.astype(f32)), "baseline_raw": (two, base_raw.astype(f32)),
+        "dff": (two, (corrected / base_raw).astype(f32)),
+        "dff_raw": (two, nm.dff_raw(raw, base_raw).astype(f32)),
+        "norm": (two, np.asarray(norm, dtype=f32)),
+        "converged": ("roi", np.atleast_1d(info["converged"])),
+        "n_iter": ("roi", np.atleast_1d(info["n_iter"]).astype(np.int32)),
+        "converged_raw": ("roi", np.atleast_1d(info_raw["converged"])),
+        "n_iter_raw": ("roi", np.atleast_1d(info_raw["n_iter"]).astype(np.int32)),
+    }, coords=coords)
+    scale = ninfo.get("session_scale")
+    out.attrs = _json_safe({k: v for k, v in tr.attrs.items()
+                            if k in ("experiment", "date", "session", "pixel_size_um",
+                                     "frame_interval_s_downsampled", "native_shape",
+                                     "background_fraction", "seed", "n_background_pixels",
+                                     "roi_file", "source_files")}) | {
+        "lam": float(lam), "tol": float(tol), "max_iter": int(max_iter),
+        "normalize": normalize, "trim_start": int(trim_start),
+        "session_scale": None if scale is None else float(scale),
+    }
+    return out
+
+
+def _arpls_session(experiment: Experiment, session: io.Session, *, arpls: Mapping[str, Any],
+                   normalize: str, trim_start: int, figures: Mapping[str, Any]
+                   ) -> dict[str, Any]:
+    path = experiment.path(session, "traces")
+    _require(path, "rois")
+    tr = open_store(path).load()
+    lam, cutoff = resolve_lam(arpls, tr.attrs.get("frame_interval_s_downsampled"))
+    ds = correct_session(tr, lam=lam, tol=float(arpls["tol"]), max_iter=int(arpls["max_iter"]),
+                         normalize=normalize, trim_start=int(trim_start))
+    ds.attrs["cutoff_s"] = cutoff if np.isfinite(cutoff) else None
+    _write_zarr(ds, experiment.path(session, "result"))
+    if figures.get("per_roi", True):
+        _roi_figures(experiment, session, ds, dpi=int(figures.get("dpi", 100)))
+    return {"n_rois": ds.sizes["roi"], "lam": round(lam, 6), "cutoff_s": ds.attrs["cutoff_s"],
+            "not_converged": int((~ds["converged"].values).sum()),
+            "not_converged_raw": int((~ds["converged_raw"].values).sum())}
+
+
+def _roi_figures(experiment: Experiment, session: io.Session, ds: xr.Dataset, *,
+                 dpi: int) -> None:
+    folder = experiment.session_dir(session)
+    name = session.name
+    for n in ds["roi"].values.tolist():
+        for fig_fn, fname in ((figs.roi_raw_figure, f"{name}_mask{n}.png"),
+                              (figs.roi_clean_figure, f"{name}_mask_arpls_clean_{n}.png"),
+                              (figs.roi_norm_figure, f"{name}_mask_arpls_NORM_{n}.png")):
+            io.save_figure(fig_fn(ds, n), folder / fname, dpi=dpi)
+
+
+# --------------------------------------------------------------------------- step 4
+
+
+def experiment_dataset(results: Sequence[xr.Dataset], /) -> xr.Dataset:
+    """Concatenate session results along ``cell`` (``cell_id = <date>_<session>_ROI<n>``).
+
+    Sessions with fewer downsampled frames are padded with NaN to the longest; the
+    ``time`` coordinate is that of the longest session.
+    """
+    if not results:
+        raise CalimInputError("no session result to aggregate")
+    n_time = max(r.sizes["time"] for r in results)
+    longest = next(r for r in results if r.sizes["time"] == n_time)
+    parts = []
+    for r in results:
+        n = r.sizes["time"]
+        r = r.drop_vars(["time", "frame"], errors="ignore")
+        if n < n_time:
+            r = r.pad(time=(0, n_time - n))  # NaN for the float traces
+        date, sess = r.attrs["date"], r.attrs["session"]
+        ids = [f"{date}_{sess}_ROI{n}" for n in r["roi"].values.tolist()]
+        r = r.rename_dims(roi="cell").drop_indexes("roi").assign_coords(
+            cell_id=("cell", ids), date=("cell", [date] * len(ids)),
+            session=("cell", [sess] * len(ids)))
+        parts.append(r)
+    exp = xr.concat(parts, dim="cell", combine_attrs="drop_conflicts", data_vars="all",
+                    coords="all", compat="equals", join="exact")
+    exp = exp.assign_coords(time=("time", longest["time"].values),
+                            frame=("time", np.arange(n_time)))
+    keep = ("experiment", "normalize", "trim_start", "lam", "cutoff_s")
+    exp.attrs = {k: results[0].attrs.get(k) for k in keep}
+    exp.attrs["sessions"] = [f"{r.attrs['date']}_{r.attrs['session']}" for r in results]
+    return exp
+
+
+def tidy_table(exp: xr.Dataset, /) -> pd.DataFrame:
+    """Long table: one row per cell and frame with every trace variable (SPEC §3)."""
+    cols = ["raw", "background", "signal", "baseline", "corrected", "baseline_raw", "dff",
+            "dff_raw", "norm"]
+    n_cell, n_time = exp.sizes["cell"], exp.sizes["time"]
+    frame = exp["frame"].values
+    out = pd.DataFrame({
+        "experiment": exp.attrs.get("experiment"),
+        "date": np.repeat(exp["date"].values, n_time),
+        "session": np.repeat(exp["session"].values, n_time),
+        "roi": np.repeat(exp["roi"].values, n_time),
+        "roi_name": np.repeat(exp["roi_name"].values, n_time),
+        "frame": np.tile(frame, n_cell),
+        "time_s": np.tile(exp["time"].values, n_cell),
+    })
+    for c in cols:
+        values = exp[c]
+        if "cell" not in values.dims:
+            values = values.expand_dims(cell=n_cell)
+        out[c] = values.transpose("cell", "time").values.reshape(-1)
+    out["converged"] = np.repeat(exp["converged"].values, n_time)
+    out["normalize"] = exp.attrs.get("normalize")
+    return out
+
+
+def _wide(exp: xr.Dataset, var: str) -> pd.DataFrame:
+    table = pd.DataFrame(exp[var].transpose("time", "cell").values,
+                         columns=exp["cell_id"].values)
+    table.insert(0, "time_s", exp["time"].values)
+    table.insert(0, "frame", exp["frame"].values)
+    return table
+
+
+def aggregate_experiment(
+    experiment: Experiment,
+    /,
+    *,
+    heatmap: Mapping[str, float],
+    echo: Callable[[str], None] = print,
+) -> xr.Dataset:
+    """Write the experiment's tables and figures from its sessions' results (SPEC §3).
+
+    Writes ``results_raw.csv`` (corrected signal), ``results_norm.csv`` (normalized
+    signal; one column per ROI, one row per downsampled frame), ``results_long.csv``
+    (tidy), ``heatmap.pdf``, ``hist_cum.pdf`` and ``experiment.zarr`` under
+    ``OUT/<experiment>/``; returns the experiment Dataset.
+    """
+    results, missing = [], []
+    for s in experiment.sessions:
+        path = experiment.path(s, "result")
+        if path.exists():
+            results.append(open_store(path).load())
+        else:
+            missing.append(s.id)
+    if missing:
+        echo(f"[{experiment.name} aggregate] left out (no result): {', '.join(missing)}")
+    exp = experiment_dataset(results)
+    root = experiment.root
+    io.write_text(root / "results_raw.csv", _wide(exp, "corrected").to_csv(index=False))
+    io.write_text(root / "results_norm.csv", _wide(exp, "norm").to_csv(index=False))
+    io.write_text(root / "results_long.csv", tidy_table(exp).to_csv(index=False))
+    io.save_figure(figs.heatmap_figure(exp, vmin=float(heatmap["vmin"]),
+                                          vmax=float(heatmap["vmax"])), root / "heatmap.pdf")
+    io.save_figure(figs.hist_cum_figure(exp), root / "hist_cum.pdf")
+    _write_zarr(exp, root / "experiment.zarr")
+    echo(f"[{experiment.name} aggregate] {exp.sizes['cell']} ROIs from {len(results)} "
+         f"session(s) -> {root}")
+    return exp
+
+
+def compare_experiments(out_dir: str | Path, names: Sequence[str], /) -> pd.DataFrame:
+    """Put experiments side by side: ``OUT/comparison/comparison.pdf`` and a summary table.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per cell: experiment, cell id, mean and 95th percentile of ``norm``.
+    """
+    out_dir = Path(out_dir)
+    exps = {n: open_store(out_dir / n / "experiment.zarr").load() for n in names}
+    rows = []
+    for name, exp in exps.items():
+        norm = exp["norm"].transpose("cell", "time").values
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(norm, axis=1)
+            p95 = np.nanpercentile(norm, 95, axis=1)
+        rows += [{"experiment": name, "cell_id": c, "mean_norm": m, "p95_norm": p}
+                 for c, m, p in zip(exp["cell_id"].values, mean, p95, strict=True)]
+    table = pd.DataFrame(rows)
+    io.write_text(out_dir / "comparison" / "comparison_cells.csv", table.to_csv(index=False))
+    io.save_figure(figs.comparison_figure(exps), out_dir / "comparison" / "comparison.pdf")
+    return table
+
+
+# --------------------------------------------------------------------------- run record
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_record(experiment: Experiment, params: Mapping[str, Any], /) -> dict[str, Any]:
+    """Parameters, package versions and input checksums; written to ``run_record.json``."""
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            versions[pkg] = None
+    inputs = {}
+    for s in experiment.sessions:
+        for f in (*s.stack_files, s.metadata_file, s.roi_file):
+            if f is not None:
+                inputs[str(Path(f).relative_to(experiment.experiment_dir))] = _sha256(Path(f))
+    record = {"experiment": experiment.name, "experiment_dir": str(experiment.experiment_dir),
+              "params": dict(params), "versions": versions, "inputs_sha256": inputs}
+    io.write_text(experiment.root / "run_record.json", json.dumps(record, indent=1))
+    return record
+
+
+# --------------------------------------------------------------------------- notebook views
+
+
+def _first_ok(experiment: Experiment, kind: str) -> tuple[io.Session, xr.Dataset] | None:
+    for s in experiment.sessions:
+        path = experiment.path(s, kind)
+        if path.exists():
+            return s, open_store(path)
+    return None
+
+
+def show_load(experiment: Experiment, /) -> Any:
+    """Native MIP and mean downsampled frame of the first loaded session (a Figure)."""
+    found = _first_ok(experiment, "load")
+    if found is None:
+        return "no session was loaded"
+    s, ds = found
+    return figs.load_figure(ds["mip"].values, ds["movie"].mean("time").values,
+                            title=f"{s.experiment} {s.id}")
+
+
+def show_rois(experiment: Experiment, /) -> Any:
+    """ROI traces and background of the first session with traces (a Figure)."""
+    found = _first_ok(experiment, "traces")
+    if found is None:
+        return "no session has traces"
+    s, ds = found
+    return figs.traces_figure(ds.load(), title=f"{s.experiment} {s.id}")
+
+
+def show_arpls(experiment: Experiment, /) -> Any:
+    """Return the lab's per-ROI figures for the first ROI of the first corrected session."""
+    found = _first_ok(experiment, "result")
+    if found is None:
+        return "no session was corrected"
+    _, ds = found
+    ds = ds.load()
+    roi = int(ds["roi"].values[0])
+    return [figs.roi_raw_figure(ds, roi), figs.roi_norm_figure(ds, roi)]
+
+
+def show_aggregate(exp: xr.Dataset, /, *, heatmap: Mapping[str, float]) -> Any:
+    """Heatmap and average-trace figures of an experiment Dataset."""
+    return [figs.heatmap_figure(exp, vmin=float(heatmap["vmin"]), vmax=float(heatmap["vmax"])),
+            figs.hist_cum_figure(exp)]
+
+
+def convergence_table(experiment: Experiment, /) -> pd.DataFrame:
+    """ROIs whose arPLS fit (of ``signal`` or of ``raw``) did not converge."""
+    rows = []
+    for s in experiment.sessions:
+        path = experiment.path(s, "result")
+        if not path.exists():
+            continue
+        ds = open_store(path)
+        for i, roi in enumerate(ds["roi"].values.tolist()):
+            conv, conv_raw = bool(ds["converged"][i]), bool(ds["converged_raw"][i])
+            if not (conv and conv_raw):
+                rows.append({"session": s.id, "roi": roi,
+                             "roi_name": str(ds["roi_name"].values[i]),
+                             "signal_fit": "ok" if conv else f"{int(ds['n_iter'][i])} it.",
+                             "raw_fit": "ok" if conv_raw else f"{int(ds['n_iter_raw'][i])} it."})
+    return pd.DataFrame(rows, columns=["session", "roi", "roi_name", "signal_fit", "raw_fit"])
+
+
+def _status_lines(status: pd.DataFrame) -> list[str]:
+    return [f"{r.session}: {r.status}" + (f" ({_short(r.reason)})" if r.reason else "")
+            for r in status.itertuples()]
+
+
+def _short(reason: str) -> str:
+    """Reason without machine-specific paths, for order-stable summaries."""
+    return " ".join(Path(w).name if "/" in w else w for w in str(reason).split())[:120]
+
+
+def summary_load(experiment: Experiment, status: pd.DataFrame, /) -> str:
+    """Return a rounded, order-stable text summary of step 1 (for nbval)."""
+    lines = [f"experiment {experiment.name}: {len(experiment.sessions)} session(s)"]
+    lines += _status_lines(status)
+    for s in experiment.sessions:
+        path = experiment.path(s, "load")
+        if path.exists():
+            ds = open_store(path)
+            lines.append(f"{s.id}: native {'x'.join(map(str, ds.attrs['native_shape']))} -> "
+                         f"{'x'.join(map(str, ds['movie'].shape))}, "
+                         f"mean {float(ds['movie'].mean()):.1f}")
+    return "\n".join(lines)
+
+
+def summary_rois(experiment: Experiment, status: pd.DataFrame, /) -> str:
+    """Return a rounded, order-stable text summary of step 2 (for nbval)."""
+    lines = _status_lines(status)
+    for s in experiment.sessions:
+        path = experiment.path(s, "traces")
+        if path.exists():
+            ds = open_store(path).load()
+            lines.append(f"{s.id}: {ds.sizes['roi']} ROIs, {ds.attrs['n_background_pixels']} "
+                         f"background pixels, median raw {float(ds['raw'].median()):.0f}, "
+                         f"median background {float(ds['background'].median()):.0f}")
+    return "\n".join(lines)
+
+
+def summary_arpls(experiment: Experiment, status: pd.DataFrame, /) -> str:
+    """Return a rounded, order-stable text summary of step 3 (for nbval)."""
+    lines = _status_lines(status)
+    for s in experiment.sessions:
+        path = experiment.path(s, "result")
+        if path.exists():
+            ds = open_store(path).load()
+            conv = int(ds["converged"].sum())
+            lines.append(f"{s.id}: {ds.sizes['roi']} ROIs x {ds.sizes['time']} frames, "
+                         f"lam {ds.attrs['lam']:g}, {conv}/{ds.sizes['roi']} fits converged, "
+                         f"median {ds.attrs['normalize']} {float(ds['norm'].median()):.3f}")
+    return "\n".join(lines)
+
+
+def summary_aggregate(exp: xr.Dataset, /) -> str:
+    """Return a rounded, order-stable text summary of step 4 (for nbval)."""
+    norm = exp["norm"].values
+    with np.errstate(all="ignore"):
+        avg = np.nanmean(norm, axis=0)
+    return "\n".join([
+        f"{exp.attrs['experiment']}: {exp.sizes['cell']} ROIs from "
+        f"{len(exp.attrs['sessions'])} session(s), {exp.sizes['time']} frames",
+        f"normalize {exp.attrs['normalize']}, trim_start {exp.attrs['trim_start']}",
+        f"median {float(np.nanmedian(norm)):.3f}, peak of the average trace "
+        f"{float(np.nanmax(avg)):.3f} at frame {int(np.nanargmax(avg))}",
+    ])
