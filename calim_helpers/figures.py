@@ -550,11 +550,13 @@ def heatmap_figure(
     label = _norm_label(exp_ds.attrs.get("normalize", "?"))
     colormap = mpl.colormaps[cmap].with_extremes(bad="0.85")
 
-    height = float(np.clip(2.2 + 0.09 * n_cell + 0.3 * n_sess, 4.5, 14))
-    fig = Figure(figsize=(10, height), layout="constrained")
+    # panel heights in inches: the session-mean rows keep a readable height however
+    # many cells the upper panel holds
+    cells_in = float(np.clip(0.09 * n_cell, 2.0, 11.0))
+    sess_in = float(np.clip(0.3 * n_sess, 0.9, 3.0))
+    fig = Figure(figsize=(10, cells_in + sess_in + 1.6), layout="constrained")
     ax_cells, ax_sess = fig.subplots(
-        2, 1, sharex=True,
-        gridspec_kw={"height_ratios": [max(n_cell, 4), max(1.5 * n_sess, 2.5)]})
+        2, 1, sharex=True, gridspec_kw={"height_ratios": [cells_in, sess_in]})
     kw = {"aspect": "auto", "interpolation": "nearest", "cmap": colormap,
           "vmin": vmin, "vmax": vmax}
     im = ax_cells.imshow(rows, extent=(t0, t1, n_cell - 0.5, -0.5), **kw)
@@ -577,7 +579,7 @@ def heatmap_figure(
                        f"{_count(n_cell, 'cell')} in {_count(n_sess, 'session')}", fontsize=11)
     ax_sess.set_title("mean over each session's cells", fontsize=10)
     cb = fig.colorbar(im, ax=[ax_cells, ax_sess], extend="both", shrink=0.8,
-                      aspect=max(20.0, 4 * height), extendfrac=0.03)
+                      aspect=max(20.0, 4 * (cells_in + sess_in + 1.6)), extendfrac=0.03)
     cb.set_label(label)
     return fig
 

@@ -468,6 +468,17 @@ def tidy_table(exp: xr.Dataset, /) -> pd.DataFrame:
     return out
 
 
+def average_trace(exp: xr.Dataset, /) -> pd.DataFrame:
+    """Return the "average histogram": mean, SEM and count of ``norm`` over cells per frame."""
+    norm = exp["norm"].transpose("cell", "time").values.astype(np.float64)
+    n = np.isfinite(norm).sum(axis=0)
+    with np.errstate(all="ignore"):
+        mean = np.nanmean(norm, axis=0)
+        sem = np.nanstd(norm, axis=0, ddof=1) / np.sqrt(n)
+    return pd.DataFrame({"frame": exp["frame"].values, "time_s": exp["time"].values,
+                         "mean": mean, "sem": sem, "n_cells": n})
+
+
 def _wide(exp: xr.Dataset, var: str) -> pd.DataFrame:
     table = pd.DataFrame(exp[var].transpose("time", "cell").values,
                          columns=exp["cell_id"].values)
@@ -487,7 +498,8 @@ def aggregate_experiment(
 
     Writes ``results_raw.csv`` (corrected signal), ``results_norm.csv`` (normalized
     signal; one column per ROI, one row per downsampled frame), ``results_long.csv``
-    (tidy), ``heatmap.pdf``, ``hist_cum.pdf`` and ``experiment.zarr`` under
+    (tidy), ``heatmap.pdf``, ``hist_cum.pdf`` with ``hist_cum.csv`` (the average trace:
+    mean, SEM and count over cells per frame) and ``experiment.zarr`` under
     ``OUT/<experiment>/``; returns the experiment Dataset.
     """
     results, missing = [], []
@@ -507,6 +519,7 @@ def aggregate_experiment(
     io.save_figure(figs.heatmap_figure(exp, vmin=float(heatmap["vmin"]),
                                           vmax=float(heatmap["vmax"])), root / "heatmap.pdf")
     io.save_figure(figs.hist_cum_figure(exp), root / "hist_cum.pdf")
+    io.write_text(root / "hist_cum.csv", average_trace(exp).to_csv(index=False))
     _write_zarr(exp, root / "experiment.zarr")
     echo(f"[{experiment.name} aggregate] {exp.sizes['cell']} ROIs from {len(results)} "
          f"session(s) -> {root}")

@@ -51,7 +51,7 @@ def test_run_succeeds_and_never_touches_the_input(run, experiment):
 def test_every_spec_output_exists(run):
     out = run["out"]
     for name in ("results_raw.csv", "results_norm.csv", "results_long.csv", "heatmap.pdf",
-                 "hist_cum.pdf", "run_record.json"):
+                 "hist_cum.pdf", "hist_cum.csv", "run_record.json"):
         assert (out / name).stat().st_size > 100, name
     for nb in ("01_load", "02_rois", "03_arpls", "04_aggregate"):
         assert (out / "notebooks" / f"{nb}.ipynb").exists()
@@ -85,6 +85,10 @@ def test_results_norm_is_one_column_per_roi_not_running_sums(run):
             np.testing.assert_allclose(written, ds["norm"].values[i], rtol=1e-6)
     assert columns[2:] == expected_cols
     assert len(rows) == 20  # 200 frames / 10
+    average = _rows(out / "hist_cum.csv")
+    norm = np.array([[float(r[c]) for c in expected_cols] for r in rows])
+    np.testing.assert_allclose([float(r["mean"]) for r in average], np.nanmean(norm, axis=1),
+                               rtol=1e-6)
 
 
 def test_tidy_table_and_record(run, experiment):

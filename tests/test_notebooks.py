@@ -72,3 +72,18 @@ def test_reference_is_in_sync_with_source(name):
         f"{ref.name} has drifted from notebooks/{name}.py: run `make nbval-refs`")
     checked = [c for c in reference.cells if "NBVAL_CHECK_OUTPUT" in c.get("source", "")]
     assert checked and checked[-1].outputs, f"{ref.name}: the summary cell has no output"
+
+
+def test_notebooks_run_unedited_on_the_demo_layout(tmp_path):
+    """As in JupyterLab after `make demo`: defaults ../demo/DEMO and ../out, no parameters."""
+    from calim_helpers import demo
+    from calim_helpers.runner import execute_notebook
+
+    demo.write_demo_experiment(tmp_path / "demo", n_frames=100, frame_shape=(40, 48), seed=2)
+    nb_dir = tmp_path / "notebooks"
+    for name in NOTEBOOKS:
+        error = execute_notebook(name, {}, nb_dir / f"{name}.ipynb", source_dir=tmp_path,
+                                 html=False)
+        assert error == "", f"{name}: {error}"
+    assert (tmp_path / "out" / "DEMO" / "results_norm.csv").exists()
+    assert (tmp_path / "out" / "DEMO" / "heatmap.pdf").exists()
