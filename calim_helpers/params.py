@@ -22,7 +22,12 @@ __all__ = ["CHOICES", "DEFAULTS_FILE", "load_params", "merge_params"]
 DEFAULTS_FILE = Path(__file__).resolve().parents[1] / "params" / "default.yaml"
 
 # Parameters whose value must be one of a few names.
-CHOICES = {"normalize": ("dff", "session", "zscore")}
+CHOICES = {
+    "normalize": ("dff", "session", "zscore"),
+    "registration.method": ("rigid", "piecewise"),
+    "denoise.method": ("none", "gaussian", "median", "temporal_gaussian"),
+    "rois.source": ("expert", "auto", "auto_if_missing"),
+}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

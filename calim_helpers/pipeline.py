@@ -34,10 +34,17 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from calim_helpers import analysis_figures as afigs
 from calim_helpers import baseline as bl
+from calim_helpers import denoise as dn
+from calim_helpers import detection as det
+from calim_helpers import events as evt
 from calim_helpers import figures as figs
-from calim_helpers import io, rois, traces
+from calim_helpers import io, traces
 from calim_helpers import normalize as nm
+from calim_helpers import registration as reg
+from calim_helpers import rois as roi_io
+from calim_helpers import synchrony as syn
 from calim_helpers.downsample import downsample as block_mean
 from calim_helpers.errors import CalimInputError
 
@@ -175,7 +182,7 @@ def run_step(
 
     Parameters
     ----------
-    step : {"load", "rois", "arpls"}
+    step : {"load", "rois", "arpls", "analysis"}
         Which step.
     experiment : Experiment
         The sessions and the output root.
@@ -191,7 +198,8 @@ def run_step(
         ``seconds``, ``reason``, and the step's summary columns. Also written to
         ``OUT/<experiment>/status/<step>.csv``.
     """
-    funcs = {"load": _load_session, "rois": _rois_session, "arpls": _arpls_session}
+    funcs = {"load": _load_session, "rois": _rois_session, "arpls": _arpls_session,
+             "analysis": _analysis_session}
     if step not in funcs:
         raise ValueError(f"step must be one of {tuple(funcs)}, got {step!r}")
     rows = []
@@ -232,27 +240,111 @@ def _require(path: Path, step: str) -> None:
 # --------------------------------------------------------------------------- step 1: load
 
 
+def register_movie(movie: xr.DataArray, /, *, registration: Mapping[str, Any]
+                   ) -> tuple[xr.DataArray, xr.DataArray | None]:
+    """Motion-correct a native movie lazily, per the ``registration`` parameters.
+
+    Returns
+    -------
+    corrected : xarray.DataArray
+        float32, lazy (the movie itself when registration is disabled).
+    shifts : xarray.DataArray or None
+        (time, axis ``["dy", "dx"]``) correction applied, native px (for ``piecewise``,
+        the mean over patches), with a boolean ``bad`` coordinate: frames whose shift
+        reached ``max_shift_px`` or whose peak correlation with the template is below
+        half the session's median.
+    """
+    if not registration.get("enabled", True):
+        return movie, None
+    template = reg.make_template(movie, n_frames=int(registration["template_frames"]))
+    max_shift = registration.get("max_shift_px")
+    up = int(registration["upsample_factor"])
+    if registration.get("method", "rigid") == "piecewise":
+        field = reg.piecewise_shifts(movie, template, grid=tuple(registration["grid"]),
+                                     upsample_factor=up, max_shift_px=max_shift)
+        corrected = reg.apply_piecewise(movie, field)
+        shifts = field.mean(("patch_y", "patch_x"))
+        clipped = np.zeros(shifts.sizes["time"], bool)
+        corr = np.full(shifts.sizes["time"], np.nan)
+    else:
+        shifts = reg.estimate_shifts(movie, template, upsample_factor=up,
+                                     max_shift_px=max_shift)
+        corrected = reg.apply_shifts(movie, shifts)
+        clipped = np.asarray(shifts.coords["clipped"].values, bool)
+        corr = np.asarray(shifts.coords["peak_corr"].values, float)
+    # a frame is bad when its shift hit the limit or it hardly resembles the template
+    # (peak correlation below half the session's median; bursts of activity lower it a
+    # little, a frame out of focus or a shutter artefact a lot)
+    med = np.nanmedian(corr) if np.isfinite(corr).any() else np.nan
+    low = corr < 0.5 * med if np.isfinite(med) else np.zeros_like(clipped)
+    shifts = shifts.reset_coords(drop=True).assign_coords(bad=("time", clipped | low))
+    return corrected, shifts
+
+
 def _load_session(experiment: Experiment, session: io.Session, *,
-                  load: Mapping[str, int], downsample: Mapping[str, int]) -> dict[str, Any]:
+                  load: Mapping[str, int], downsample: Mapping[str, int],
+                  registration: Mapping[str, Any] | None = None,
+                  denoise: Mapping[str, Any] | None = None,
+                  figures: Mapping[str, Any] | None = None) -> dict[str, Any]:
     movie = io.open_movie(session, chunks={"time": int(load["chunk_time"])})
-    small = block_mean(movie, dict(downsample))
-    mip = movie.max("time").rename(y="row", x="col")
+    corrected, shifts = register_movie(movie, registration=registration or {"enabled": False})
+    d = dict(denoise or {"method": "none"})
+    cleaned = dn.denoise(corrected, method=d.pop("method", "none"), **d)
+    small = block_mean(cleaned, dict(downsample))
+    mip = cleaned.max("time").rename(y="row", x="col")
     ds = xr.Dataset({"movie": small, "mip": mip})
+    summary: dict[str, Any] = {}
+    if shifts is not None:
+        ds["mean_before"] = movie.mean("time").astype(np.float32).rename(y="row", x="col")
+        ds["mean_after"] = cleaned.mean("time").astype(np.float32).rename(y="row", x="col")
+        ds["shifts"] = shifts.rename(time="native_time").reset_coords("bad", drop=True)
+        ds["bad_frame"] = ("native_time", shifts["bad"].values)
+        centred = shifts.values - np.median(shifts.values, axis=0)
+        rms = float(np.sqrt(np.mean(np.sum(centred**2, axis=1))))
+        summary = {"shift_rms_px": round(rms, 3),
+                   "max_shift_px": round(float(np.abs(shifts.values).max()), 3),
+                   "bad_frames": int(shifts["bad"].values.sum())}
     ds["movie"].attrs = {}
+    for v in ("mip", "mean_before", "mean_after"):
+        if v in ds:
+            ds[v].attrs = {}
     ds.attrs = _json_safe(small.attrs) | {
         "experiment": session.experiment, "date": session.date, "session": session.name,
         "native_shape": list(movie.shape), "dtype": str(movie.dtype),
         "frame_interval_s_downsampled": _ds_interval(movie.attrs["frame_interval_s"],
                                                      downsample.get("time", 1)),
-    }
+        "registration": json.dumps(dict(registration or {"enabled": False})),
+        "denoise": json.dumps(dict(denoise or {"method": "none"})),
+    } | ({"shift_rms_px": summary["shift_rms_px"]} if summary else {})
     t_chunk = max(1, int(load["chunk_time"]) // int(downsample.get("time", 1)))
     ds["movie"] = ds["movie"].chunk({"time": t_chunk, "y": -1, "x": -1})
     with dask.config.set(scheduler="threads"):
         _write_zarr(ds, experiment.path(session, "load"))
+    if shifts is not None:
+        _registration_outputs(experiment, session, shifts, ds, dpi=int((figures or {}).get(
+            "dpi", 100)))
     return {"frames": movie.sizes["time"], "native": "x".join(map(str, movie.shape)),
             "downsampled": "x".join(map(str, small.shape)),
             "frame_interval_s": movie.attrs["frame_interval_s"],
-            "pixel_size_um": movie.attrs["pixel_size_um"]}
+            "pixel_size_um": movie.attrs["pixel_size_um"]} | summary
+
+
+def _registration_outputs(experiment: Experiment, session: io.Session, shifts: xr.DataArray,
+                          ds: xr.Dataset, *, dpi: int) -> None:
+    folder, name = experiment.session_dir(session), session.name
+    table = pd.DataFrame({"frame": np.arange(shifts.sizes["time"]),
+                          "time_s": shifts["time"].values,
+                          "dy": shifts.sel(axis="dy").values, "dx": shifts.sel(axis="dx").values,
+                          "bad": shifts["bad"].values})
+    io.write_text(folder / "shifts.csv", table.to_csv(index=False))
+    title = f"{session.experiment} {session.id}"
+    io.save_figure(afigs.shifts_figure(shifts.reset_coords("bad", drop=True),
+                                       bad=shifts["bad"].values, title=title),
+                   folder / f"{name}_shifts.png", dpi=dpi)
+    stored = open_store(experiment.path(session, "load"))
+    io.save_figure(afigs.registration_figure(stored["mean_before"].values,
+                                             stored["mean_after"].values, title=title),
+                   folder / f"{name}_registration.png", dpi=dpi)
 
 
 def _ds_interval(interval_s: float, factor: int) -> float | None:
@@ -264,32 +356,74 @@ def _ds_interval(interval_s: float, factor: int) -> float | None:
 
 def _rois_session(experiment: Experiment, session: io.Session, *,
                   downsample: Mapping[str, int], background: Mapping[str, Any],
-                  figures: Mapping[str, Any]) -> dict[str, Any]:
+                  figures: Mapping[str, Any], rois: Mapping[str, Any] | None = None,
+                  detection: Mapping[str, Any] | None = None) -> dict[str, Any]:
     load_path = experiment.path(session, "load")
     _require(load_path, "load")
-    if session.roi_file is None:
-        raise _Skip("no ROI set (ROIs/ROIs.zip, Rois/Rois.zip or RoiSet.zip)")
+    source = (rois or {}).get("source", "expert")
+    if source == "expert" and session.roi_file is None:
+        raise _Skip("no ROI set (ROIs/ROIs.zip, Rois/Rois.zip or RoiSet.zip) and rois.source "
+                    "is 'expert'")
     loaded = open_store(load_path)
-    roi_list = rois.read_rois(session.roi_file)
     native = tuple(loaded.attrs["native_shape"][1:])
+    expert = roi_io.read_rois(session.roi_file) if session.roi_file is not None else None
+    summary: dict[str, Any] = {"roi_source": "expert", "n_expert": len(expert or [])}
+    if source != "expert":
+        auto, match = _detect(experiment, session, loaded, native, expert,
+                              downsample=downsample, detection=detection or {})
+        summary |= {"n_auto": len(auto)} | match
+        if expert is None or source == "auto":
+            summary["roi_source"] = "auto"
+    roi_list = auto if summary["roi_source"] == "auto" else expert
+    if not roi_list:
+        raise _Skip("automatic detection found no neuron and there is no expert ROI set")
     tr = traces.extract_traces_downsampled(
         loaded["movie"], roi_list, native_shape=native, factors=dict(downsample),
         background_fraction=float(background["fraction"]), seed=int(background["seed"]))
     tr = tr.compute()  # small: (roi, time) traces; one pass over the downsampled movie
-    labels = rois.label_image(roi_list, native)
+    labels = roi_io.label_image(roi_list, native)
     tr["labels"] = (("row", "col"), labels)
     tr.attrs |= {k: loaded.attrs[k] for k in ("experiment", "date", "session", "native_shape",
                                                "frame_interval_s_downsampled", "pixel_size_um",
-                                               "source_files", "metadata_file")
+                                               "source_files", "metadata_file", "shift_rms_px")
                  if k in loaded.attrs}
-    tr.attrs["roi_file"] = str(session.roi_file)
+    tr.attrs["roi_source"] = summary["roi_source"]
+    tr.attrs["roi_file"] = (str(session.roi_file) if summary["roi_source"] == "expert"
+                            else str(experiment.session_dir(session) / "ROIs_auto.zip"))
     _write_zarr(tr, experiment.path(session, "traces"))
     fig = figs.roi_overlay(loaded["mip"].values, labels, names=[r.name for r in roi_list],
-                              title=f"{session.experiment} {session.id}: {len(roi_list)} ROIs "
-                                    "over the MIP")
+                           title=f"{session.experiment} {session.id}: {len(roi_list)} "
+                                 f"{summary['roi_source']} ROIs over the MIP")
     io.save_figure(fig, experiment.session_dir(session) / f"{session.name}_rois.png",
                    dpi=int(figures.get("dpi", 100)))
-    return {"n_rois": len(roi_list), "n_background_pixels": int(tr.attrs["n_background_pixels"])}
+    return {"n_rois": len(roi_list), "n_background_pixels": int(tr.attrs["n_background_pixels"])
+            } | summary
+
+
+def _detect(experiment: Experiment, session: io.Session, loaded: xr.Dataset,
+            native: tuple[int, int], expert: list | None, *, downsample: Mapping[str, int],
+            detection: Mapping[str, Any]) -> tuple[list, dict[str, Any]]:
+    """Detect somata on the downsampled movie, write ROIs_auto.zip, compare with expert ROIs."""
+    fy, fx = int(downsample.get("y", 1)), int(downsample.get("x", 1))
+    images = det.summary_images(loaded["movie"])
+    pixel_um = loaded.attrs.get("pixel_size_um")
+    diameter_um = float(detection.get("diameter_um", 12.0))
+    diameter_px = diameter_um / (pixel_um * fy) if pixel_um else 9.0
+    labels = det.detect_neurons(images, diameter_px=diameter_px)
+    auto = det.labels_to_rois(np.asarray(labels), scale=(fy, fx)) if int(labels.max()) else []
+    path = experiment.session_dir(session) / "ROIs_auto.zip"
+    if auto:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = io.atomic_path(path).with_suffix(".zip")
+        roi_io.write_rois(tmp, auto)
+        io.commit(tmp, path)
+    match: dict[str, Any] = {}
+    if expert and auto:
+        m = det.match_rois(roi_io.label_image(auto, native), roi_io.label_image(expert, native),
+                           iou_threshold=float(detection.get("iou_threshold", 0.5)))
+        match = {f"auto_vs_expert_{k}": round(float(m[k]), 3)
+                 for k in ("precision", "recall", "f1")}
+    return auto, match
 
 
 # --------------------------------------------------------------------------- step 3: arPLS
@@ -371,7 +505,8 @@ def correct_session(
                             if k in ("experiment", "date", "session", "pixel_size_um",
                                      "frame_interval_s_downsampled", "native_shape",
                                      "background_fraction", "seed", "n_background_pixels",
-                                     "roi_file", "source_files")}) | {
+                                     "roi_file", "source_files", "roi_source",
+                                     "shift_rms_px")}) | {
         "lam": float(lam), "tol": float(tol), "max_iter": int(max_iter),
         "normalize": normalize, "trim_start": int(trim_start),
         "session_scale": None if scale is None else float(scale),
@@ -406,6 +541,171 @@ def _roi_figures(experiment: Experiment, session: io.Session, ds: xr.Dataset, *,
                               (figs.roi_clean_figure, f"{name}_mask_arpls_clean_{n}.png"),
                               (figs.roi_norm_figure, f"{name}_mask_arpls_NORM_{n}.png")):
             io.save_figure(fig_fn(ds, n), folder / fname, dpi=dpi)
+
+
+# --------------------------------------------------------------------------- step 5: analysis
+
+
+def analyze_session(ds: xr.Dataset, /, *, events: Mapping[str, Any],
+                    synchrony: Mapping[str, Any]) -> dict[str, Any]:
+    """Events, rates, spectra, network events, correlations, clusters and features.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A session result (step 3), loaded.
+    events, synchrony : mapping
+        The ``events`` and ``synchrony`` parameter sections.
+
+    Returns
+    -------
+    dict
+        ``events`` (DataFrame, one row per event), ``rates`` (per ROI), ``network``
+        (:class:`calim_helpers.synchrony.NetworkEvents`), ``network_table`` (its events
+        with times in s), ``corr`` (roi, roi), ``clusters`` and ``order`` (by cluster),
+        ``spectra`` (roi, frequency) and ``features`` (one row per ROI).
+    """
+    ev = evt.detect_events_dataset(ds, threshold=float(events["threshold"]),
+                                   prominence=float(events["prominence"]),
+                                   min_duration_s=float(events["min_duration_s"]),
+                                   merge_gap_s=float(events["merge_gap_s"]),
+                                   min_amplitude=float(events["min_amplitude"]))
+    rates = evt.event_rates(ev, ds)
+    n_roi, n_time = ds.sizes["roi"], ds.sizes["time"]
+    norm = ds["norm"].transpose("roi", "time")
+    activity = syn.activity_matrix(ev, n_roi, n_time, rois=ds["roi"].values)
+    valid = np.isfinite(norm.values).any(axis=0)
+    network = syn.network_events(activity, bin_frames=int(synchrony["bin_frames"]),
+                                 n_shuffles=int(synchrony["n_shuffles"]),
+                                 alpha=float(synchrony["alpha"]), valid=valid,
+                                 seed=int(ds.attrs.get("seed", 0) or 0))
+    time = ds["time"].values
+    dt = float(np.median(np.diff(time))) if n_time > 1 else 1.0
+    table = network.events.copy()
+    table["start_s"] = time[table["start_frame"].to_numpy(int)] if len(table) else []
+    table["end_s"] = (time[table["stop_frame"].to_numpy(int) - 1] + dt) if len(table) else []
+    corr = syn.correlation_matrix(norm.values)
+    clusters, order = syn.cluster_rois(corr, threshold=float(synchrony["cluster_threshold"]))
+    features = syn.session_features(ds, ev, network,
+                                    cluster_threshold=float(synchrony["cluster_threshold"]))
+    spectra = syn.power_spectra(norm) if n_time >= 8 else None
+    return {"events": ev, "rates": rates, "network": network, "network_table": table,
+            "corr": corr, "clusters": clusters, "order": order, "spectra": spectra,
+            "features": features}
+
+
+def _analysis_session(experiment: Experiment, session: io.Session, *,
+                      events: Mapping[str, Any], synchrony: Mapping[str, Any],
+                      qc: Mapping[str, Any], heatmap: Mapping[str, float],
+                      figures: Mapping[str, Any]) -> dict[str, Any]:
+    path = experiment.path(session, "result")
+    _require(path, "arpls")
+    ds = open_store(path).load()
+    res = analyze_session(ds, events=events, synchrony=synchrony)
+    folder, name = experiment.session_dir(session), session.name
+    dpi = int(figures.get("dpi", 100))
+    io.write_text(folder / f"{name}_events.csv", res["events"].to_csv(index=False))
+    io.write_text(folder / f"{name}_features.csv", res["features"].to_csv(index=False))
+    io.write_text(folder / f"{name}_network_events.csv",
+                  res["network_table"].to_csv(index=False))
+    if res["spectra"] is not None:
+        io.write_text(folder / f"{name}_spectra.csv",
+                      res["spectra"].to_pandas().T.to_csv(index_label="frequency_hz"))
+    title = f"{session.experiment} {session.id}"
+    labels = [f"{n} {nm}" for n, nm in zip(ds["roi"].values.tolist(),
+                                             ds["roi_name"].values.tolist(), strict=True)]
+    order = np.asarray(res["order"])
+    io.save_figure(afigs.raster_figure(res["events"], ds.sizes["roi"], ds["time"].values,
+                                       network=res["network_table"], order=order,
+                                       roi_labels=labels, title=title),
+                   folder / f"{name}_raster.png", dpi=dpi)
+    io.save_figure(afigs.correlation_figure(res["corr"], order=order, clusters=res["clusters"],
+                                            labels=labels, title=title),
+                   folder / f"{name}_correlation.png", dpi=dpi)
+    io.save_figure(afigs.cluster_heatmap_figure(
+        ds["norm"].transpose("roi", "time").values, ds["time"].values, order=order,
+        clusters=res["clusters"], vmin=float(heatmap["vmin"]), vmax=float(heatmap["vmax"]),
+        label=figs.NORM_LABELS.get(ds.attrs.get("normalize"), "normalized"), title=title),
+        folder / f"{name}_clusters.png", dpi=dpi)
+    io.save_figure(afigs.session_summary_figure(res["features"], title=title),
+                   folder / f"{name}_summary.png", dpi=dpi)
+    io.save_figure(_qc(experiment, session, ds, res, qc=qc, title=title),
+                   folder / f"{name}_qc.png", dpi=dpi)
+    snr = res["features"]["snr"].to_numpy(float)
+    return {"n_events": len(res["events"]), "n_network_events": len(res["network_table"]),
+            "network_threshold": round(float(res["network"].threshold), 3),
+            "n_clusters": int(np.unique(res["clusters"]).size),
+            "low_snr_rois": int(np.sum(~(snr >= float(qc["snr_threshold"]))))}
+
+
+def _qc(experiment: Experiment, session: io.Session, ds: xr.Dataset, res: Mapping[str, Any],
+        *, qc: Mapping[str, Any], title: str) -> Any:
+    load = open_store(experiment.path(session, "load"))
+    tr = open_store(experiment.path(session, "traces"))
+    shifts = (load["shifts"].rename(native_time="time").load() if "shifts" in load else None)
+    bad = load["bad_frame"].values if "bad_frame" in load else None
+    return afigs.qc_figure(load["mip"].values, tr["labels"].values, shifts,
+                           ds["background"].values, ds["converged"].values,
+                           res["features"]["snr"].to_numpy(float),
+                           snr_threshold=float(qc["snr_threshold"]), bad_frames=bad,
+                           title=title)
+
+
+def collect_analysis(experiment: Experiment, /) -> dict[str, pd.DataFrame]:
+    """Gather the sessions' analysis tables into the experiment's CSVs.
+
+    Writes ``events.csv`` (``experiment, date, session, roi, frame, time_s, peak_dff,
+    amplitude, duration_s``, ...), ``features.csv`` (one row per ROI, ready for machine
+    learning), ``network_events.csv`` and, when there are several sessions,
+    ``sessions_summary.pdf`` with ``sessions_tests.csv`` (sessions side by side, with a
+    Kruskal-Wallis or Mann-Whitney test per metric) under ``OUT/<experiment>/``.
+    """
+    tables: dict[str, list[pd.DataFrame]] = {"events": [], "features": [], "network_events": []}
+    for s in experiment.sessions:
+        for kind, parts in tables.items():
+            path = experiment.session_dir(s) / f"{s.name}_{kind}.csv"
+            if path.exists():
+                part = pd.read_csv(path)
+                if kind == "network_events":
+                    part.insert(0, "session", s.name)
+                    part.insert(0, "date", s.date)
+                parts.append(part)
+    out = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in tables.items()}
+    for kind, table in out.items():
+        io.write_text(experiment.root / f"{kind}.csv", table.to_csv(index=False))
+    feats = out["features"]
+    if len(feats) and feats["session"].nunique() > 1:
+        by_session = {f"{d}_{s}": g for (d, s), g in feats.groupby(["date", "session"],
+                                                                     sort=False)}
+        tests = afigs.condition_tests(by_session)
+        io.write_text(experiment.root / "sessions_tests.csv", tests.to_csv(index=False))
+        io.save_figure(afigs.condition_summary_figure(by_session),
+                       experiment.root / "sessions_summary.pdf")
+    return out
+
+
+def show_analysis(experiment: Experiment, /) -> Any:
+    """Return the raster and QC figures of the first analysed session."""
+    for s in experiment.sessions:
+        qc_png = experiment.session_dir(s) / f"{s.name}_qc.png"
+        if qc_png.exists():
+            ds = open_store(experiment.path(s, "result")).load()
+            ev = pd.read_csv(experiment.session_dir(s) / f"{s.name}_events.csv")
+            net = pd.read_csv(experiment.session_dir(s) / f"{s.name}_network_events.csv")
+            return afigs.raster_figure(ev, ds.sizes["roi"], ds["time"].values, network=net,
+                                       title=f"{s.experiment} {s.id}")
+    return "no session was analysed"
+
+
+def summary_analysis(experiment: Experiment, status: pd.DataFrame, /) -> str:
+    """Return a rounded, order-stable text summary of the analysis step (for nbval)."""
+    lines = _status_lines(status)
+    for r in status.itertuples():
+        if r.status == "ok":
+            lines.append(f"{r.session}: {int(r.n_events)} events, {int(r.n_network_events)} "
+                         f"network events, {int(r.n_clusters)} clusters, "
+                         f"{int(r.low_snr_rois)} low-SNR ROIs")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- step 4
@@ -527,7 +827,12 @@ def aggregate_experiment(
 
 
 def compare_experiments(out_dir: str | Path, names: Sequence[str], /) -> pd.DataFrame:
-    """Put experiments side by side: ``OUT/comparison/comparison.pdf`` and a summary table.
+    """Put experiments side by side under ``OUT/comparison/``.
+
+    Writes ``comparison.pdf`` (average traces, per-cell summaries), ``comparison_cells.csv``
+    and, when the experiments have ``features.csv`` (notebook 05), ``condition_summary.pdf``
+    with ``condition_tests.csv`` (event rate, amplitude and participation per condition,
+    Mann-Whitney for two experiments, Kruskal-Wallis for more).
 
     Returns
     -------
@@ -547,6 +852,14 @@ def compare_experiments(out_dir: str | Path, names: Sequence[str], /) -> pd.Data
     table = pd.DataFrame(rows)
     io.write_text(out_dir / "comparison" / "comparison_cells.csv", table.to_csv(index=False))
     io.save_figure(figs.comparison_figure(exps), out_dir / "comparison" / "comparison.pdf")
+    features = {n: pd.read_csv(out_dir / n / "features.csv") for n in names
+                if (out_dir / n / "features.csv").exists()
+                and (out_dir / n / "features.csv").stat().st_size > 1}
+    if len(features) > 1:
+        tests = afigs.condition_tests(features)
+        io.write_text(out_dir / "comparison" / "condition_tests.csv", tests.to_csv(index=False))
+        io.save_figure(afigs.condition_summary_figure(features),
+                       out_dir / "comparison" / "condition_summary.pdf")
     return table
 
 
@@ -599,6 +912,23 @@ def show_load(experiment: Experiment, /) -> Any:
     s, ds = found
     return figs.load_figure(ds["mip"].values, ds["movie"].mean("time").values,
                             title=f"{s.experiment} {s.id}")
+
+
+def show_registration(experiment: Experiment, /) -> Any:
+    """Return the shifts of the motion-corrected session that moved most (a Figure)."""
+    best = None
+    for s in experiment.sessions:
+        path = experiment.path(s, "load")
+        if path.exists():
+            ds = open_store(path)
+            if "shifts" in ds and (best is None or ds.attrs["shift_rms_px"] > best[2]):
+                best = (s, ds, ds.attrs["shift_rms_px"])
+    if best is None:
+        return "no session was motion-corrected"
+    s, ds, _ = best
+    shifts = ds["shifts"].rename(native_time="time").load()
+    return afigs.shifts_figure(shifts, bad=ds["bad_frame"].values,
+                               title=f"{s.experiment} {s.id}")
 
 
 def show_rois(experiment: Experiment, /) -> Any:
@@ -663,9 +993,11 @@ def summary_load(experiment: Experiment, status: pd.DataFrame, /) -> str:
         path = experiment.path(s, "load")
         if path.exists():
             ds = open_store(path)
+            moved = (f", motion {ds.attrs['shift_rms_px']:.1f} px rms"
+                     if "shift_rms_px" in ds.attrs else "")
             lines.append(f"{s.id}: native {'x'.join(map(str, ds.attrs['native_shape']))} -> "
                          f"{'x'.join(map(str, ds['movie'].shape))}, "
-                         f"mean {float(ds['movie'].mean()):.1f}")
+                         f"mean {float(ds['movie'].mean()):.1f}{moved}")
     return "\n".join(lines)
 
 

@@ -23,8 +23,9 @@ from calim_helpers import io
 __all__ = ["NOTEBOOKS", "NOTEBOOK_DIR", "ExperimentRun", "run_experiments"]
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-NOTEBOOKS = ("01_load", "02_rois", "03_arpls", "04_aggregate")
-STEP_OF = {"01_load": "load", "02_rois": "rois", "03_arpls": "arpls"}
+# 05_analysis runs before 04_aggregate, which summarizes its tables too.
+NOTEBOOKS = ("01_load", "02_rois", "03_arpls", "05_analysis", "04_aggregate")
+STEP_OF = {"01_load": "load", "02_rois": "rois", "03_arpls": "arpls", "05_analysis": "analysis"}
 _PROGRESS = re.compile(r"^\[[^\]]+\] ")
 
 

@@ -1,7 +1,9 @@
 # %% [markdown]
 # # 02 · ROI propagation and traces
 #
-# Rasterizes each Fiji ROI as ImageJ does, carries it to the downsampled grid as a
+# Takes each session's Fiji ROIs (or, per `rois.source`, ROIs found by automatic
+# detection, written as `ROIs_auto.zip` for Fiji and compared with the expert set),
+# rasterizes each ROI as ImageJ does, carries it to the downsampled grid as a
 # coverage weight per pixel, and extracts the ROI traces (weighted means) and the
 # background trace from a seeded random draw of pixels outside every ROI (SPEC §2 steps 3-4).
 
@@ -10,6 +12,8 @@ experiment_dir: str = "../demo/DEMO"  # experiment folder (dd-mm-yy/<yymmdd>_<n>
 out_dir: str = "../out"  # output root; results go to out_dir/<experiment>/
 sessions: list = []  # session ids to process (date_session or session name), empty for all
 downsample: dict = {"time": 10, "y": 2, "x": 2}  # see params/default.yaml
+rois: dict = {"source": "auto_if_missing"}  # see params/default.yaml
+detection: dict = {"diameter_um": 12.0, "iou_threshold": 0.5}  # see params/default.yaml
 background: dict = {"fraction": 0.1, "seed": 0}  # see params/default.yaml
 figures: dict = {"per_roi": True, "dpi": 100}  # see params/default.yaml
 
@@ -23,7 +27,7 @@ experiment = pipeline.Experiment.open(experiment_dir, out_dir, sessions)
 
 # %%
 status = pipeline.run_step("rois", experiment, downsample=downsample, background=background,
-                           figures=figures)
+                           figures=figures, rois=rois, detection=detection)
 status
 
 # %% [markdown]

@@ -53,7 +53,10 @@ def test_every_spec_output_exists(run):
     for name in ("results_raw.csv", "results_norm.csv", "results_long.csv", "heatmap.pdf",
                  "hist_cum.pdf", "hist_cum.csv", "run_record.json"):
         assert (out / name).stat().st_size > 100, name
-    for nb in ("01_load", "02_rois", "03_arpls", "04_aggregate"):
+    for name in ("events.csv", "features.csv", "sessions_summary.pdf"):
+        assert (out / name).stat().st_size > 100, name
+    assert (out / "network_events.csv").read_text().startswith("date,session,start_frame")
+    for nb in ("01_load", "02_rois", "03_arpls", "05_analysis", "04_aggregate"):
         assert (out / "notebooks" / f"{nb}.ipynb").exists()
         assert "<html" in (out / "notebooks" / f"{nb}.html").read_text()[:2000].lower()
     results = sorted(out.glob("*/*/*_result.zarr"))
@@ -61,7 +64,10 @@ def test_every_spec_output_exists(run):
     for res in results:
         ds = xr.open_zarr(res)
         folder, s = res.parent, res.parent.name
-        assert (folder / f"{s}_rois.png").exists()
+        for suffix in ("rois", "shifts", "registration", "raster", "correlation", "clusters",
+                       "summary", "qc"):
+            assert (folder / f"{s}_{suffix}.png").exists(), suffix
+        assert (folder / "shifts.csv").exists() and (folder / "ROIs_auto.zip").exists()
         for n in ds["roi"].values.tolist():
             for fname in (f"{s}_mask{n}.png", f"{s}_mask_arpls_clean_{n}.png",
                           f"{s}_mask_arpls_NORM_{n}.png"):
@@ -123,15 +129,23 @@ def test_a_broken_session_is_reported_and_the_others_complete(experiment, tmp_pa
     assert "230404_9_MMStack_Pos0.ome.tif" in load["04-04-23_230404_9"]["reason"]
     rois = {r["session"]: r for r in _rows(out / exp.name / "status" / "rois.csv")}
     assert rois["04-04-23_230404_9"]["status"] == "skipped"
-    assert rois["05-04-23_230405_2"]["status"] == "skipped"
-    assert "no ROI set" in rois["05-04-23_230405_2"]["reason"]
-    assert rois["04-04-23_230404_5"]["status"] == rois["05-04-23_230405_7"]["status"] == "ok"
+    # rois.source: auto_if_missing (the default) detects the ROIs of the session without any
+    assert rois["05-04-23_230405_2"]["status"] == "ok"
+    assert rois["05-04-23_230405_2"]["roi_source"] == "auto"
+    assert rois["04-04-23_230404_5"]["roi_source"] == "expert"
     norm = _rows(out / exp.name / "results_norm.csv")[0]
-    assert {c.rsplit("_ROI", 1)[0] for c in list(norm)[2:]} == {"04-04-23_230404_5",
-                                                              "05-04-23_230405_7"}
+    assert {c.rsplit("_ROI", 1)[0] for c in list(norm)[2:]} == {
+        "04-04-23_230404_5", "05-04-23_230405_2", "05-04-23_230405_7"}
     text = capsys.readouterr().out
     assert "failed: " + exp.name + " 04-04-23_230404_9 at step 'load'" in text
-    assert "skipped: " + exp.name + " 05-04-23_230405_2 at step 'rois': no ROI set" in text
+    assert "skipped: " + exp.name + " 04-04-23_230404_9 at step 'rois'" in text
+    # with expert ROIs required, the session without a ROI set is skipped and named
+    out2 = tmp_path / "out2"
+    assert main(["run", str(exp), "--out", str(out2), "-p", "rois.source", "expert",
+                 *FAST]) == 1
+    rois = {r["session"]: r for r in _rows(out2 / exp.name / "status" / "rois.csv")}
+    assert rois["05-04-23_230405_2"]["status"] == "skipped"
+    assert "no ROI set" in rois["05-04-23_230405_2"]["reason"]
 
 
 def test_several_experiments_are_compared(experiment, tmp_path):
@@ -143,6 +157,11 @@ def test_several_experiments_are_compared(experiment, tmp_path):
     table = _rows(out / "comparison" / "comparison_cells.csv")
     assert {r["experiment"] for r in table} == {experiment.name, "OTHER"}
     assert (out / "comparison" / "comparison.pdf").stat().st_size > 1000
+    assert (out / "comparison" / "condition_summary.pdf").stat().st_size > 1000
+    tests = _rows(out / "comparison" / "condition_tests.csv")
+    tested = [r for r in tests if r["test"] == "mannwhitney"]
+    assert {r["metric"] for r in tested} >= {"rate_per_min", "mean_amplitude"}
+    assert all(0.0 <= float(r["p_value"]) <= 1.0 for r in tested)
 
 
 def test_output_inside_input_is_refused(experiment, capsys):

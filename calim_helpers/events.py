@@ -1,0 +1,651 @@
+"""Calcium events on normalized traces: onset, peak, amplitude, duration (SPEC §4).
+
+One trace at a time (:func:`detect_events`), lifted to a session result Dataset
+(:func:`detect_events_dataset`, one table for all ROIs) and summarized per ROI
+(:func:`event_rates`). Everything is a pure function: arrays and Datasets in,
+``pandas.DataFrame`` out.
+
+Definitions
+-----------
+Let ``x`` be one normalized trace (e.g. ΔF/F), NaN on trimmed or guarded frames.
+
+- **Level** ``m`` and **noise** ``sigma`` (:func:`noise_level`): the trace's
+  resting value, found from the half-sample mode of the finite frames and
+  refined as the median of the frames within ``m ± 3 sigma``; ``sigma`` is
+  the root mean square of ``m - x`` over the frames below ``m``, so positive
+  transients hardly enter it, however many there are.
+- **Peak**: a local maximum (:func:`scipy.signal.find_peaks`) at least
+  ``threshold`` sigmas above the level whose *prominence* (height above the
+  higher of the two troughs that separate it from higher signal) is at least
+  ``prominence`` sigmas. NaN frames are barriers, and a peak needs a finite
+  frame on each side (a trace that starts high after the trimmed frames, or
+  ends rising, has no event there). ``peak`` is the trace's value there.
+- **Onset**: the first frame of the rise to the peak. Walk back from the
+  peak while the frame before is finite, lower (the signal was still
+  rising), after the previous peak, and at or above ``level +
+  onset_fraction * (peak - level)``; if the walk stops at a trough (the frame
+  before it is not lower: earlier signal), that trough belongs to what came
+  before and the onset is the frame after it.
+- **End** (exclusive): the first frame after the peak whose value is below
+  ``level + end_fraction * (peak - level)``, or a NaN frame, or the end of the
+  trace, and never later than the next event's onset.
+  ``duration_s = (end - onset) * dt`` with ``dt`` the median frame interval,
+  so a one-frame event lasts ``dt``.
+- **Merging**: consecutive events with less than ``merge_gap_s`` from the end
+  of one to the onset of the next, and no NaN frame between, become one event
+  (first onset, last end, highest peak). Then events shorter than
+  ``min_duration_s`` or with an amplitude below ``min_amplitude`` are dropped.
+- **Amplitude**: ``peak`` minus the local pre-onset level: the trough value
+  when the event rises out of earlier signal (its onset follows a trough),
+  else the median of the finite frames in the ``baseline_s`` seconds before
+  the onset (the global level when there are none). So an event riding on
+  the decay of another is measured from the trough, not from zero.
+- **SNR**: ``amplitude / sigma``.
+
+Examples
+--------
+Gaussian noise (sigma 0.01) with two transients:
+
+>>> import numpy as np
+>>> x = np.random.default_rng(0).normal(0.0, 0.01, 40)
+>>> x[10:13] += [0.5, 0.3, 0.1]
+>>> x[30] += 0.4
+>>> ev = detect_events(x, time_s=np.arange(40.0))
+>>> ev[["onset_frame", "peak_frame", "end_frame"]].values.tolist()
+[[10, 10, 12], [30, 30, 31]]
+>>> ev["duration_s"].tolist(), ev["amplitude"].round(2).tolist()
+([2.0, 1.0], [0.5, 0.39])
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy.signal import find_peaks
+
+from calim_helpers.errors import CalimWarning
+from calim_helpers.normalize import MAD_TO_SIGMA
+
+__all__ = [
+    "DATASET_COLUMNS",
+    "EVENT_COLUMNS",
+    "RATE_COLUMNS",
+    "detect_events",
+    "detect_events_dataset",
+    "event_rates",
+    "noise_level",
+]
+
+# Columns of detect_events(), in order, with their dtypes.
+EVENT_COLUMNS: dict[str, str] = {
+    "onset_frame": "int64",
+    "onset_time_s": "float64",
+    "peak_frame": "int64",
+    "peak_time_s": "float64",
+    "end_frame": "int64",
+    "peak": "float64",
+    "amplitude": "float64",
+    "duration_s": "float64",
+    "snr": "float64",
+}
+
+# Columns of detect_events_dataset(), in order, with their dtypes.
+DATASET_COLUMNS: dict[str, str] = {
+    "experiment": "object",
+    "date": "object",
+    "session": "object",
+    "roi": "int64",
+    "roi_name": "object",
+    "frame": "int64",
+    "time_s": "float64",
+    "peak_frame": "int64",
+    "peak_time_s": "float64",
+    "end_frame": "int64",
+    "peak_dff": "float64",
+    "amplitude": "float64",
+    "duration_s": "float64",
+    "snr": "float64",
+}
+
+# Columns of event_rates(), in order, with their dtypes.
+RATE_COLUMNS: dict[str, str] = {
+    "experiment": "object",
+    "date": "object",
+    "session": "object",
+    "roi": "int64",
+    "roi_name": "object",
+    "n_events": "int64",
+    "observed_min": "float64",
+    "rate_per_min": "float64",
+    "mean_amplitude": "float64",
+    "median_amplitude": "float64",
+    "mean_duration_s": "float64",
+    "median_snr": "float64",
+}
+
+_SESSION_KEYS = ("experiment", "date", "session")
+_CLIP = 3.5  # deviations below the level beyond this many sigmas are artefacts, not noise
+_WINDOW = 3.0  # half-width of the window that refines the quiet level, noise sigmas
+_MAX_ITER = 50  # refinement rounds of the quiet level
+
+
+def _empty(columns: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in columns.items()})
+
+
+def _check_number(name: str, value: Any, *, low: float = 0.0, strict: bool = False,
+                  high: float | None = None) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, int | float | np.integer | np.floating)
+    if ok:
+        value = float(value)
+        ok = math.isfinite(value) and (value > low if strict else value >= low)
+        ok = ok and (high is None or value <= high)
+    if not ok:
+        rel = ">" if strict else ">="
+        rng = f"{rel} {low:g}" + ("" if high is None else f" and <= {high:g}")
+        raise ValueError(f"{name} must be a number {rng}, got {value!r}")
+    return value
+
+
+def _trace(trace: Any, name: str = "trace") -> np.ndarray:
+    x = np.asarray(trace.values if isinstance(trace, xr.DataArray) else trace)
+    if x.ndim != 1:
+        raise ValueError(f"{name} must be one trace, shape (time,), got shape {x.shape}")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise ValueError(f"{name} must be numeric, got dtype {x.dtype}")
+    return x.astype(np.float64)
+
+
+# ------------------------------------------------------------------ noise
+
+
+def _half_sample_mode(x: np.ndarray) -> float:
+    """Half-sample mode of finite values (Bickel & Frühwirth 2006)."""
+    x = np.sort(x)
+    while x.size > 3:
+        h = (x.size + 1) // 2
+        widths = x[h - 1:] - x[:x.size - h + 1]
+        i = int(np.argmin(widths))
+        x = x[i:i + h]
+    if x.size == 3:
+        left, right = x[1] - x[0], x[2] - x[1]
+        return float(x[1] if left == right else x[:2].mean() if left < right else x[1:].mean())
+    return float(x.mean())
+
+
+def _level_sigma(x: np.ndarray) -> tuple[float, float]:
+    """Quiet level and noise sigma of the finite values of ``x`` (see :func:`noise_level`)."""
+    xf = x[np.isfinite(x)]
+    if xf.size == 0:
+        return float("nan"), float("nan")
+    level = _half_sample_mode(xf)
+    below = level - xf[xf < level]
+    sigma = MAD_TO_SIGMA * float(np.median(below)) if below.size else 0.0
+    for _ in range(_MAX_ITER):
+        below = level - xf[xf < level]
+        below = below[below <= _CLIP * sigma]
+        sigma = float(np.sqrt(np.mean(below**2))) if below.size else 0.0
+        window = xf[np.abs(xf - level) <= _WINDOW * sigma]
+        new = float(np.median(window)) if window.size else level
+        if new == level:
+            break
+        level = new
+    return level, sigma
+
+
+def noise_level(trace: Any, /) -> float:
+    """Robust noise standard deviation of one trace, from its lower side.
+
+    The quiet level ``m`` starts at the half-sample mode of the finite frames
+    (the centre of their densest half, found recursively; Bickel & Frühwirth
+    2006), with a first ``sigma = 1.4826 * median(m - x)`` over the frames
+    below ``m``. Then, until ``m`` stops changing (at most 50 rounds),
+    ``sigma`` becomes the root mean square of ``m - x`` over the frames below
+    ``m`` by at most 3.5 sigma (for Gaussian noise these deviations are
+    half-normal, whose mean square is sigma²; the cap ignores negative
+    artefacts), and ``m`` the median of the frames within ``m ± 3 sigma``.
+    Calcium transients are positive, so they hardly enter, however many there
+    are. (The quiet-part MAD of
+    :func:`calim_helpers.normalize.noise_sigma` starts from the median and
+    breaks down when more than about half of the frames are active, which
+    happens in busy ROIs at 1 s frames; this estimator does not, at the price
+    of using about half of the quiet frames.)
+
+    Parameters
+    ----------
+    trace : array_like, shape (time,)
+        One normalized trace; NaN frames are ignored.
+
+    Returns
+    -------
+    float
+        Noise sigma, in the units of ``trace``; NaN when the trace has no
+        finite frame, 0 for a constant trace.
+
+    Raises
+    ------
+    ValueError
+        If ``trace`` is not one numeric trace.
+
+    References
+    ----------
+    D. R. Bickel and R. Frühwirth, "On a fast, robust estimator of the mode:
+    comparisons to other robust estimators with applications",
+    *Computational Statistics & Data Analysis* 50:3500-3530, 2006.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(0.0, 0.02, 5000)
+    >>> x[::3] += rng.uniform(0.1, 1.0, 1667)  # a third of the frames active
+    >>> round(noise_level(x), 2)
+    0.02
+    """
+    return _level_sigma(_trace(trace))[1]
+
+
+# ------------------------------------------------------------------ one trace
+
+
+def _peaks(z: np.ndarray, threshold: float, prominence: float) -> np.ndarray:
+    """Frames of the peaks of ``z`` (NaN = barrier) >= threshold with enough prominence."""
+    finite = np.isfinite(z)
+    padded = np.concatenate([[-np.inf], np.where(finite, z, -np.inf), [-np.inf]])
+    with np.errstate(invalid="ignore"):
+        peaks, _ = find_peaks(padded, height=threshold, prominence=prominence)
+    peaks = peaks.astype(np.int64) - 1
+    inner = np.concatenate([[False], finite[:-2] & finite[2:], [False]]) if z.size > 2 \
+        else np.zeros(z.size, dtype=bool)
+    return peaks[inner[peaks]]
+
+
+def detect_events(
+    norm: Any,
+    /,
+    *,
+    time_s: Any,
+    threshold: float = 3.0,
+    prominence: float = 3.0,
+    min_duration_s: float = 0.0,
+    merge_gap_s: float = 0.0,
+    min_amplitude: float = 0.0,
+    onset_fraction: float = 0.2,
+    end_fraction: float = 0.5,
+    baseline_s: float = 3.0,
+) -> pd.DataFrame:
+    """Detect calcium events in one normalized trace.
+
+    See the module docstring for the definitions of noise, level, peak, onset,
+    end, merging, amplitude and SNR.
+
+    Parameters
+    ----------
+    norm : array_like, shape (time,)
+        One normalized trace (e.g. ΔF/F); NaN frames (trimmed or guarded) are
+        never part of an event.
+    time_s : array_like, shape (time,)
+        Time of each frame, seconds, strictly increasing.
+    threshold : float, keyword-only
+        A peak must reach this many noise sigmas above the quiet level, > 0.
+        Default is 3.0.
+    prominence : float, keyword-only
+        A peak must stand out this many noise sigmas above the higher of the
+        two troughs that separate it from higher signal (its topographic
+        prominence, :func:`scipy.signal.find_peaks`), > 0. Separates a
+        transient riding on the decay of another from noise on that decay.
+        Default is 3.0.
+    min_duration_s : float, keyword-only
+        Events lasting less than this (``duration_s``, after merging) are
+        dropped, seconds, >= 0. Default is 0.0 (keep all: at the lab's
+        downsampled 1 s frames a single-spike GCaMP transient lasts one or two
+        frames).
+    min_amplitude : float, keyword-only
+        Events whose ``amplitude`` is below this, in the units of ``norm`` (ΔF/F for
+        the ``dff`` normalization), are dropped, >= 0. A floor in signal units on top
+        of the noise threshold: when the noise is very low (after 10-frame binning),
+        small neuropil-driven wiggles pass ``threshold`` σ without being transients
+        of the cell. Default is 0.0 (no floor).
+    merge_gap_s : float, keyword-only
+        Consecutive events with less than this time from the end of one to the
+        onset of the next (``(onset_next - end) * dt``), and no NaN frame
+        between, are merged into one, seconds, >= 0; with any value > 0,
+        touching events (one rising on the other's decay) merge. Default is
+        0.0 (no merging: at 1 s frames, transients 2 s apart are resolved).
+    onset_fraction : float, keyword-only
+        The onset is the start of the rise to the peak, but not earlier than
+        the signal's last crossing of this fraction of the peak (above the
+        level), in [0, 1]. Default is 0.2.
+    end_fraction : float, keyword-only
+        The event lasts until the signal falls below this fraction of the peak
+        (above the level), in [0, 1]. Default is 0.5 (a full width at half
+        maximum, counted in whole frames).
+    baseline_s : float, keyword-only
+        Window before the onset whose median is the local pre-onset level that
+        ``amplitude`` is measured from (unless the event rises out of a
+        trough), seconds, >= 0. Default is 3.0.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per event, in time order, columns (see ``EVENT_COLUMNS``):
+        ``onset_frame``, ``onset_time_s``, ``peak_frame``, ``peak_time_s``,
+        ``end_frame`` (first frame after the event), ``peak`` (value of
+        ``norm`` at the peak), ``amplitude`` (peak minus the local pre-onset
+        level), ``duration_s``, ``snr`` (amplitude / sigma). Frames are
+        positions in the trace. No event gives an empty table with these
+        columns and dtypes. ``attrs`` holds ``sigma``, ``level`` and the
+        parameters.
+
+    Raises
+    ------
+    ValueError
+        If ``norm`` is not one numeric trace, ``time_s`` does not match it or
+        is not strictly increasing, or a parameter is out of range.
+
+    Warns
+    -----
+    CalimWarning
+        If the noise sigma is 0 or undefined (constant or almost all-NaN
+        trace); no event is reported then.
+    """
+    x = _trace(norm, "norm")
+    t = _trace(time_s, "time_s")
+    if t.shape != x.shape:
+        raise ValueError(f"time_s must have the shape of norm {x.shape}, got {t.shape}")
+    if not np.isfinite(t).all() or (x.size > 1 and not (np.diff(t) > 0).all()):
+        raise ValueError("time_s must be finite and strictly increasing")
+    params = {
+        "threshold": _check_number("threshold", threshold, strict=True),
+        "prominence": _check_number("prominence", prominence, strict=True),
+        "min_duration_s": _check_number("min_duration_s", min_duration_s),
+        "merge_gap_s": _check_number("merge_gap_s", merge_gap_s),
+        "min_amplitude": _check_number("min_amplitude", min_amplitude),
+        "onset_fraction": _check_number("onset_fraction", onset_fraction, high=1.0),
+        "end_fraction": _check_number("end_fraction", end_fraction, high=1.0),
+        "baseline_s": _check_number("baseline_s", baseline_s),
+    }
+    out = _empty(EVENT_COLUMNS)
+    finite = np.isfinite(x)
+    n = x.size
+    level, sigma = _level_sigma(x) if finite.sum() >= 3 else (float("nan"), float("nan"))
+    if not (np.isfinite(sigma) and sigma > 0):
+        warnings.warn(f"detect_events: noise sigma is {sigma} (constant or almost all-NaN "
+                      "trace); no events", CalimWarning, stacklevel=2)
+        out.attrs = {"sigma": sigma, "level": level, **params}
+        return out
+    out.attrs = {"sigma": sigma, "level": level, **params}
+    dt = float(np.median(np.diff(t))) if n > 1 else 1.0
+    tol = 1e-9 * dt
+
+    peak_f = _peaks((x - level) / sigma, params["threshold"], params["prominence"])
+    if peak_f.size == 0:
+        return out
+    n_ev = peak_f.size
+    onset_f = np.empty(n_ev, dtype=np.int64)
+    end_f = np.empty(n_ev, dtype=np.int64)
+    trough = np.zeros(n_ev, dtype=bool)
+    lower = -1  # an onset never reaches back to the previous peak
+    for k, p in enumerate(peak_f):
+        on_level = level + params["onset_fraction"] * (x[p] - level)
+        o = p
+        while o - 1 > lower and finite[o - 1] and x[o - 1] < x[o] and x[o - 1] >= on_level:
+            o -= 1
+        trough[k] = o < p and o >= 1 and finite[o - 1] and x[o - 1] >= x[o]
+        if trough[k]:
+            o += 1  # o is the trough after earlier signal, not part of this rise
+        onset_f[k] = o
+        lower = p
+    for k, p in enumerate(peak_f):
+        stop = onset_f[k + 1] if k + 1 < n_ev else n
+        end_level = level + params["end_fraction"] * (x[p] - level)
+        e = p + 1
+        while e < stop and finite[e] and x[e] >= end_level:
+            e += 1
+        end_f[k] = e
+
+    # merge events closer than merge_gap_s (no NaN frame between them)
+    nan_before = np.concatenate([[0], np.cumsum(~finite)])  # NaN frames in x[:k]
+    groups = [[0]]
+    for k in range(1, n_ev):
+        prev = groups[-1][-1]
+        gap_s = (onset_f[k] - end_f[prev]) * dt
+        if gap_s < params["merge_gap_s"] - tol and \
+                nan_before[onset_f[k]] == nan_before[end_f[prev]]:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    first = np.array([g[0] for g in groups])
+    last = np.array([g[-1] for g in groups])
+    best = np.array([g[int(np.argmax(x[peak_f[g]]))] for g in groups])
+    onset_f, end_f, peak_f, trough = onset_f[first], end_f[last], peak_f[best], trough[first]
+
+    n_base = max(int(round(params["baseline_s"] / dt)), 0)
+    pre = np.empty(onset_f.size)
+    for k, o in enumerate(onset_f):
+        if trough[k]:
+            pre[k] = x[o - 1]
+            continue
+        window = x[max(o - n_base, 0):o]
+        window = window[np.isfinite(window)]
+        pre[k] = np.median(window) if window.size else level
+
+    peak = x[peak_f]
+    amplitude = peak - pre
+    duration = (end_f - onset_f) * dt
+    keep = (duration >= params["min_duration_s"] - tol) & (amplitude >= params["min_amplitude"])
+    table = pd.DataFrame({
+        "onset_frame": onset_f[keep],
+        "onset_time_s": t[onset_f[keep]],
+        "peak_frame": peak_f[keep],
+        "peak_time_s": t[peak_f[keep]],
+        "end_frame": end_f[keep],
+        "peak": peak[keep],
+        "amplitude": amplitude[keep],
+        "duration_s": duration[keep],
+        "snr": amplitude[keep] / sigma,
+    }).astype(EVENT_COLUMNS)
+    table.attrs = out.attrs
+    return table
+
+
+# ------------------------------------------------------------------ a session
+
+
+def _check_dataset(ds: Any, variable: str) -> None:
+    if not isinstance(ds, xr.Dataset):
+        raise ValueError(f"ds must be an xarray.Dataset, got {type(ds).__name__}")
+    if variable not in ds.data_vars:
+        raise ValueError(f"variable must name a data variable of ds, got {variable!r} "
+                         f"(have {sorted(map(str, ds.data_vars))})")
+    if set(ds[variable].dims) != {"roi", "time"}:
+        raise ValueError(f"ds[{variable!r}] must have dims ('roi', 'time'), "
+                         f"got {ds[variable].dims}")
+    if "time" not in ds.coords:
+        raise ValueError("ds must have a 'time' coordinate (seconds)")
+
+
+def _roi_ids(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    n = ds.sizes["roi"]
+    roi = ds["roi"].values.astype(np.int64) if "roi" in ds.coords else np.arange(1, n + 1)
+    names = (ds["roi_name"].values.astype(str) if "roi_name" in ds.coords
+             else np.array([f"ROI{r}" for r in roi]))
+    return roi, names
+
+
+def detect_events_dataset(
+    ds: xr.Dataset,
+    /,
+    *,
+    variable: str = "norm",
+    threshold: float = 3.0,
+    prominence: float = 3.0,
+    min_duration_s: float = 0.0,
+    merge_gap_s: float = 0.0,
+    min_amplitude: float = 0.0,
+    onset_fraction: float = 0.2,
+    end_fraction: float = 0.5,
+    baseline_s: float = 3.0,
+) -> pd.DataFrame:
+    """Detect events in every ROI of a session result Dataset: one table.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A per-session result (dims ``roi``, ``time``; ``time`` coordinate in
+        seconds; optional ``frame`` coordinate, ``roi`` and ``roi_name``
+        coordinates; attrs ``experiment``, ``date``, ``session``).
+    variable : str, keyword-only
+        Variable to detect on. Default is ``"norm"`` (the chosen
+        normalization; its trimmed frames are NaN).
+    threshold, prominence, min_duration_s, merge_gap_s, min_amplitude, onset_fraction, \
+end_fraction, baseline_s
+        As in :func:`detect_events`, keyword-only, same defaults (3.0, 3.0,
+        0.0, 0.0, 0.0, 0.2, 0.5, 3.0).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per event, ordered by ROI then time, columns (see
+        ``DATASET_COLUMNS``): ``experiment``, ``date``, ``session``, ``roi``,
+        ``roi_name``, ``frame`` and ``time_s`` (of the event **onset**: the
+        ``frame`` coordinate and the ``time`` coordinate of the onset frame),
+        ``peak_frame``, ``peak_time_s``, ``end_frame`` (first frame after the
+        event), ``peak_dff`` (peak value of ``variable``: ΔF/F when the
+        normalization is ``dff``, its units otherwise), ``amplitude``,
+        ``duration_s``, ``snr``. Empty (with these columns) when no ROI has an
+        event. ``attrs`` holds the parameters and ``variable``.
+
+    Raises
+    ------
+    ValueError
+        If ``ds`` lacks ``variable`` with dims (roi, time) or a ``time``
+        coordinate, or a parameter is out of range.
+
+    Warns
+    -----
+    CalimWarning
+        Once, naming the ROIs whose noise sigma is 0 or undefined (no events).
+    """
+    _check_dataset(ds, variable)
+    kw = {"threshold": threshold, "prominence": prominence, "min_duration_s": min_duration_s,
+          "merge_gap_s": merge_gap_s, "min_amplitude": min_amplitude,
+          "onset_fraction": onset_fraction,
+          "end_fraction": end_fraction, "baseline_s": baseline_s}
+    values = ds[variable].transpose("roi", "time").values
+    time_s = ds["time"].values.astype(np.float64)
+    frame = (ds["frame"].values.astype(np.int64) if "frame" in ds.coords
+             else np.arange(ds.sizes["time"], dtype=np.int64))
+    roi, names = _roi_ids(ds)
+    tables, silent = [], []
+    for i in range(values.shape[0]):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CalimWarning)
+            ev = detect_events(values[i], time_s=time_s, **kw)
+        if any(issubclass(w.category, CalimWarning) for w in caught):
+            silent.append(str(roi[i]))
+        if len(ev):
+            tables.append(pd.DataFrame({
+                "roi": roi[i], "roi_name": names[i],
+                "frame": frame[ev["onset_frame"].to_numpy()],
+                "time_s": ev["onset_time_s"].to_numpy(),
+                "peak_frame": frame[ev["peak_frame"].to_numpy()],
+                "peak_time_s": ev["peak_time_s"].to_numpy(),
+                "end_frame": np.append(frame, frame[-1] + 1)[ev["end_frame"].to_numpy()],
+                "peak_dff": ev["peak"].to_numpy(),
+                "amplitude": ev["amplitude"].to_numpy(),
+                "duration_s": ev["duration_s"].to_numpy(),
+                "snr": ev["snr"].to_numpy(),
+            }))
+    if silent:
+        warnings.warn(f"detect_events_dataset: ROI(s) {', '.join(silent)} have zero or "
+                      "undefined noise sigma; no events", CalimWarning, stacklevel=2)
+    if not tables:
+        table = _empty(DATASET_COLUMNS)
+    else:
+        table = pd.concat(tables, ignore_index=True)
+        for key in _SESSION_KEYS:
+            table[key] = str(ds.attrs.get(key, ""))
+        table = table[list(DATASET_COLUMNS)].astype(DATASET_COLUMNS)
+    table.attrs = {"variable": variable, **kw}
+    return table
+
+
+def _session_rows(events: pd.DataFrame, ds: xr.Dataset) -> pd.DataFrame:
+    """Keep the rows of ``events`` that belong to the session of ``ds`` (when it says)."""
+    keep = np.ones(len(events), dtype=bool)
+    for key in _SESSION_KEYS:
+        if key in events.columns and key in ds.attrs:
+            keep &= events[key].astype(str).to_numpy() == str(ds.attrs[key])
+    return events[keep]
+
+
+def event_rates(events: pd.DataFrame, ds: xr.Dataset, /, *, variable: str = "norm"
+                ) -> pd.DataFrame:
+    """Event count, rate and mean size per ROI of a session.
+
+    Parameters
+    ----------
+    events : pandas.DataFrame
+        The table of :func:`detect_events_dataset` (rows of other sessions, as
+        told by ``experiment``/``date``/``session``, are ignored).
+    ds : xarray.Dataset
+        The session result the events come from.
+    variable : str, keyword-only
+        Variable the events were detected on; its finite frames per ROI define
+        the observed time. Default is ``"norm"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per ROI of ``ds`` (every ROI, with or without events), columns
+        (see ``RATE_COLUMNS``): identifiers, ``n_events``, ``observed_min``
+        (the ROI's finite, i.e. non-trimmed, frames × frame interval, minutes),
+        ``rate_per_min`` (``n_events / observed_min``), ``mean_amplitude``,
+        ``median_amplitude``, ``mean_duration_s``, ``median_snr`` (NaN without
+        events).
+
+    Raises
+    ------
+    ValueError
+        If ``events`` lacks the columns ``roi``, ``amplitude``, ``duration_s``,
+        ``snr`` or ``ds`` lacks ``variable``.
+    """
+    _check_dataset(ds, variable)
+    missing = {"roi", "amplitude", "duration_s", "snr"} - set(events.columns)
+    if missing:
+        raise ValueError(f"events must have the columns of detect_events_dataset; "
+                         f"missing {sorted(missing)}")
+    ev = _session_rows(events, ds)
+    roi, names = _roi_ids(ds)
+    time_s = ds["time"].values.astype(np.float64)
+    dt = float(np.median(np.diff(time_s))) if time_s.size > 1 else float("nan")
+    finite = np.isfinite(ds[variable].transpose("roi", "time").values).sum(axis=1)
+    observed_min = finite * dt / 60.0
+    grouped = ev.groupby("roi")
+    stats = pd.DataFrame({
+        "n_events": grouped.size(),
+        "mean_amplitude": grouped["amplitude"].mean(),
+        "median_amplitude": grouped["amplitude"].median(),
+        "mean_duration_s": grouped["duration_s"].mean(),
+        "median_snr": grouped["snr"].median(),
+    }).reindex(roi)
+    n_events = stats["n_events"].fillna(0).to_numpy(dtype=np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(observed_min > 0, n_events / np.where(observed_min > 0,
+                                                             observed_min, 1.0), np.nan)
+    table = pd.DataFrame({
+        **{key: str(ds.attrs.get(key, "")) for key in _SESSION_KEYS},
+        "roi": roi, "roi_name": names, "n_events": n_events,
+        "observed_min": observed_min, "rate_per_min": rate,
+        "mean_amplitude": stats["mean_amplitude"].to_numpy(),
+        "median_amplitude": stats["median_amplitude"].to_numpy(),
+        "mean_duration_s": stats["mean_duration_s"].to_numpy(),
+        "median_snr": stats["median_snr"].to_numpy(),
+    }, index=pd.RangeIndex(len(roi)))
+    return table.astype(RATE_COLUMNS)

@@ -1,0 +1,386 @@
+"""Tests of calim_helpers.events: known transients recovered, rules, schema, ground truth."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from calim_helpers import demo
+from calim_helpers.errors import CalimWarning
+from calim_helpers.events import (
+    DATASET_COLUMNS,
+    EVENT_COLUMNS,
+    RATE_COLUMNS,
+    detect_events,
+    detect_events_dataset,
+    event_rates,
+    noise_level,
+)
+
+DT = 1.0  # downsampled frame interval of the lab's data, s
+
+
+def _frozen(*arrays):
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
+
+
+def _kernel_trace(onsets_s, amplitudes, n_frames, *, dt=DT):
+    """Noise-free double-exponential transients, averaged over each frame (demo's model)."""
+    onsets_s = np.asarray(onsets_s, dtype=float)
+    return demo.dff_traces(onsets_s, np.zeros(onsets_s.size, dtype=np.int64),
+                           np.asarray(amplitudes, dtype=float), n_neurons=1,
+                           n_frames=n_frames, frame_interval_s=dt)[0]
+
+
+def _match(detected, true, tol=1):
+    """Greedy one-to-one matching of frames within ``tol``; returns matched true indices."""
+    detected = np.asarray(detected)
+    used = np.zeros(detected.size, dtype=bool)
+    hits = np.zeros(len(true), dtype=bool)
+    for k, f in enumerate(true):
+        d = np.abs(detected - f).astype(float)
+        d[used] = np.inf
+        if d.size and d.min() <= tol:
+            used[int(np.argmin(d))] = True
+            hits[k] = True
+    return hits, used
+
+
+def _f1(tp, fp, fn):
+    return 2 * tp / (2 * tp + fp + fn)
+
+
+# ------------------------------------------------------------------ noise level
+
+
+def test_noise_level_of_gaussian_noise():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.3, 0.05, 5000)
+    assert noise_level(x) == pytest.approx(0.05, rel=0.05)
+
+
+def test_noise_level_ignores_dense_positive_transients_and_nan():
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.0, 0.02, 3000)
+    active = rng.random(3000) < 0.5  # half the frames active
+    x[active] += rng.uniform(0.05, 1.0, int(active.sum()))
+    x[:100] = np.nan
+    (x,) = _frozen(x)
+    assert noise_level(x) == pytest.approx(0.02, rel=0.15)
+
+
+def test_noise_level_degenerate_traces():
+    assert noise_level(np.full(50, 2.0)) == 0.0
+    assert np.isnan(noise_level(np.full(50, np.nan)))
+    with pytest.raises(ValueError, match="norm|trace must be one trace"):
+        noise_level(np.zeros((2, 5)))
+
+
+# ------------------------------------------------------------------ one trace
+
+
+def test_known_transients_recovered_within_one_frame():
+    """Kernel transients at known times, above and below 3 sigma, in Gaussian noise."""
+    rng = np.random.default_rng(2)
+    n_frames, sigma = 150, 0.02
+    tp = fp = fn = 0
+    for _ in range(20):
+        frames = np.sort(rng.choice(np.arange(3, n_frames - 3, 6), size=12, replace=False))
+        onsets = frames + rng.uniform(0.0, 0.5, frames.size)
+        snr = rng.choice([1.0, 1.5, 5.0, 8.0, 15.0], size=frames.size)
+        clean = _kernel_trace(onsets, np.ones(frames.size), n_frames)
+        peak_1 = np.array([clean[f] for f in frames])  # binned peak of a unit spike
+        clean = _kernel_trace(onsets, snr * sigma / peak_1, n_frames)
+        x = clean + rng.normal(0.0, sigma, n_frames)
+        (x,) = _frozen(x)
+        ev = detect_events(x, time_s=np.arange(n_frames) * DT)
+        above = snr > 3.0
+        hits, used = _match(ev["onset_frame"].to_numpy(), frames)
+        peak_hits, _ = _match(ev["peak_frame"].to_numpy(), frames)
+        assert (peak_hits | ~hits).all()  # matched events also peak within one frame
+        tp += int((hits & above).sum())
+        fn += int((~hits & above).sum())
+        fp += int((~used).sum())
+    assert _f1(tp, fp, fn) >= 0.9, (tp, fp, fn)
+    assert fn <= 0.05 * (tp + fn)
+
+
+def test_hand_made_event_values():
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.0, 0.01, 60)
+    x[20:24] += [0.2, 0.5, 0.3, 0.15]
+    ev = detect_events(x, time_s=10.0 + 0.5 * np.arange(60))
+    row = ev[ev["peak_frame"] == 21].iloc[0]
+    sigma, level = ev.attrs["sigma"], ev.attrs["level"]
+    assert sigma == pytest.approx(noise_level(x))
+    assert row["peak_frame"] == 21 and row["peak_time_s"] == 20.5
+    assert row["onset_frame"] == 20 and row["onset_time_s"] == 20.0  # >= 20 % of the peak
+    half = level + 0.5 * (x[21] - level)
+    assert x[22] >= half > x[23]
+    assert row["end_frame"] == 23 and row["duration_s"] == 1.5  # 3 frames of 0.5 s
+    assert row["peak"] == x[21]
+    assert row["amplitude"] == pytest.approx(x[21] - np.median(x[14:20]))  # 3 s before onset
+    assert row["snr"] == pytest.approx(row["amplitude"] / sigma)
+    assert list(ev.columns) == list(EVENT_COLUMNS)
+
+
+def test_onset_fraction_and_end_fraction():
+    rng = np.random.default_rng(4)
+    x = rng.normal(0.0, 0.005, 40)
+    x[10:16] += [0.05, 0.2, 1.0, 0.6, 0.3, 0.1]
+    t = np.arange(40.0)
+    ev = detect_events(x, time_s=t)
+    assert ev["onset_frame"].tolist() == [11] and ev["end_frame"].tolist() == [14]
+    ev = detect_events(x, time_s=t, onset_fraction=0.03, end_fraction=0.2)
+    assert ev["onset_frame"].tolist() == [10] and ev["end_frame"].tolist() == [15]
+
+
+def test_transient_on_a_decay_is_separate_and_gets_its_own_amplitude():
+    rng = np.random.default_rng(5)
+    x = rng.normal(0.0, 0.005, 50)
+    x[10:20] += 1.0 * np.exp(-np.arange(10) / 2.0)
+    x[14] += 0.5
+    ev = detect_events(x, time_s=np.arange(50.0))
+    assert ev["peak_frame"].tolist() == [10, 14]
+    assert ev["end_frame"].iloc[0] <= ev["onset_frame"].iloc[1] == 14
+    # measured from the trough it rises out of (own increment 0.5 + e^-2 - e^-1.5)
+    assert ev["amplitude"].iloc[1] == pytest.approx(x[14] - x[13])
+    assert ev["amplitude"].iloc[1] == pytest.approx(0.5 + np.exp(-2.0) - np.exp(-1.5),
+                                                    abs=0.02)
+
+
+def test_merge_gap_joins_close_events():
+    rng = np.random.default_rng(6)
+    x = rng.normal(0.0, 0.005, 60)
+    x[[20, 24]] += [0.4, 0.6]  # the first ends at 21, the next starts at 24: 3 s apart
+    x[40] += 0.5
+    t = np.arange(60.0)
+    sep = detect_events(x, time_s=t)
+    assert sep["peak_frame"].tolist() == [20, 24, 40]
+    assert sep["end_frame"].tolist() == [21, 25, 41]
+    merged = detect_events(x, time_s=t, merge_gap_s=3.5)
+    assert merged["onset_frame"].tolist() == [20, 40]
+    assert merged["peak_frame"].tolist() == [24, 40]  # the highest peak of the merged event
+    assert merged["end_frame"].tolist() == [25, 41]
+    assert merged["duration_s"].tolist() == [5.0, 1.0]
+    assert detect_events(x, time_s=t, merge_gap_s=3.0)["peak_frame"].tolist() == [20, 24, 40]
+    # never across a NaN frame
+    y = x.copy()
+    y[22] = np.nan
+    assert detect_events(y, time_s=t, merge_gap_s=3.5)["peak_frame"].tolist() == [20, 24, 40]
+
+
+def test_min_duration_drops_short_events():
+    rng = np.random.default_rng(7)
+    x = rng.normal(0.0, 0.005, 60)
+    x[10] += 0.5  # one frame
+    x[30:34] += [0.5, 0.45, 0.4, 0.35]  # four frames above half its peak
+    t = np.arange(60.0)
+    assert detect_events(x, time_s=t)["duration_s"].tolist() == [1.0, 4.0]
+    kept = detect_events(x, time_s=t, min_duration_s=2.0)
+    assert kept["peak_frame"].tolist() == [30] and kept["duration_s"].tolist() == [4.0]
+
+
+def test_nan_frames_are_never_part_of_an_event():
+    rng = np.random.default_rng(8)
+    x = rng.normal(0.0, 0.005, 80)
+    x[:10] = np.nan  # trimmed start
+    x[12:15] += [0.3, 0.5, 0.35]
+    x[40:46] += [0.3, 0.5, 0.45, 0.4, 0.35, 0.3]
+    x[43] = np.nan  # guarded frame inside an event
+    x[60] += 0.5
+    x[61] = np.nan  # a peak next to a NaN frame is not a peak
+    ev = detect_events(x, time_s=np.arange(80.0))
+    for row in ev.itertuples():
+        assert np.isfinite(x[row.onset_frame:row.end_frame]).all()
+    assert ev["peak_frame"].tolist() == [13, 41]
+    assert ev["end_frame"].iloc[1] == 43
+
+
+def test_empty_result_has_the_schema():
+    rng = np.random.default_rng(9)
+    x = rng.normal(0.0, 0.01, 100)
+    ev = detect_events(x, time_s=np.arange(100.0), threshold=50.0)
+    assert ev.empty and list(ev.columns) == list(EVENT_COLUMNS)
+    assert dict(ev.dtypes.astype(str)) == EVENT_COLUMNS
+    with pytest.warns(CalimWarning, match="noise sigma is 0.0"):
+        flat = detect_events(np.ones(30), time_s=np.arange(30.0))
+    assert flat.empty and dict(flat.dtypes.astype(str)) == EVENT_COLUMNS
+
+
+def test_repeated_calls_agree_and_input_is_not_mutated():
+    rng = np.random.default_rng(10)
+    x = rng.normal(0.0, 0.01, 100)
+    x[[20, 50, 70]] += 0.3
+    t = np.arange(100.0)
+    _frozen(x, t)
+    a = detect_events(x, time_s=t)
+    b = detect_events(x, time_s=t)
+    pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"threshold": 0}, "threshold must be a number > 0"),
+    ({"prominence": -1.0}, "prominence must be a number > 0"),
+    ({"merge_gap_s": -1.0}, "merge_gap_s must be a number >= 0"),
+    ({"min_duration_s": float("nan")}, "min_duration_s must be a number >= 0"),
+    ({"onset_fraction": 1.5}, "onset_fraction must be a number >= 0 and <= 1"),
+    ({"end_fraction": True}, "end_fraction must be a number"),
+    ({"baseline_s": "3"}, "baseline_s must be a number >= 0"),
+])
+def test_bad_parameters_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        detect_events(np.zeros(10), time_s=np.arange(10.0), **kwargs)
+
+
+def test_bad_data_raise():
+    with pytest.raises(ValueError, match="norm must be one trace"):
+        detect_events(np.zeros((2, 10)), time_s=np.arange(10.0))
+    with pytest.raises(ValueError, match="time_s must have the shape of norm"):
+        detect_events(np.zeros(10), time_s=np.arange(9.0))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        detect_events(np.zeros(3), time_s=np.array([0.0, 2.0, 1.0]))
+
+
+# ------------------------------------------------------------------ dataset and rates
+
+
+def _session(n_time=120, trim=20, seed=11):
+    """Three ROIs of Gaussian noise clipped at 2 sigma (never an event); 5, 2 and 0 events."""
+    rng = np.random.default_rng(seed)
+    norm = np.clip(rng.normal(0.0, 0.01, (3, n_time)), -0.02, 0.02)
+    norm[0, [30, 50, 70, 90, 110]] += 0.3
+    norm[1, [40, 80]] += [0.2, 0.4]
+    norm[:, :trim] = np.nan
+    time = 0.45 + np.arange(n_time) * DT
+    ds = xr.Dataset({"norm": (("roi", "time"), norm.astype(np.float32)),
+                     "converged": ("roi", np.array([True, True, False]))},
+                    coords={"roi": [1, 2, 3], "roi_name": ("roi", ["a", "b", "c"]),
+                            "time": time, "frame": ("time", np.arange(n_time))})
+    ds.attrs = {"experiment": "E", "date": "04-04-23", "session": "230404_5",
+                "trim_start": trim}
+    return ds
+
+
+def test_detect_events_dataset_table():
+    ds = _session()
+    ev = detect_events_dataset(ds)
+    assert list(ev.columns) == list(DATASET_COLUMNS)
+    assert dict(ev.dtypes.astype(str)) == DATASET_COLUMNS
+    assert ev["roi"].tolist() == [1] * 5 + [2] * 2
+    assert ev["roi_name"].tolist() == ["a"] * 5 + ["b"] * 2
+    assert ev["frame"].tolist() == [30, 50, 70, 90, 110, 40, 80]  # onset frames
+    np.testing.assert_allclose(ev["time_s"], ds["time"].values[ev["frame"]])
+    np.testing.assert_allclose(ev["peak_dff"],
+                               ds["norm"].values[ev["roi"] - 1, ev["peak_frame"]], rtol=1e-6)
+    assert (ev[["experiment", "date", "session"]].drop_duplicates().values.tolist()
+            == [["E", "04-04-23", "230404_5"]])
+    single = detect_events(ds["norm"].values[1].astype(float), time_s=ds["time"].values)
+    np.testing.assert_allclose(ev.loc[ev["roi"] == 2, "amplitude"], single["amplitude"])
+
+
+def test_detect_events_dataset_without_events_and_flat_roi():
+    ds = _session()
+    ds["norm"][2] = 0.0
+    with pytest.warns(CalimWarning, match=r"ROI\(s\) 3 have zero"):
+        ev = detect_events_dataset(ds, threshold=1e3)
+    assert ev.empty and dict(ev.dtypes.astype(str)) == DATASET_COLUMNS
+    with pytest.raises(ValueError, match="variable must name a data variable"):
+        detect_events_dataset(ds, variable="nope")
+
+
+def test_event_rates_over_the_untrimmed_duration():
+    ds = _session(n_time=120, trim=20)
+    ev = detect_events_dataset(ds)
+    rates = event_rates(ev, ds)
+    assert list(rates.columns) == list(RATE_COLUMNS)
+    assert dict(rates.dtypes.astype(str)) == RATE_COLUMNS
+    assert rates["n_events"].tolist() == [5, 2, 0]
+    np.testing.assert_allclose(rates["observed_min"], 100 / 60)
+    np.testing.assert_allclose(rates["rate_per_min"], [3.0, 1.2, 0.0])
+    first = ev[ev["roi"] == 1]
+    assert rates["mean_amplitude"][0] == pytest.approx(first["amplitude"].mean())
+    assert rates["median_amplitude"][1] == pytest.approx(ev[ev["roi"] == 2]["amplitude"].median())
+    assert rates["mean_duration_s"][0] == pytest.approx(first["duration_s"].mean())
+    assert np.isnan(rates["mean_amplitude"][2]) and np.isnan(rates["median_snr"][2])
+    other = ev.assign(session="230404_9")  # rows of another session are ignored
+    assert event_rates(pd.concat([ev, other]), ds)["n_events"].tolist() == [5, 2, 0]
+
+
+# ------------------------------------------------------------------ ground truth
+
+
+def _true_transients(spike_t, spike_amp, n_bins, bin_s, group_s):
+    """Spikes closer than ``group_s`` form one transient: (first bin, own binned peak)."""
+    order = np.argsort(spike_t)
+    t, a = spike_t[order], spike_amp[order]
+    out = []
+    for idx in np.split(np.arange(t.size), np.flatnonzero(np.diff(t) > group_s) + 1):
+        if idx.size == 0:
+            continue
+        own = _kernel_trace(t[idx], a[idx], n_bins, dt=bin_s)  # this transient alone
+        out.append((int(t[idx[0]] // bin_s), float(own.max())))
+    return out
+
+
+def _demo_f1(sigma_range, seeds=(0, 1, 2), group_s=1.5):
+    """Event F1 on demo sessions: binned true dF/F + Gaussian noise vs the spike times."""
+    tp = fp = fn = 0
+    for seed in seeds:
+        session = demo.simulate_session(1500, (96, 128), 10, pixel_size_um=1.3, seed=seed)
+        truth = demo.session_truth(session)
+        n, n_native = truth["dff"].shape
+        factor = 10  # the pipeline's downsample.time
+        bin_s = float(truth["frame_interval_s"]) * factor
+        n_bins = n_native // factor
+        binned = truth["dff"][:, :n_bins * factor].astype(float)
+        binned = binned.reshape(n, n_bins, factor).mean(axis=-1)
+        rng = np.random.default_rng(seed)
+        sigmas = rng.uniform(*sigma_range, n)
+        for i in range(n):
+            x = binned[i] + rng.normal(0.0, sigmas[i], n_bins)
+            ev = detect_events(x, time_s=np.arange(n_bins) * bin_s)
+            mine = truth["spike_neuron"] == i
+            true = _true_transients(truth["spike_times_s"][mine], truth["spike_amplitude"][mine],
+                                    n_bins, bin_s, group_s)
+            hits, used = _match(ev["onset_frame"].to_numpy(), [f for f, _ in true])
+            above = np.array([peak > 3 * sigmas[i] for _, peak in true], dtype=bool)
+            tp += int((hits & above).sum())
+            fn += int((~hits & above).sum())
+            fp += int((~used).sum())  # detections matching no true transient
+    return _f1(tp, fp, fn), (tp, fp, fn)
+
+
+def test_ground_truth_events_of_demo_sessions():
+    """Binned demo dF/F with noise of 0.5-1.5 % (~10x the demo pipeline's) -> F1 >= 0.9."""
+    f1, counts = _demo_f1((0.005, 0.015))
+    assert f1 >= 0.9, (f1, counts)
+
+
+def test_ground_truth_events_at_pipeline_noise():
+    """At the noise the demo pipeline leaves (~0.1-0.3 % dF/F), F1 is higher still."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalimWarning)
+        f1, counts = _demo_f1((0.001, 0.003), seeds=(3, 4))
+    assert f1 >= 0.93, (f1, counts)
+
+
+def test_min_amplitude_drops_small_events_only():
+    rng = np.random.default_rng(11)
+    t = np.arange(150) * 1.0
+    x = rng.normal(0, 0.001, 150)
+    x[40] += 0.006  # a wiggle well above 3 sigma but tiny in dF/F
+    x[90] += 0.2  # a real transient
+    x[91] += 0.1
+    everything = detect_events(x, time_s=t)
+    assert set(everything["peak_frame"]) >= {40, 90}
+    floored = detect_events(x, time_s=t, min_amplitude=0.01)
+    assert list(floored["peak_frame"]) == [90]
+    with pytest.raises(ValueError, match="min_amplitude"):
+        detect_events(x, time_s=t, min_amplitude=-1)

@@ -1,0 +1,344 @@
+"""Tests of calim_helpers.registration: known shifts, the demo's motion, laziness, errors."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+from scipy import ndimage
+
+from calim_helpers import demo
+from calim_helpers.registration import (
+    AXES,
+    apply_piecewise,
+    apply_shifts,
+    estimate_shifts,
+    make_template,
+    piecewise_shifts,
+    template_correlation,
+)
+
+
+def _texture(shape=(64, 80), seed=0, sigma=2.0):
+    """Smooth random texture with a positive offset, float64."""
+    rng = np.random.default_rng(seed)
+    img = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
+    return 100.0 + 50.0 * img / img.std()
+
+
+def _fourier_shift(img, shift):
+    """Content moved by +shift (periodic, exact for a band-limited image)."""
+    return np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(img), shift)).real
+
+
+def _movie(frames, chunks=None):
+    frames = np.asarray(frames)
+    nt, ny, nx = frames.shape
+    m = xr.DataArray(frames, dims=("time", "y", "x"),
+                     coords={"time": np.arange(nt) * 0.1, "y": np.arange(ny) * 0.65,
+                             "x": np.arange(nx) * 0.65},
+                     attrs={"pixel_size_um": 0.65})
+    m["y"].attrs["units"] = "um"
+    return m.chunk(chunks) if chunks else m
+
+
+def _rms(err):
+    return float(np.sqrt((err**2).sum(axis=1).mean()))
+
+
+@pytest.fixture(scope="module")
+def motion_session():
+    """300 frames of 64 x 80 with 4 neurons and ~3 px of demo motion."""
+    s = demo.simulate_session(300, (64, 80), 4, motion=True, seed=3)
+    frames = demo.render_frames(s, 0, 300)
+    frames.setflags(write=False)
+    return s, frames
+
+
+# --------------------------------------------------------------------------- known shifts
+
+
+@pytest.mark.parametrize("highpass_sigma, lowpass_sigma", [(5.0, 1.0), (3.0, None), (5.0, None)])
+def test_known_integer_and_subpixel_shifts_are_recovered(highpass_sigma, lowpass_sigma):
+    img = _texture()
+    moves = np.array([[0.0, 0.0], [3.0, -2.0], [1.25, -0.6], [-2.7, 0.35], [0.05, 2.5]])
+    movie = _movie(np.stack([_fourier_shift(img, mv) for mv in moves]).astype(np.float32))
+    est = estimate_shifts(movie, img, highpass_sigma=highpass_sigma, lowpass_sigma=lowpass_sigma)
+    assert est.dims == ("time", "axis") and est.dtype == np.float64
+    assert list(est.axis.values) == list(AXES)
+    # the correction is minus the motion of the content
+    np.testing.assert_allclose(est.values, -moves, atol=0.05)
+    assert (est.peak_corr.values > 0.95).all() and not est.clipped.values.any()
+    np.testing.assert_array_equal(est.time.values, movie.time.values)
+
+
+def test_shifting_by_the_estimate_registers_the_frame():
+    img = _texture(seed=1)
+    frame = _fourier_shift(img, (1.7, -0.4))
+    est = estimate_shifts(_movie(frame[None].astype(np.float32)), img)
+    out = apply_shifts(_movie(frame[None]), est).values[0]
+    inner = (slice(4, -4), slice(4, -4))
+    assert np.abs(out - img)[inner].max() < 0.05 * np.abs(frame - img)[inner].max()
+
+
+# --------------------------------------------------------------------------- demo motion
+
+
+def test_demo_motion_is_recovered_well_under_a_tenth_of_a_pixel(motion_session):
+    s, frames = motion_session
+    movie = _movie(frames, {"time": 64})
+    template = make_template(movie)
+    est = estimate_shifts(movie, template)
+    # estimate = -truth + const (the template is not the unshifted scene): remove the median
+    err = est.values + s.shifts
+    err -= np.median(err, axis=0)
+    assert np.abs(s.shifts).max() > 2.0
+    assert _rms(err) < 0.08  # measured 0.043 px RMS for 3 px of motion
+    assert np.abs(err).max() < 0.25
+    # no shrinkage towards zero (the edge taper and the high-pass prevent it)
+    for k in range(2):
+        assert abs(np.polyfit(-s.shifts[:, k], est.values[:, k], 1)[0] - 1) < 0.03
+    # the template is centred where the movie usually is
+    assert np.abs(np.median(est.values[template.attrs["template_frames"]], axis=0)).max() < 0.1
+    assert (est.peak_corr.values > 0.85).all()  # lowest (0.90) during a network burst
+
+
+def test_highpass_helps_on_the_demo(motion_session):
+    s, frames = motion_session
+    movie = _movie(frames)
+    template = make_template(movie, n_frames=100)
+
+    def rms(**kw):
+        err = estimate_shifts(movie, template, **kw).values + s.shifts
+        return _rms(err - np.median(err, axis=0))
+
+    assert rms(highpass_sigma=5.0) < 0.8 * rms(highpass_sigma=None)
+
+
+def test_highpass_is_robust_to_a_brightness_gradient_that_does_not_move():
+    img = _texture(seed=2)
+    ny, nx = img.shape
+    ramp = np.linspace(0, 400, nx)[None, :] * np.ones((ny, 1))  # fixed uneven illumination
+    moves = np.array([[1.5, -1.0], [-0.75, 2.25], [0.3, 0.6]])
+    movie = _movie(np.stack([_fourier_shift(img, mv) + ramp for mv in moves]))
+    est = estimate_shifts(movie, img + ramp)
+    np.testing.assert_allclose(est.values, -moves, atol=0.05)
+
+
+def test_correction_improves_the_correlation_with_the_template(motion_session):
+    _, frames = motion_session
+    movie = _movie(frames, {"time": 100})
+    template = make_template(movie, n_frames=100)
+    corrected = apply_shifts(movie, estimate_shifts(movie, template))
+    before = template_correlation(movie, template, border_px=4)
+    after = template_correlation(corrected, template, border_px=4)
+    assert before.dims == ("time",) and after.sizes["time"] == 300
+    assert after.mean() > before.mean() + 0.01
+    assert (after.values > before.values - 0.002).mean() > 0.95
+
+
+def test_motion_free_movie_gives_zero_shifts():
+    s = demo.simulate_session(120, (64, 80), 4, motion=False, seed=5)
+    movie = _movie(demo.render_frames(s, 0, 120), {"time": 50})
+    est = estimate_shifts(movie, make_template(movie, n_frames=60))
+    assert np.abs(est.values).max() <= 0.1 + 1e-6  # two steps of 1 / upsample_factor
+    assert _rms(est.values) < 0.04
+
+
+# --------------------------------------------------------------------------- template
+
+
+class _CountingFrames:
+    """Array-like that counts the frames dask reads from it."""
+
+    def __init__(self, data):
+        self.data, self.shape, self.dtype, self.ndim, self.read = data, data.shape, data.dtype, 3, 0
+
+    def __getitem__(self, index):
+        out = self.data[index]
+        self.read += out.shape[0] if out.ndim == 3 else 1
+        return out
+
+
+def test_make_template_reads_only_its_frames_and_is_the_mean_without_motion():
+    img = _texture(seed=3).astype(np.float32)
+    noise = np.random.default_rng(0).normal(0, 5, (120, *img.shape)).astype(np.float32)
+    frames = img + noise
+    source = _CountingFrames(frames)
+    movie = xr.DataArray(da.from_array(source, chunks=(40, -1, -1)), dims=("time", "y", "x"))
+    template = make_template(movie, n_frames=20, n_iter=0)
+    assert source.read == 20
+    assert template.dtype == np.float32 and template.dims == ("y", "x")
+    used = template.attrs["template_frames"]
+    assert len(used) == 20 and used == sorted(used) and used[-1] - used[0] > 100
+    np.testing.assert_allclose(template.values, np.median(frames[used], axis=0))
+    refined = make_template(_movie(frames), n_frames=20, n_iter=1)
+    # no motion: the registered average is (almost) the plain mean
+    assert np.abs(refined.values - frames[used].mean(axis=0)).max() < 1.0
+
+
+# --------------------------------------------------------------------------- apply
+
+
+def test_zero_shifts_return_the_input_as_float32():
+    frames = np.random.default_rng(1).integers(0, 4000, (12, 20, 24), dtype=np.uint16)
+    frames.setflags(write=False)
+    movie = _movie(frames, {"time": 5})
+    out = apply_shifts(movie, np.zeros((12, 2)))
+    assert isinstance(out.data, da.Array) and out.dtype == np.float32
+    np.testing.assert_array_equal(out.values, frames.astype(np.float32))
+    assert out.attrs["pixel_size_um"] == 0.65 and out.attrs["registration"] == "rigid"
+    assert out.attrs["registration_max_shift_px"] == 0.0
+    assert out["y"].attrs["units"] == "um"
+    xr.testing.assert_equal(out.coords.to_dataset(), movie.coords.to_dataset())
+
+
+def test_apply_matches_ndimage_frame_by_frame_whatever_the_chunks():
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 4000, (15, 16, 18), dtype=np.uint16)
+    frames.setflags(write=False)
+    shifts = rng.uniform(-3, 3, (15, 2))
+    shifts[3] = (2.0, -1.0)  # an integer shift is an exact copy
+    shifts.setflags(write=False)
+    ref = np.stack([ndimage.shift(f.astype(np.float64), s, order=3, mode="nearest")
+                    for f, s in zip(frames, shifts, strict=True)])
+    for chunks in (None, {"time": 4}, {"time": 4, "y": 5}):
+        out = apply_shifts(_movie(frames, chunks), shifts).values
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-2)
+    out = apply_shifts(_movie(frames), shifts).values
+    np.testing.assert_array_equal(out[3, 2:, :-1], frames[3, :-2, 1:].astype(np.float32))
+    lin = apply_shifts(_movie(frames), shifts, order=1)
+    assert lin.attrs["registration_order"] == 1
+
+
+def test_apply_is_lazy_until_computed():
+    def boom(block):
+        raise AssertionError("computed")
+
+    data = da.zeros((10, 8, 9), chunks=(5, 8, 9)).map_blocks(boom, dtype=np.float64)
+    out = apply_shifts(xr.DataArray(data, dims=("time", "y", "x")), np.ones((10, 2)) * 0.5)
+    assert isinstance(out.data, da.Array) and out.chunks[0] == (5, 5)
+
+
+def test_estimate_shifts_agrees_across_chunkings(motion_session):
+    _, frames = motion_session
+    sub = frames[:40]
+    template = sub.mean(axis=0)
+    a = estimate_shifts(_movie(sub), template)
+    b = estimate_shifts(_movie(sub, {"time": 7, "x": 30}), template)
+    xr.testing.assert_allclose(a, b)
+
+
+def test_max_shift_px_clips_and_flags():
+    img = _texture(seed=4)
+    moves = np.array([[0.5, 0.0], [4.0, -1.0]])
+    movie = _movie(np.stack([_fourier_shift(img, mv) for mv in moves]))
+    est = estimate_shifts(movie, img, max_shift_px=2.0)
+    np.testing.assert_array_equal(est.clipped.values, [False, True])
+    np.testing.assert_allclose(est.values, [[-0.5, 0.0], [-2.0, 1.0]], atol=0.05)
+    assert est.attrs["max_shift_px"] == 2.0
+
+
+# --------------------------------------------------------------------------- piecewise
+
+
+def _warped(img, field):
+    """Content at (y, x) moved by field[:, y, x] (map_coordinates, cubic)."""
+    ny, nx = img.shape
+    yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+    return ndimage.map_coordinates(img, [yy - field[0], xx - field[1]], order=3, mode="wrap")
+
+
+def test_piecewise_recovers_a_known_smooth_warp():
+    img = _texture((96, 112), seed=5, sigma=1.5)
+    ny, nx = img.shape
+    yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+    base = np.stack([1.2 * (2 * xx / (nx - 1) - 1), 0.9 * (2 * yy / (ny - 1) - 1)])
+    amps = np.array([1.0, -0.5, 0.0, 1.5])
+    frames = np.stack([_warped(img, a * base) for a in amps]).astype(np.float32)
+    frames.setflags(write=False)
+    movie = _movie(frames, {"time": 2})
+    field = piecewise_shifts(movie, img, grid=(3, 3), overlap=0.5)
+    assert field.dims == ("time", "axis", "patch_y", "patch_x")
+    cy, cx = field.patch_y.values, field.patch_x.values
+    expected = -amps[:, None, None, None] * np.stack([
+        1.2 * (2 * cx[None, :] / (nx - 1) - 1) * np.ones((3, 1)),
+        0.9 * (2 * cy[:, None] / (ny - 1) - 1) * np.ones((1, 3))])[None]
+    # a patch's estimate is a texture-weighted average of a shift that varies by up to
+    # 0.9 px across it (amplitude 1), hence the tolerance
+    np.testing.assert_allclose(field.values, expected, atol=0.2)
+    assert np.sqrt(((field.values - expected) ** 2).mean()) < 0.06
+
+    corrected = apply_piecewise(movie, field).values
+    rigid = apply_shifts(movie, estimate_shifts(movie, img)).values
+    inner = (slice(None), slice(12, -12), slice(12, -12))
+    resid_pw = np.abs(corrected - img)[inner]
+    resid_rigid = np.abs(rigid - img)[inner]
+    assert resid_pw[1:].mean() < 0.5 * resid_rigid[1:].mean()
+    assert resid_pw.mean() < 0.2 * np.abs(frames - img)[inner][np.abs(amps) > 0].mean()
+
+
+def test_piecewise_with_one_patch_is_rigid():
+    img = _texture(seed=6)
+    moves = np.array([[1.3, -0.8], [-0.4, 2.1]])
+    movie = _movie(np.stack([_fourier_shift(img, mv) for mv in moves]))
+    field = piecewise_shifts(movie, img, grid=(1, 1))
+    rigid = estimate_shifts(movie, img)
+    np.testing.assert_allclose(field.values[:, :, 0, 0], rigid.values)
+    a = apply_piecewise(movie, field).values
+    b = apply_shifts(movie, rigid).values
+    np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_bad_input_raises():
+    movie = _movie(np.zeros((6, 16, 16), dtype=np.uint16))
+    with pytest.raises(ValueError, match="dims"):
+        estimate_shifts(movie.transpose("y", "x", "time"), np.zeros((16, 16)))
+    with pytest.raises(ValueError, match="dims"):
+        apply_shifts(movie.isel(time=0), np.zeros((1, 2)))
+    with pytest.raises(TypeError, match="DataArray"):
+        make_template(np.zeros((6, 16, 16)))
+    with pytest.raises(ValueError, match="template must have the movie's frame shape"):
+        estimate_shifts(movie, np.zeros((16, 15)))
+    with pytest.raises(ValueError, match="shifts has 5 frames, the movie has 6"):
+        apply_shifts(movie, np.zeros((5, 2)))
+    with pytest.raises(ValueError, match=r"shape \(time, 2\)"):
+        apply_shifts(movie, np.zeros((6, 3)))
+    with pytest.raises(ValueError, match="finite"):
+        apply_shifts(movie, np.full((6, 2), np.nan))
+    with pytest.raises(ValueError, match="dims"):
+        apply_shifts(movie, xr.DataArray(np.zeros((2, 6)), dims=("axis", "time")))
+    with pytest.raises(ValueError, match="upsample_factor"):
+        estimate_shifts(movie, np.zeros((16, 16)), upsample_factor=0)
+    with pytest.raises(ValueError, match="highpass_sigma"):
+        estimate_shifts(movie, np.zeros((16, 16)), highpass_sigma=-1.0)
+    with pytest.raises(ValueError, match="max_shift_px"):
+        estimate_shifts(movie, np.zeros((16, 16)), max_shift_px=0)
+    with pytest.raises(ValueError, match="order"):
+        apply_shifts(movie, np.zeros((6, 2)), order=7)
+    with pytest.raises(ValueError, match="mode"):
+        apply_shifts(movie, np.zeros((6, 2)), mode="edge")
+    with pytest.raises(ValueError, match="n_frames"):
+        make_template(movie, n_frames=0)
+    with pytest.raises(ValueError, match="grid"):
+        piecewise_shifts(movie, np.zeros((16, 16)), grid=(0, 2))
+    with pytest.raises(ValueError, match="overlap"):
+        piecewise_shifts(movie, np.zeros((16, 16)), overlap=1.0)
+    with pytest.raises(ValueError, match="smaller than 8 px"):
+        piecewise_shifts(movie, np.zeros((16, 16)), grid=(4, 4))
+    with pytest.raises(ValueError, match="shift_field"):
+        apply_piecewise(movie, xr.DataArray(np.zeros((5, 2, 1, 1)),
+                                            dims=("time", "axis", "patch_y", "patch_x")))
+    with pytest.raises(ValueError, match="border_px"):
+        template_correlation(movie, np.zeros((16, 16)), border_px=8)
+
+
+def test_flat_frames_give_zero_shift_and_zero_correlation():
+    movie = _movie(np.full((3, 16, 16), 7, dtype=np.uint16))
+    est = estimate_shifts(movie, np.full((16, 16), 7.0))
+    np.testing.assert_array_equal(est.values, 0.0)
+    np.testing.assert_array_equal(est.peak_corr.values, 0.0)
