@@ -52,6 +52,10 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
                 status = 1
                 continue
         for s in sessions:
+            if s.problem:
+                print(f"{s.experiment}\t{s.date}\t{s.name}\tUNUSABLE: {s.problem}")
+                status = 1
+                continue
             parts = len(s.stack_files)
             roi = s.roi_file.relative_to(s.path) if s.roi_file else "NO ROI SET"
             print(f"{s.experiment}\t{s.date}\t{s.name}\t{parts} stack file(s)\t{roi}")

@@ -590,7 +590,8 @@ def hist_cum_figure(exp_ds: xr.Dataset, /) -> Figure:
     Top: the "average histogram" — the mean over all cells of all sessions of
     ``norm`` per frame, ± SEM (NaN ignored; trimmed frames shaded). Bottom, side by
     side on one y scale: the mean of ``dff_raw`` (raw divided by its own baseline,
-    drift included) and the mean of ``dff`` (after background and arPLS correction).
+    background not subtracted) and the mean of ``dff`` (after background subtraction and
+    arPLS correction).
 
     Parameters
     ----------
@@ -639,7 +640,7 @@ def hist_cum_figure(exp_ds: xr.Dataset, /) -> Figure:
     before, after = axd["before"], axd["after"]
     after.sharey(before)
     for ax, var, color, title in (
-        (before, "dff_raw", COLORS["raw"], "before: (raw − F0) / F0, drift included"),
+        (before, "dff_raw", COLORS["raw"], "before: (raw − F0) / F0, background not subtracted"),
         (after, "dff", COLORS["corrected"], "after: background + arPLS corrected, / F0"),
     ):
         ax.axhline(0, color="0.6", lw=0.8)

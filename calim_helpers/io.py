@@ -20,6 +20,7 @@ the Micro-Manager multipage-TIFF layout, used for the demo data and the tests.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -79,6 +80,9 @@ class Session:
         Micro-Manager ``*_metadata.txt``, if present.
     roi_file : pathlib.Path or None
         Fiji ROI set (``ROIs/ROIs.zip``, ``Rois/Rois.zip`` or ``RoiSet.zip``), if present.
+    problem : str
+        Why the session folder cannot be used (no stack, a gap in the continuation
+        files, several ROI sets), or ``""``. :func:`open_movie` raises it.
     """
 
     experiment: str
@@ -88,6 +92,7 @@ class Session:
     stack_files: tuple[Path, ...]
     metadata_file: Path | None
     roi_file: Path | None
+    problem: str = ""
 
     @property
     def id(self) -> str:
@@ -193,14 +198,15 @@ def find_sessions(experiment_dir: str | os.PathLike, /) -> list[Session]:
     Raises
     ------
     CalimInputError
-        The folder is missing, holds no session, a session has no readable stack or
-        several ROI sets.
+        The folder is missing or holds no session.
 
     Warns
     -----
     CalimWarning
-        A session whose ``yymmdd`` does not match its date folder, or a session
-        without an ROI set (it will need automatic detection or be skipped).
+        A session whose ``yymmdd`` does not match its date folder, a session without an
+        ROI set (it will need automatic detection or be skipped), or a session folder
+        that cannot be used (no stack, a gap in its continuation files, several ROI
+        sets): it is listed with its ``problem``, so that it fails alone.
     """
     root = Path(experiment_dir)
     if not root.is_dir():
@@ -220,8 +226,14 @@ def find_sessions(experiment_dir: str | os.PathLike, /) -> list[Session]:
                     f"{sdir}: session date {sm[1]} does not match date folder {date_dir.name}",
                     CalimWarning, stacklevel=2,
                 )
-            stack_files, metadata_file = find_stack_files(sdir)
-            roi_file = _find_roi_file(sdir)
+            try:
+                stack_files, metadata_file = find_stack_files(sdir)
+                roi_file = _find_roi_file(sdir)
+            except CalimInputError as exc:
+                warnings.warn(str(exc), CalimWarning, stacklevel=2)
+                sessions.append(Session(root.name, date_dir.name, sdir.name, sdir, (), None,
+                                        None, problem=str(exc)))
+                continue
             if roi_file is None:
                 warnings.warn(f"{sdir}: no ROI set (ROIs/ROIs.zip, Rois/Rois.zip, RoiSet.zip)",
                               CalimWarning, stacklevel=2)
@@ -402,6 +414,11 @@ def _squeeze_to_tyx(arr: da.Array, axes: str, path: Path) -> tuple[da.Array, str
     return arr, axes
 
 
+def _close_all(files: list[tifffile.TiffFile]) -> None:
+    for f in files:
+        f.close()
+
+
 def _series_to_dask(series: tifffile.TiffPageSeries, chunk_time: int) -> da.Array:
     """Dask array over tifffile's zarr store, ``chunk_time`` pages per dask chunk.
 
@@ -434,6 +451,7 @@ def open_movie(
     -------
     xarray.DataArray
         Dims ``("time", "y", "x")``, the file's dtype (uint16 for Micro-Manager).
+        ``movie.close()`` closes its files (pixels cannot be read afterwards).
         Coordinates: ``time`` in seconds when the frame interval is known (else frame
         index, ``attrs["time_units"] == "frame"``); ``y`` and ``x`` in micrometres when
         the pixel size is known (``row × pixel size``), else pixel indices.
@@ -449,6 +467,8 @@ def open_movie(
     """
     if isinstance(session_or_path, Session):
         session = session_or_path
+        if session.problem:
+            raise CalimInputError(session.problem)
         stack_files, metadata_file = session.stack_files, session.metadata_file
     else:
         p = Path(session_or_path)
@@ -469,76 +489,84 @@ def open_movie(
     # tifffile logs (rather than raises) on Micro-Manager inconsistencies; we check them.
     logging.getLogger("tifffile").setLevel(logging.ERROR)
     tif = _open_tiff(Path(stack_files[0]))
+    opened = [tif]
     try:
-        series = tif.series[0]
-    except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds on corrupt files
-        raise CalimInputError(
-            f"{stack_files[0]}: cannot read the image series, file corrupt or truncated ({exc})"
-        ) from None
-    mm = tif.micromanager_metadata if tif.is_micromanager else None
-    mm_summary = (mm or {}).get("Summary", {}) or file_meta.get("Summary", {})
-    want = {"time": 100, **(chunks or {})}
-    unknown = set(want) - {"time", "y", "x"}
-    if unknown:
-        raise ValueError(f"chunks has unknown dimension(s) {sorted(unknown)}")
-    chunk_time = int(want["time"])
-    if series.kind == "mmstack":
-        _check_mmstack_files(stack_files, series)
-        arr = _series_to_dask(series, chunk_time)
-    elif len(stack_files) > 1 and not series.is_multifile:
-        parts = [_series_to_dask(series, chunk_time)]
-        _check_extents(series, Path(stack_files[0]))
-        for f in stack_files[1:]:
-            t2 = _open_tiff(Path(f))
-            s2 = t2.series[0]
-            _check_extents(s2, Path(f))
-            parts.append(_series_to_dask(s2, chunk_time))
         try:
-            arr = da.concatenate(parts, axis=0)
-        except ValueError as exc:
+            series = tif.series[0]
+        except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds on corrupt files
             raise CalimInputError(
-                f"{stack_files[0]}: continuation files do not match ({exc})") from None
-    else:
-        _check_extents(series, Path(stack_files[0]))
-        arr = _series_to_dask(series, chunk_time)
-    arr, _ = _squeeze_to_tyx(arr, series.axes, Path(stack_files[0]))
-
-    declared = mm_summary.get("Frames")
-    if isinstance(declared, int) and declared > 1 and declared != arr.shape[0]:
-        raise CalimInputError(
-            f"{stack_files[0]}: holds {arr.shape[0]} frames but its metadata declares "
-            f"{declared}: a continuation file is missing or the acquisition was cut short"
-        )
-
-    pixel_um, interval_s, sources = _physical_metadata(tif, mm_summary, file_meta)
-    nt, ny, nx = arr.shape
-    arr = arr.rechunk(tuple(int(want.get(d, n)) for d, n in zip(("time", "y", "x"), arr.shape,
-                                                               strict=True)))
-    coords: dict[str, Any] = {}
-    attrs: dict[str, Any] = {
-        "source_files": [str(f) for f in stack_files],
-        "metadata_file": str(metadata_file) if metadata_file else "",
-        "frame_interval_s": interval_s if interval_s is not None else float("nan"),
-        "pixel_size_um": pixel_um if pixel_um is not None else float("nan"),
-        "metadata_sources": sources,
-        "acquisition_metadata": json.dumps(mm_summary, default=str),
-    }
-    if interval_s is not None:
-        coords["time"] = ("time", np.arange(nt) * interval_s, {"units": "s"})
-    else:
-        coords["time"] = ("time", np.arange(nt, dtype=float), {"units": "frame"})
-        attrs["time_units"] = "frame"
-        warnings.warn(f"{stack_files[0]}: frame interval unknown; time is in frames",
-                      CalimWarning, stacklevel=2)
-    for dim, n in (("y", ny), ("x", nx)):
-        if pixel_um is not None:
-            coords[dim] = (dim, np.arange(n) * pixel_um, {"units": "µm"})
+                f"{stack_files[0]}: cannot read the image series, file corrupt or truncated ({exc})"
+            ) from None
+        mm = tif.micromanager_metadata if tif.is_micromanager else None
+        mm_summary = (mm or {}).get("Summary", {}) or file_meta.get("Summary", {})
+        want = {"time": 100, **(chunks or {})}
+        unknown = set(want) - {"time", "y", "x"}
+        if unknown:
+            raise ValueError(f"chunks has unknown dimension(s) {sorted(unknown)}")
+        chunk_time = int(want["time"])
+        if series.kind == "mmstack":
+            _check_mmstack_files(stack_files, series)
+            arr = _series_to_dask(series, chunk_time)
+        elif len(stack_files) > 1 and not series.is_multifile:
+            parts = [_series_to_dask(series, chunk_time)]
+            _check_extents(series, Path(stack_files[0]))
+            for f in stack_files[1:]:
+                t2 = _open_tiff(Path(f))
+                opened.append(t2)
+                s2 = t2.series[0]
+                _check_extents(s2, Path(f))
+                parts.append(_series_to_dask(s2, chunk_time))
+            try:
+                arr = da.concatenate(parts, axis=0)
+            except ValueError as exc:
+                raise CalimInputError(
+                    f"{stack_files[0]}: continuation files do not match ({exc})") from None
         else:
-            coords[dim] = (dim, np.arange(n, dtype=float), {"units": "pixel"})
-    if session is not None:
-        attrs.update(experiment=session.experiment, date=session.date, session=session.name)
-    return xr.DataArray(arr, dims=("time", "y", "x"), coords=coords, attrs=attrs,
-                        name=session.id if session else Path(stack_files[0]).name)
+            _check_extents(series, Path(stack_files[0]))
+            arr = _series_to_dask(series, chunk_time)
+        arr, _ = _squeeze_to_tyx(arr, series.axes, Path(stack_files[0]))
+
+        declared = mm_summary.get("Frames")
+        if isinstance(declared, int) and declared > 1 and declared != arr.shape[0]:
+            raise CalimInputError(
+                f"{stack_files[0]}: holds {arr.shape[0]} frames but its metadata declares "
+                f"{declared}: a continuation file is missing or the acquisition was cut short"
+            )
+
+        pixel_um, interval_s, sources = _physical_metadata(tif, mm_summary, file_meta)
+        nt, ny, nx = arr.shape
+        arr = arr.rechunk(tuple(int(want.get(d, n)) for d, n in zip(("time", "y", "x"), arr.shape,
+                                                                   strict=True)))
+        coords: dict[str, Any] = {}
+        attrs: dict[str, Any] = {
+            "source_files": [str(f) for f in stack_files],
+            "metadata_file": str(metadata_file) if metadata_file else "",
+            "frame_interval_s": interval_s if interval_s is not None else float("nan"),
+            "pixel_size_um": pixel_um if pixel_um is not None else float("nan"),
+            "metadata_sources": sources,
+            "acquisition_metadata": json.dumps(mm_summary, default=str),
+        }
+        if interval_s is not None:
+            coords["time"] = ("time", np.arange(nt) * interval_s, {"units": "s"})
+        else:
+            coords["time"] = ("time", np.arange(nt, dtype=float), {"units": "frame"})
+            attrs["time_units"] = "frame"
+            warnings.warn(f"{stack_files[0]}: frame interval unknown; time is in frames",
+                          CalimWarning, stacklevel=2)
+        for dim, n in (("y", ny), ("x", nx)):
+            if pixel_um is not None:
+                coords[dim] = (dim, np.arange(n) * pixel_um, {"units": "µm"})
+            else:
+                coords[dim] = (dim, np.arange(n, dtype=float), {"units": "pixel"})
+        if session is not None:
+            attrs.update(experiment=session.experiment, date=session.date, session=session.name)
+        movie = xr.DataArray(arr, dims=("time", "y", "x"), coords=coords, attrs=attrs,
+                             name=session.id if session else Path(stack_files[0]).name)
+    except BaseException:
+        _close_all(opened)
+        raise
+    movie.set_close(functools.partial(_close_all, opened))
+    return movie
 
 
 # --------------------------------------------------------------------------- writing

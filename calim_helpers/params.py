@@ -79,6 +79,11 @@ def merge_params(base: Mapping[str, Any], update: Mapping[str, Any], /,
             out[key] = merge_params(out[key], value, prefix=f"{full}.")
         else:
             out[key] = _check_type(full, value, out[key])
+            if full == "sessions" and not all(isinstance(v, str) for v in out[key]):
+                raise CalimInputError(
+                    f"parameter 'sessions' must list session ids as quoted strings, e.g. "
+                    f"['230404_5'] (YAML reads 230404_5 unquoted as the number 2304045), "
+                    f"got {out[key]!r}")
             if full in CHOICES and out[key] not in CHOICES[full]:
                 raise CalimInputError(
                     f"parameter {full!r} must be one of {CHOICES[full]}, got {out[key]!r}")

@@ -18,13 +18,16 @@ Every file appears atomically (written under a temporary name, then renamed).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
 import shutil
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +49,7 @@ from calim_helpers import registration as reg
 from calim_helpers import rois as roi_io
 from calim_helpers import synchrony as syn
 from calim_helpers.downsample import downsample as block_mean
-from calim_helpers.errors import CalimInputError
+from calim_helpers.errors import CalimInputError, CalimWarning
 
 __all__ = [
     "Experiment",
@@ -57,9 +60,11 @@ __all__ = [
     "run_step",
 ]
 
-STEPS = ("load", "rois", "arpls")
-PACKAGES = ("calim", "numpy", "scipy", "tifffile", "roifile", "xarray", "dask", "zarr",
-            "matplotlib", "pandas", "papermill")
+# unit of event amplitudes for each normalization, for figure labels
+AMPLITUDE_UNIT = {"dff": "ΔF/F", "session": "corrected / S", "zscore": "noise σ"}
+PACKAGES = ("calim", "numpy", "scipy", "tifffile", "imagecodecs", "roifile", "xarray", "dask",
+            "zarr", "matplotlib", "pandas", "scikit-image", "threadpoolctl", "papermill",
+            "jupytext", "nbconvert")
 
 
 # --------------------------------------------------------------------------- experiment
@@ -137,6 +142,7 @@ def _write_zarr(ds: xr.Dataset, path: Path) -> Path:
     ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True)
     if path.exists():
         old = path.with_name(path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)  # left by an interrupted earlier run
         path.rename(old)
         tmp.rename(path)
         shutil.rmtree(old)
@@ -189,7 +195,11 @@ def run_step(
     echo : callable, optional
         Receives one progress line per session. Default is :func:`print`.
     **params
-        The step's parameters (the top-level sections of ``params/default.yaml`` it uses).
+        The step's parameters (the top-level sections of ``params/default.yaml`` it uses),
+        and ``compute``: ``scheduler`` (``"threads"``, ``"synchronous"`` or a running dask
+        cluster's address, to which each session is submitted whole; its workers must see
+        the same files and have calim installed) and ``parallel_sessions`` (sessions run
+        at once on this machine). Default is one session at a time, threads.
 
     Returns
     -------
@@ -198,34 +208,102 @@ def run_step(
         ``seconds``, ``reason``, and the step's summary columns. Also written to
         ``OUT/<experiment>/status/<step>.csv``.
     """
-    funcs = {"load": _load_session, "rois": _rois_session, "arpls": _arpls_session,
-             "analysis": _analysis_session}
-    if step not in funcs:
-        raise ValueError(f"step must be one of {tuple(funcs)}, got {step!r}")
-    rows = []
-    n = len(experiment.sessions)
-    for i, session in enumerate(experiment.sessions, 1):
-        t0 = time.perf_counter()
-        row: dict[str, Any] = {"session": session.id}
-        try:
-            row |= {"status": "ok", "reason": ""} | funcs[step](experiment, session, **params)
-        except _Skip as exc:
-            row |= {"status": "skipped", "reason": str(exc)}
-        except CalimInputError as exc:
-            row |= {"status": "failed", "reason": str(exc)}
-        except Exception as exc:  # noqa: BLE001 - one session's failure must not stop others
-            tb = traceback.format_exc(limit=-2).strip().splitlines()
-            row |= {"status": "failed", "reason": f"{type(exc).__name__}: {exc} ({tb[-3:]})"}
-        row["seconds"] = round(time.perf_counter() - t0, 1)
-        rows.append(row)
-        msg = f"[{experiment.name} {step} {i}/{n}] {session.id}: {row['status']}"
+    if step not in _STEP_FUNCS:
+        raise ValueError(f"step must be one of {tuple(_STEP_FUNCS)}, got {step!r}")
+    compute = dict(params.pop("compute", None) or {})
+    scheduler = str(compute.get("scheduler", "threads"))
+    n_parallel = int(compute.get("parallel_sessions", 1))
+    if n_parallel < 1:
+        raise CalimInputError(f"compute.parallel_sessions must be >= 1, got {n_parallel}")
+    sessions = experiment.sessions
+    n = len(sessions)
+    rows: list[dict[str, Any]] = [{} for _ in sessions]
+
+    def report(i: int, row: dict[str, Any]) -> None:
+        rows[i] = row
+        msg = f"[{experiment.name} {step} {i + 1}/{n}] {row['session']}: {row['status']}"
         msg += f" in {row['seconds']} s" + (f" - {row['reason']}" if row["reason"] else "")
         echo(msg)
+
+    if "://" in scheduler:
+        with _cluster_client(scheduler) as client:
+            futures = {client.submit(_run_session, step, experiment, s, params, pure=False): i
+                       for i, s in enumerate(sessions)}
+            for future, i in futures.items():  # in session order; they run concurrently
+                report(i, future.result())
+    else:
+        if scheduler not in ("threads", "synchronous"):
+            raise CalimInputError(
+                f"compute.scheduler must be 'threads', 'synchronous' or a dask cluster "
+                f"address such as 'tcp://host:8786', got {scheduler!r}")
+        with ThreadPoolExecutor(max_workers=n_parallel) as pool:
+            futures = {pool.submit(_run_session, step, experiment, s, params, scheduler): i
+                       for i, s in enumerate(sessions)}
+            for future in as_completed(futures):
+                report(futures[future], future.result())
     table = pd.DataFrame(rows)
     first = ["session", "status", "seconds", "reason"]
     table = table[first + [c for c in table.columns if c not in first]]
     io.write_text(experiment.root / "status" / f"{step}.csv", table.to_csv(index=False))
     return table
+
+
+def _run_session(step: str, experiment: Experiment, session: io.Session,
+                 params: Mapping[str, Any], scheduler: str = "threads") -> dict[str, Any]:
+    """One session through one step: a status row; never raises (runs on cluster workers)."""
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {"session": session.id}
+    _clear_from(experiment, session, step)
+    try:
+        with dask.config.set(scheduler=scheduler):  # chunk work stays on this process
+            row |= {"status": "ok", "reason": ""} | _STEP_FUNCS[step](experiment, session,
+                                                                       **params)
+    except _Skip as exc:
+        row |= {"status": "skipped", "reason": str(exc)}
+    except CalimInputError as exc:
+        row |= {"status": "failed", "reason": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - one session's failure must not stop others
+        tb = traceback.format_exc(limit=-2).strip().splitlines()
+        row |= {"status": "failed", "reason": f"{type(exc).__name__}: {exc} ({tb[-3:]})"}
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+@contextlib.contextmanager
+def _cluster_client(address: str):
+    """Yield a dask.distributed client of the running cluster at ``address``."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise CalimInputError(
+            f"compute.scheduler {address!r} is a dask cluster address, which needs "
+            "dask.distributed: pip install 'calim[cluster]'") from None
+    try:
+        client = Client(address, set_as_default=False, timeout="20s")
+    except OSError as exc:
+        raise CalimInputError(f"compute.scheduler: no dask cluster at {address} ({exc})"
+                              ) from None
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+_STORES_FROM = {"load": ("load", "traces", "result"), "rois": ("traces", "result"),
+                "arpls": ("result",), "analysis": ()}
+_TABLES = ("events", "features", "network_events", "spectra")
+
+
+def _clear_from(experiment: Experiment, session: io.Session, step: str) -> None:
+    """Remove what this step and the later ones wrote for ``session`` in an earlier run.
+
+    A session that fails or is skipped now must not pass stale results of a previous run
+    (possibly with other parameters) on to the next steps and the experiment tables.
+    """
+    for kind in _STORES_FROM[step]:
+        shutil.rmtree(experiment.path(session, kind), ignore_errors=True)
+    for kind in _TABLES:
+        (experiment.session_dir(session) / f"{session.name}_{kind}.csv").unlink(missing_ok=True)
 
 
 class _Skip(Exception):
@@ -256,16 +334,18 @@ def register_movie(movie: xr.DataArray, /, *, registration: Mapping[str, Any]
     """
     if not registration.get("enabled", True):
         return movie, None
-    template = reg.make_template(movie, n_frames=int(registration["template_frames"]))
     max_shift = registration.get("max_shift_px")
     up = int(registration["upsample_factor"])
+    template = reg.make_template(movie, n_frames=int(registration["template_frames"]),
+                                 upsample_factor=up)
     if registration.get("method", "rigid") == "piecewise":
         field = reg.piecewise_shifts(movie, template, grid=tuple(registration["grid"]),
                                      upsample_factor=up, max_shift_px=max_shift)
         corrected = reg.apply_piecewise(movie, field)
-        shifts = field.mean(("patch_y", "patch_x"))
-        clipped = np.zeros(shifts.sizes["time"], bool)
-        corr = np.full(shifts.sizes["time"], np.nan)
+        shifts = field.reset_coords(drop=True).mean(("patch_y", "patch_x"))
+        clipped = np.asarray(field.coords["clipped"].any(("patch_y", "patch_x")).values, bool)
+        corr = np.asarray(field.coords["peak_corr"].median(("patch_y", "patch_x")).values,
+                          float)
     else:
         shifts = reg.estimate_shifts(movie, template, upsample_factor=up,
                                      max_shift_px=max_shift)
@@ -318,8 +398,11 @@ def _load_session(experiment: Experiment, session: io.Session, *,
     } | ({"shift_rms_px": summary["shift_rms_px"]} if summary else {})
     t_chunk = max(1, int(load["chunk_time"]) // int(downsample.get("time", 1)))
     ds["movie"] = ds["movie"].chunk({"time": t_chunk, "y": -1, "x": -1})
-    with dask.config.set(scheduler="threads"):
-        _write_zarr(ds, experiment.path(session, "load"))
+    try:
+        with dask.config.set(scheduler="threads"):
+            _write_zarr(ds, experiment.path(session, "load"))
+    finally:
+        movie.close()
     if shifts is not None:
         _registration_outputs(experiment, session, shifts, ds, dpi=int((figures or {}).get(
             "dpi", 100)))
@@ -354,9 +437,14 @@ def _ds_interval(interval_s: float, factor: int) -> float | None:
 # --------------------------------------------------------------------------- step 2: rois
 
 
+def _factors_used(attrs: Mapping[str, Any]) -> dict[str, int]:
+    """Return the block-mean factors step 1 applied (its store's ``downsample_factors``)."""
+    return {k: int(v) for k, v in (item.split("=") for item in attrs["downsample_factors"])}
+
+
 def _rois_session(experiment: Experiment, session: io.Session, *,
-                  downsample: Mapping[str, int], background: Mapping[str, Any],
-                  figures: Mapping[str, Any], rois: Mapping[str, Any] | None = None,
+                  background: Mapping[str, Any], figures: Mapping[str, Any],
+                  rois: Mapping[str, Any] | None = None,
                   detection: Mapping[str, Any] | None = None) -> dict[str, Any]:
     load_path = experiment.path(session, "load")
     _require(load_path, "load")
@@ -366,6 +454,7 @@ def _rois_session(experiment: Experiment, session: io.Session, *,
                     "is 'expert'")
     loaded = open_store(load_path)
     native = tuple(loaded.attrs["native_shape"][1:])
+    downsample = _factors_used(loaded.attrs)
     expert = roi_io.read_rois(session.roi_file) if session.roi_file is not None else None
     summary: dict[str, Any] = {"roi_source": "expert", "n_expert": len(expert or [])}
     if source != "expert":
@@ -476,6 +565,9 @@ def correct_session(
         ``raw``), ``dff = corrected / baseline_raw``, ``dff_raw = (raw - baseline_raw) /
         baseline_raw``, ``norm`` (the chosen normalization), per ROI ``converged``,
         ``n_iter``, ``converged_raw``, ``n_iter_raw``; attrs record every parameter.
+        The ratios (``dff``, ``dff_raw``, ``norm``) are NaN in the first ``trim_start``
+        frames and where the baseline is not positive (with a CalimWarning); ``raw``,
+        ``corrected`` and the baselines are kept whole.
     """
     raw = tr["raw"].transpose("roi", "time").values.astype(np.float64)
     bg = tr["background"].values.astype(np.float64)
@@ -484,6 +576,8 @@ def correct_session(
     base_raw, info_raw = bl.arpls(raw, lam=lam, tol=tol, max_iter=max_iter)
     corrected = signal - base
     norm, ninfo = nm.normalize(corrected, base_raw, method=normalize, trim_start=trim_start)
+    dff = norm if normalize == "dff" else nm.normalize(corrected, base_raw, method="dff",
+                                                       trim_start=trim_start)[0]
     f32 = np.float32
     coords = {k: tr.coords[k] for k in ("roi", "roi_name", "time") if k in tr.coords}
     coords["frame"] = ("time", np.arange(raw.shape[1]))
@@ -492,8 +586,9 @@ def correct_session(
         "raw": (two, raw.astype(f32)), "background": ("time", bg.astype(f32)),
         "signal": (two, signal.astype(f32)), "baseline": (two, base.astype(f32)),
         "corrected": (two, corrected.astype(f32)), "baseline_raw": (two, base_raw.astype(f32)),
-        "dff": (two, (corrected / base_raw).astype(f32)),
-        "dff_raw": (two, nm.dff_raw(raw, base_raw).astype(f32)),
+        "dff": (two, np.asarray(dff, dtype=f32)),
+        "dff_raw": (two, np.asarray(nm.dff_raw(raw, base_raw, trim_start=trim_start),
+                                    dtype=f32)),
         "norm": (two, np.asarray(norm, dtype=f32)),
         "converged": ("roi", np.atleast_1d(info["converged"])),
         "n_iter": ("roi", np.atleast_1d(info["n_iter"]).astype(np.int32)),
@@ -560,7 +655,7 @@ def analyze_session(ds: xr.Dataset, /, *, events: Mapping[str, Any],
     Returns
     -------
     dict
-        ``events`` (DataFrame, one row per event), ``rates`` (per ROI), ``network``
+        ``events`` (DataFrame, one row per event), ``network``
         (:class:`calim_helpers.synchrony.NetworkEvents`), ``network_table`` (its events
         with times in s), ``corr`` (roi, roi), ``clusters`` and ``order`` (by cluster),
         ``spectra`` (roi, frequency) and ``features`` (one row per ROI).
@@ -570,7 +665,6 @@ def analyze_session(ds: xr.Dataset, /, *, events: Mapping[str, Any],
                                    min_duration_s=float(events["min_duration_s"]),
                                    merge_gap_s=float(events["merge_gap_s"]),
                                    min_amplitude=float(events["min_amplitude"]))
-    rates = evt.event_rates(ev, ds)
     n_roi, n_time = ds.sizes["roi"], ds.sizes["time"]
     norm = ds["norm"].transpose("roi", "time")
     activity = syn.activity_matrix(ev, n_roi, n_time, rois=ds["roi"].values)
@@ -589,7 +683,7 @@ def analyze_session(ds: xr.Dataset, /, *, events: Mapping[str, Any],
     features = syn.session_features(ds, ev, network,
                                     cluster_threshold=float(synchrony["cluster_threshold"]))
     spectra = syn.power_spectra(norm) if n_time >= 8 else None
-    return {"events": ev, "rates": rates, "network": network, "network_table": table,
+    return {"events": ev, "network": network, "network_table": table,
             "corr": corr, "clusters": clusters, "order": order, "spectra": spectra,
             "features": features}
 
@@ -602,6 +696,10 @@ def _analysis_session(experiment: Experiment, session: io.Session, *,
     _require(path, "arpls")
     ds = open_store(path).load()
     res = analyze_session(ds, events=events, synchrony=synchrony)
+    for table in (res["events"], res["features"]):
+        table["normalize"] = ds.attrs.get("normalize")  # the unit of peak_dff and amplitudes
+        table["trim_start"] = ds.attrs.get("trim_start")
+    unit = AMPLITUDE_UNIT.get(ds.attrs.get("normalize"), "normalized")
     folder, name = experiment.session_dir(session), session.name
     dpi = int(figures.get("dpi", 100))
     io.write_text(folder / f"{name}_events.csv", res["events"].to_csv(index=False))
@@ -627,7 +725,8 @@ def _analysis_session(experiment: Experiment, session: io.Session, *,
         clusters=res["clusters"], vmin=float(heatmap["vmin"]), vmax=float(heatmap["vmax"]),
         label=figs.NORM_LABELS.get(ds.attrs.get("normalize"), "normalized"), title=title),
         folder / f"{name}_clusters.png", dpi=dpi)
-    io.save_figure(afigs.session_summary_figure(res["features"], title=title),
+    io.save_figure(afigs.session_summary_figure(res["features"], amplitude_label=unit,
+                                                title=title),
                    folder / f"{name}_summary.png", dpi=dpi)
     io.save_figure(_qc(experiment, session, ds, res, qc=qc, title=title),
                    folder / f"{name}_qc.png", dpi=dpi)
@@ -679,7 +778,8 @@ def collect_analysis(experiment: Experiment, /) -> dict[str, pd.DataFrame]:
                                                                      sort=False)}
         tests = afigs.condition_tests(by_session)
         io.write_text(experiment.root / "sessions_tests.csv", tests.to_csv(index=False))
-        io.save_figure(afigs.condition_summary_figure(by_session),
+        unit = AMPLITUDE_UNIT.get(str(feats["normalize"].iloc[0]), "normalized")
+        io.save_figure(afigs.condition_summary_figure(by_session, amplitude_label=unit),
                        experiment.root / "sessions_summary.pdf")
     return out
 
@@ -721,6 +821,14 @@ def experiment_dataset(results: Sequence[xr.Dataset], /) -> xr.Dataset:
         raise CalimInputError("no session result to aggregate")
     n_time = max(r.sizes["time"] for r in results)
     longest = next(r for r in results if r.sizes["time"] == n_time)
+    steps = {f"{r.attrs['date']}_{r.attrs['session']}": float(np.median(np.diff(r["time"])))
+             for r in results if r.sizes["time"] > 1}
+    if steps and max(steps.values()) > 1.01 * min(steps.values()):
+        warnings.warn(
+            "sessions have different frame intervals ("
+            + ", ".join(f"{k}: {v:g} s" for k, v in steps.items())
+            + "); the experiment's time axis is the longest session's: compare by frame",
+            CalimWarning, stacklevel=2)
     parts = []
     for r in results:
         n = r.sizes["time"]
@@ -737,7 +845,8 @@ def experiment_dataset(results: Sequence[xr.Dataset], /) -> xr.Dataset:
                     coords="all", compat="equals", join="exact")
     exp = exp.assign_coords(time=("time", longest["time"].values),
                             frame=("time", np.arange(n_time)))
-    keep = ("experiment", "normalize", "trim_start", "lam", "cutoff_s")
+    keep = ("experiment", "normalize", "trim_start", "lam", "cutoff_s", "tol", "max_iter",
+            "seed", "background_fraction")
     exp.attrs = {k: results[0].attrs.get(k) for k in keep}
     exp.attrs["sessions"] = [f"{r.attrs['date']}_{r.attrs['session']}" for r in results]
     return exp
@@ -776,7 +885,9 @@ def average_trace(exp: xr.Dataset, /) -> pd.DataFrame:
         mean = np.nanmean(norm, axis=0)
         sem = np.nanstd(norm, axis=0, ddof=1) / np.sqrt(n)
     return pd.DataFrame({"frame": exp["frame"].values, "time_s": exp["time"].values,
-                         "mean": mean, "sem": sem, "n_cells": n})
+                         "mean": mean, "sem": sem, "n_cells": n,
+                         "normalize": exp.attrs.get("normalize"),
+                         "trim_start": exp.attrs.get("trim_start")})
 
 
 def _wide(exp: xr.Dataset, var: str) -> pd.DataFrame:
@@ -858,8 +969,11 @@ def compare_experiments(out_dir: str | Path, names: Sequence[str], /) -> pd.Data
     if len(features) > 1:
         tests = afigs.condition_tests(features)
         io.write_text(out_dir / "comparison" / "condition_tests.csv", tests.to_csv(index=False))
-        io.save_figure(afigs.condition_summary_figure(features),
-                       out_dir / "comparison" / "condition_summary.pdf")
+        units = {AMPLITUDE_UNIT.get(str(f["normalize"].iloc[0]), "normalized")
+                 for f in features.values() if len(f)}
+        io.save_figure(afigs.condition_summary_figure(
+            features, amplitude_label=units.pop() if len(units) == 1 else "normalized"),
+            out_dir / "comparison" / "condition_summary.pdf")
     return table
 
 
@@ -875,7 +989,7 @@ def _sha256(path: Path) -> str:
 
 
 def run_record(experiment: Experiment, params: Mapping[str, Any], /) -> dict[str, Any]:
-    """Parameters, package versions and input checksums; written to ``run_record.json``."""
+    """Return and write ``run_record.json``: parameters, package versions, input SHA-256."""
     versions = {}
     for pkg in PACKAGES:
         try:
@@ -886,7 +1000,11 @@ def run_record(experiment: Experiment, params: Mapping[str, Any], /) -> dict[str
     for s in experiment.sessions:
         for f in (*s.stack_files, s.metadata_file, s.roi_file):
             if f is not None:
-                inputs[str(Path(f).relative_to(experiment.experiment_dir))] = _sha256(Path(f))
+                key = str(Path(f).relative_to(experiment.experiment_dir))
+                try:
+                    inputs[key] = _sha256(Path(f))
+                except OSError as exc:
+                    inputs[key] = f"unreadable: {exc}"
     record = {"experiment": experiment.name, "experiment_dir": str(experiment.experiment_dir),
               "params": dict(params), "versions": versions, "inputs_sha256": inputs}
     io.write_text(experiment.root / "run_record.json", json.dumps(record, indent=1))
@@ -1040,3 +1158,8 @@ def summary_aggregate(exp: xr.Dataset, /) -> str:
         f"median {float(np.nanmedian(norm)):.3f}, peak of the average trace "
         f"{float(np.nanmax(avg)):.3f} at frame {int(np.nanargmax(avg))}",
     ])
+
+
+_STEP_FUNCS: dict[str, Callable[..., dict[str, Any]]] = {
+    "load": _load_session, "rois": _rois_session, "arpls": _arpls_session,
+    "analysis": _analysis_session}

@@ -1,4 +1,4 @@
-"""``calim run``: the notebooks 01-04 executed with papermill, once per experiment.
+"""``calim run``: the notebooks 01-05 executed with papermill, once per experiment.
 
 Each notebook handles all sessions of its experiment (see :mod:`calim_helpers.pipeline`).
 The executed notebooks are the run record: ``OUT/<experiment>/notebooks/NN_name.ipynb``,
@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from calim_helpers import io
+from calim_helpers import io, pipeline
 
 __all__ = ["NOTEBOOKS", "NOTEBOOK_DIR", "ExperimentRun", "run_experiments"]
 
@@ -131,6 +131,8 @@ def execute_notebook(
                             extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except pm.PapermillExecutionError as exc:
         error = (f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}".strip())
+    except Exception as exc:  # noqa: BLE001 - a dead kernel fails this experiment, not the run
+        error = f"{type(exc).__name__}: {exc}"
     finally:
         if tmp.exists():
             io.commit(tmp, output)
@@ -147,7 +149,10 @@ def run_experiments(
     *,
     echo: Callable[[str], None] = print,
 ) -> list[ExperimentRun]:
-    """Run notebooks 01-04 on each experiment; compare them when there are several.
+    """Run the notebooks on each experiment; compare the experiments when there are several.
+
+    Before the notebooks, ``OUT/<experiment>/run_record.json`` records the whole
+    parameter tree, package versions and input checksums.
 
     Parameters
     ----------
@@ -176,6 +181,13 @@ def run_experiments(
                 values = dict(params) | {"experiment_dir": str(exp_dir),
                                          "out_dir": str(out_dir.resolve())}
                 last = k == len(experiments) - 1
+                try:
+                    pipeline.run_record(pipeline.Experiment.open(exp_dir, out_dir, params.get(
+                        "sessions", [])), params)
+                except Exception as exc:  # noqa: BLE001 - reported like a failed notebook
+                    run.failed_notebook, run.error = "run_record", f"{type(exc).__name__}: {exc}"
+                    echo(f"  {exp_dir.name}: cannot start: {run.error}")
+                    continue
                 for name in NOTEBOOKS:
                     if name == "04_aggregate":
                         values["compare"] = list(done) if last else []

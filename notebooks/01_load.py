@@ -11,6 +11,7 @@
 experiment_dir: str = "../demo/DEMO"  # experiment folder (dd-mm-yy/<yymmdd>_<n>/ tree), read only
 out_dir: str = "../out"  # output root; results go to out_dir/<experiment>/
 sessions: list = []  # session ids to process (date_session or session name), empty for all
+compute: dict = {"scheduler": "threads", "parallel_sessions": 1}  # see params/default.yaml
 load: dict = {"chunk_time": 100}  # see params/default.yaml
 registration: dict = {"enabled": True, "method": "rigid", "template_frames": 200, "upsample_factor": 20, "max_shift_px": 20.0, "grid": [4, 4]}  # see params/default.yaml
 denoise: dict = {"method": "none", "sigma_px": 1.0, "sigma_frames": 1.0, "size": 3}  # see params/default.yaml
@@ -21,16 +22,15 @@ figures: dict = {"per_roi": True, "dpi": 100}  # see params/default.yaml
 from calim_helpers import pipeline
 
 experiment = pipeline.Experiment.open(experiment_dir, out_dir, sessions)
-record = pipeline.run_record(experiment, {"load": load, "registration": registration,
-                                          "denoise": denoise, "downsample": downsample})
 experiment.table()
 
 # %% [markdown]
 # ## Downsample every session
 
 # %%
-status = pipeline.run_step("load", experiment, load=load, registration=registration,
-                           denoise=denoise, downsample=downsample, figures=figures)
+status = pipeline.run_step("load", experiment, compute=compute, load=load,
+                           registration=registration, denoise=denoise, downsample=downsample,
+                           figures=figures)
 status
 
 # %% [markdown]

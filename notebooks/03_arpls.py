@@ -9,6 +9,7 @@
 experiment_dir: str = "../demo/DEMO"  # experiment folder (dd-mm-yy/<yymmdd>_<n>/ tree), read only
 out_dir: str = "../out"  # output root; results go to out_dir/<experiment>/
 sessions: list = []  # session ids to process (date_session or session name), empty for all
+compute: dict = {"scheduler": "threads", "parallel_sessions": 1}  # see params/default.yaml
 arpls: dict = {"lam": 10.0, "cutoff_s": None, "tol": 1e-05, "max_iter": 100}  # see params/default.yaml
 normalize: str = "dff"  # see params/default.yaml
 trim_start: int = 0  # see params/default.yaml
@@ -23,8 +24,8 @@ experiment = pipeline.Experiment.open(experiment_dir, out_dir, sessions)
 # ## Correct every session
 
 # %%
-status = pipeline.run_step("arpls", experiment, arpls=arpls, normalize=normalize,
-                           trim_start=trim_start, figures=figures)
+status = pipeline.run_step("arpls", experiment, compute=compute, arpls=arpls,
+                           normalize=normalize, trim_start=trim_start, figures=figures)
 status
 
 # %% [markdown]

@@ -10,6 +10,7 @@
 experiment_dir: str = "../demo/DEMO"  # experiment folder (dd-mm-yy/<yymmdd>_<n>/ tree), read only
 out_dir: str = "../out"  # output root; results go to out_dir/<experiment>/
 sessions: list = []  # session ids to process (date_session or session name), empty for all
+compute: dict = {"scheduler": "threads", "parallel_sessions": 1}  # see params/default.yaml
 events: dict = {"threshold": 3.0, "prominence": 3.0, "min_duration_s": 0.0, "merge_gap_s": 0.0, "min_amplitude": 0.01}  # see params/default.yaml
 synchrony: dict = {"bin_frames": 1, "n_shuffles": 1000, "alpha": 0.01, "cluster_threshold": 0.5}  # see params/default.yaml
 qc: dict = {"snr_threshold": 3.0}  # see params/default.yaml
@@ -25,8 +26,8 @@ experiment = pipeline.Experiment.open(experiment_dir, out_dir, sessions)
 # ## Analyse every session
 
 # %%
-status = pipeline.run_step("analysis", experiment, events=events, synchrony=synchrony, qc=qc,
-                           heatmap=heatmap, figures=figures)
+status = pipeline.run_step("analysis", experiment, compute=compute, events=events,
+                           synchrony=synchrony, qc=qc, heatmap=heatmap, figures=figures)
 status
 
 # %% [markdown]

@@ -173,13 +173,18 @@ def test_roi_file_name_case_insensitive(tmp_path):
     assert s.roi_file.name == "ROIS.ZIP"
 
 
-def test_several_roi_sets_is_an_error(tmp_path):
+def test_several_roi_sets_fail_that_session_only(tmp_path):
     folder = tmp_path / "e" / "04-04-23" / "230404_5"
     _write(folder, stack=_stack(nt=2, ny=4, nx=4))
     _touch(folder / "ROIs" / "ROIs.zip")
     _touch(folder / "RoiSet.zip")
-    with pytest.raises(CalimInputError, match="several ROI sets"):
-        io.find_sessions(tmp_path / "e")
+    _write(tmp_path / "e" / "04-04-23" / "230404_6", "230404_6", stack=_stack(nt=2, ny=4, nx=4))
+    with pytest.warns(CalimWarning, match="several ROI sets"):
+        bad, good = io.find_sessions(tmp_path / "e")
+    assert "several ROI sets" in bad.problem and good.problem == ""
+    with pytest.raises(CalimInputError, match=r"230404_5: several ROI sets"):
+        io.open_movie(bad)
+    assert io.open_movie(good).shape == (2, 4, 4)
 
 
 def test_session_date_mismatch_warns(tmp_path):
@@ -197,8 +202,10 @@ def test_experiment_errors(tmp_path):
     with pytest.raises(CalimInputError, match="no session found"):
         io.find_sessions(tmp_path / "empty")
     (tmp_path / "e2" / "04-04-23" / "230404_1").mkdir(parents=True)
+    with pytest.warns(CalimWarning, match="230404_1: no Micro-Manager stack"):
+        (s,) = io.find_sessions(tmp_path / "e2")
     with pytest.raises(CalimInputError, match="230404_1: no Micro-Manager stack"):
-        io.find_sessions(tmp_path / "e2")
+        io.open_movie(s)
 
 
 # ----------------------------------------------------------------- bad input
@@ -303,3 +310,20 @@ def test_several_positions_is_an_error(tmp_path):
     (tmp_path / "s" / "230404_5_MMStack_Pos1.ome.tif").write_bytes(b"")
     with pytest.raises(CalimInputError, match="several acquisitions/positions"):
         io.find_stack_files(tmp_path / "s")
+
+
+def test_close_releases_the_files(tmp_path):
+    import os
+
+    files, _ = _write(tmp_path / "s")
+
+    def open_fds():
+        fd_dir = "/proc/self/fd"
+        return [os.readlink(f"{fd_dir}/{f}") for f in os.listdir(fd_dir)
+                if os.path.exists(f"{fd_dir}/{f}")]
+
+    movie = io.open_movie(tmp_path / "s")
+    assert movie.isel(time=0).values.shape == (16, 20)
+    assert str(files[0]) in open_fds()
+    movie.close()
+    assert str(files[0]) not in open_fds()

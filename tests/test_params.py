@@ -19,6 +19,10 @@ def test_defaults_match_spec():
     assert (p["heatmap"]["vmin"], p["heatmap"]["vmax"]) == (0.0, 0.5)
 
 
+def test_sessions_accept_quoted_ids():
+    assert load_params(None, [("sessions", "['230404_5']")])["sessions"] == ["230404_5"]
+
+
 def test_cutoff_accepts_a_number():
     assert load_params(None, [("arpls.cutoff_s", "20")])["arpls"]["cutoff_s"] == 20.0
 
@@ -45,6 +49,7 @@ def test_file_and_cli_overrides(tmp_path):
     ([("normalize", "max")], "'normalize' must be one of"),
     ([("arpls.cutoff_s", "soon")], "'arpls.cutoff_s' must be of type NoneType"),
     ([("sessions", "230404_5")], "'sessions' must be of type list"),
+    ([("sessions", "[230404_5]")], "quoted strings"),
 ])
 def test_bad_overrides_name_the_key(pairs, match):
     with pytest.raises(CalimInputError, match=match):

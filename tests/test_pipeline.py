@@ -9,7 +9,7 @@ import xarray as xr
 
 from calim_helpers import baseline, demo, pipeline
 from calim_helpers import events as evt
-from calim_helpers.errors import CalimInputError
+from calim_helpers.errors import CalimInputError, CalimWarning
 from calim_helpers.params import load_params
 
 
@@ -40,9 +40,13 @@ def test_correct_session_follows_the_spec_definitions(method):
     np.testing.assert_allclose(out["baseline"], base, rtol=1e-5)
     np.testing.assert_allclose(out["corrected"], signal - base, atol=1e-3)
     np.testing.assert_allclose(out["baseline_raw"], base_raw, rtol=1e-5)
-    np.testing.assert_allclose(out["dff"], (signal - base) / base_raw, atol=1e-6)
-    np.testing.assert_allclose(out["dff_raw"], (raw - base_raw) / base_raw, atol=1e-6)
-    assert np.isnan(out["norm"].values[:, :5]).all()
+    np.testing.assert_allclose(out["dff"][:, 5:], ((signal - base) / base_raw)[:, 5:],
+                               atol=1e-6)
+    np.testing.assert_allclose(out["dff_raw"][:, 5:], ((raw - base_raw) / base_raw)[:, 5:],
+                               atol=1e-6)
+    for ratio in ("norm", "dff", "dff_raw"):
+        assert np.isnan(out[ratio].values[:, :5]).all(), ratio
+    assert np.isfinite(out["corrected"].values).all()
     assert np.isfinite(out["norm"].values[:, 5:]).all()
     if method == "dff":
         np.testing.assert_allclose(out["norm"][:, 5:], out["dff"][:, 5:], rtol=1e-6)
@@ -92,6 +96,16 @@ def test_experiment_dataset_pads_shorter_sessions_and_names_cells():
     assert table.loc[table.roi_name == "c1", "session"].nunique() == 2
 
 
+def test_mixed_frame_intervals_warn():
+    a = pipeline.correct_session(_traces(n_roi=2, n_time=40))
+    b_tr = _traces(n_roi=2, n_time=40, seed=1)
+    b_tr = b_tr.assign_coords(time=b_tr["time"] * 2)
+    b_tr.attrs["session"] = "230404_9"
+    b = pipeline.correct_session(b_tr)
+    with pytest.warns(CalimWarning, match="different frame intervals"):
+        pipeline.experiment_dataset([a, b])
+
+
 def test_unknown_session_is_named(tmp_path):
     exp = demo.write_demo_experiment(tmp_path, n_frames=20, frame_shape=(32, 40), seed=1)
     with pytest.raises(CalimInputError, match=r"no session 230499_1 \(known: 04-04-23_230404_5"):
@@ -111,8 +125,8 @@ def demo_run(tmp_path_factory):
     steps = (("load", {"load": p["load"], "registration": p["registration"],
                        "denoise": p["denoise"], "downsample": p["downsample"],
                        "figures": figures}),
-             ("rois", {"downsample": p["downsample"], "background": p["background"],
-                       "figures": figures, "rois": p["rois"], "detection": p["detection"]}),
+             ("rois", {"background": p["background"], "figures": figures, "rois": p["rois"],
+                       "detection": p["detection"]}),
              ("arpls", {"arpls": p["arpls"], "normalize": "dff", "trim_start": 0,
                         "figures": figures}),
              ("analysis", {"events": p["events"], "synchrony": p["synchrony"], "qc": p["qc"],
@@ -284,14 +298,58 @@ def test_auto_rois_replace_a_missing_expert_set(tmp_path):
     pipeline.run_step("load", e, load=p["load"], registration=off, denoise=p["denoise"],
                       downsample=p["downsample"], echo=lambda _: None)
     figures = {"per_roi": False, "dpi": 40}
-    status = pipeline.run_step("rois", e, downsample=p["downsample"],
-                               background=p["background"], figures=figures, rois=p["rois"],
-                               detection=p["detection"], echo=lambda _: None)
+    status = pipeline.run_step("rois", e, background=p["background"], figures=figures,
+                               rois=p["rois"], detection=p["detection"], echo=lambda _: None)
     row = status.iloc[0]
     assert row["status"] == "ok" and row["roi_source"] == "auto" and row["n_rois"] >= 3
     assert (e.session_dir(e.sessions[0]) / "ROIs_auto.zip").exists()
-    expert_only = pipeline.run_step("rois", e, downsample=p["downsample"],
-                                    background=p["background"], figures=figures,
+    expert_only = pipeline.run_step("rois", e, background=p["background"], figures=figures,
                                     rois={"source": "expert"}, detection=p["detection"],
                                     echo=lambda _: None)
     assert expert_only.iloc[0]["status"] == "skipped"
+
+
+def _run_chain(exp_dir, out, compute):
+    p = load_params()
+    e = pipeline.Experiment.open(exp_dir, out)
+    figures = {"per_roi": False, "dpi": 30}
+    quiet = {"echo": lambda _: None, "compute": compute}
+    assert (pipeline.run_step("load", e, load=p["load"], registration={"enabled": False},
+                              denoise=p["denoise"], downsample=p["downsample"], **quiet)
+            ["status"] == "ok").all()
+    pipeline.run_step("rois", e, background=p["background"], figures=figures,
+                      rois={"source": "expert"}, detection=p["detection"], **quiet)
+    table = pipeline.run_step("arpls", e, arpls=p["arpls"], normalize="dff", trim_start=0,
+                              figures=figures, **quiet)
+    assert (table["status"] == "ok").all()
+    return {s.id: pipeline.open_store(e.path(s, "result")).load() for s in e.sessions}
+
+
+def test_parallel_sessions_and_a_dask_cluster_give_the_same_results(tmp_path):
+    distributed = pytest.importorskip("distributed")  # installed with the test extra
+    exp_dir = demo.write_demo_experiment(tmp_path, n_frames=100, frame_shape=(40, 48), seed=6)
+    serial = _run_chain(exp_dir, tmp_path / "serial", {"scheduler": "threads",
+                                                       "parallel_sessions": 1})
+    parallel = _run_chain(exp_dir, tmp_path / "parallel", {"scheduler": "threads",
+                                                           "parallel_sessions": 2})
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        clustered = _run_chain(exp_dir, tmp_path / "cluster",
+                               {"scheduler": cluster.scheduler_address,
+                                "parallel_sessions": 1})
+    for sid, ref in serial.items():
+        for other in (parallel[sid], clustered[sid]):
+            np.testing.assert_array_equal(other["norm"].values, ref["norm"].values)
+            np.testing.assert_array_equal(other["raw"].values, ref["raw"].values)
+
+
+def test_bad_compute_settings_are_named(tmp_path):
+    exp_dir = demo.write_demo_experiment(tmp_path, n_frames=20, frame_shape=(32, 40), seed=1)
+    e = pipeline.Experiment.open(exp_dir, tmp_path / "out")
+    p = load_params()
+    with pytest.raises(CalimInputError, match="compute.scheduler must be"):
+        pipeline.run_step("load", e, compute={"scheduler": "gpu"}, load=p["load"],
+                          downsample=p["downsample"])
+    with pytest.raises(CalimInputError, match="no dask cluster at tcp://127.0.0.1:9"):
+        pipeline.run_step("load", e, compute={"scheduler": "tcp://127.0.0.1:9"},
+                          load=p["load"], downsample=p["downsample"])

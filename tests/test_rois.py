@@ -6,15 +6,14 @@ README there and tools/imagej/regenerate.sh); these tests only read them.
 
 from __future__ import annotations
 
-import csv
 import doctest
 import shutil
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from imagej_fixtures import FIX, UNSUPPORTED, imagej_means
 from roifile import ROI_OPTIONS, ROI_TYPE, ImagejRoi
 
 from calim_helpers import rois as rois_mod
@@ -28,7 +27,6 @@ from calim_helpers.rois import (
     write_rois,
 )
 
-FIX = Path(__file__).parent / "fixtures" / "imagej"
 _REF = np.load(FIX / "masks.npz")
 REF_MASKS = _REF["masks"]
 REF_NAMES = [str(n) for n in _REF["names"]]
@@ -36,7 +34,6 @@ SHAPE = REF_MASKS.shape[1:]
 ZOO = read_rois(FIX / "zoo.zip")
 # ImageJ draws rounded-rectangle corners as flattened Bezier curves (java.awt.geom);
 # CALIM refuses them with a clear error instead of approximating.
-UNSUPPORTED = {"rect_rounded": "rounded corners"}
 
 
 def test_fixture_provenance():
@@ -70,21 +67,11 @@ def test_imagej_written_roiset_matches():
         np.testing.assert_array_equal(rasterize(roi, SHAPE), ref, err_msg=roi.name)
 
 
-def _imagej_means():
-    """{roi name: [mean per frame]} from ImageJ's Multi Measure table."""
-    means: dict[str, dict[int, float]] = {}
-    with open(FIX / "multimeasure.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            _, name, _ = row["Label"].split(":")
-            means.setdefault(name, {})[int(row["Slice"])] = float(row["Mean"])
-    return {k: [v[t] for t in sorted(v)] for k, v in means.items()}
-
-
 @pytest.mark.imagej
 def test_multi_measure_means():
     stack = tifffile.imread(FIX / "stack.tif")
     assert stack.dtype == np.uint16 and stack.shape[1:] == SHAPE
-    ij = _imagej_means()
+    ij = imagej_means()
     assert list(ij) == REF_NAMES
     n_checked = 0
     for roi in ZOO:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import warnings
-from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 import tifffile
 import xarray as xr
+from imagej_fixtures import FIX, UNSUPPORTED, imagej_means
 from roifile import ImagejRoi
 
 from calim_helpers.downsample import downsample
@@ -26,8 +25,6 @@ from calim_helpers.traces import (
     roi_weights,
 )
 
-FIX = Path(__file__).parent / "fixtures" / "imagej"
-UNSUPPORTED = {"rect_rounded"}  # refused by rasterize (see test_rois.py)
 ONES = {"time": 1, "y": 1, "x": 1}
 F = {"time": 10, "y": 2, "x": 2}
 
@@ -84,20 +81,11 @@ def _brute_force(data, rois, ft, fy, fx):
 # ------------------------------------------------------------------- ImageJ
 
 
-def _imagej_means():
-    means: dict[str, dict[int, float]] = {}
-    with open(FIX / "multimeasure.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            _, name, _ = row["Label"].split(":")
-            means.setdefault(name, {})[int(row["Slice"])] = float(row["Mean"])
-    return {k: [v[t] for t in sorted(v)] for k, v in means.items()}
-
-
 @pytest.mark.imagej
 def test_factors_one_equal_imagej_multi_measure():
     stack = tifffile.imread(FIX / "stack.tif")
     rois = [r for r in read_rois(FIX / "zoo.zip") if r.name not in UNSUPPORTED]
-    ij = _imagej_means()
+    ij = imagej_means()
     movie = _movie(stack, chunks={"time": 2})
     out = roi_means(movie, rois, factors=ONES)
     assert out.dims == ("roi", "time") and out.dtype == np.float32

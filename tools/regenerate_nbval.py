@@ -31,7 +31,8 @@ from calim_helpers.runner import NOTEBOOKS, execute_notebook  # noqa: E402
 
 def _strip(path: Path) -> None:
     nb = nbformat.read(path, 4)
-    for cell in nb.cells:
+    for k, cell in enumerate(nb.cells):
+        cell.id = f"cell-{k}"  # stable ids: references change only when their content does
         if cell.cell_type == "code" and "NBVAL_CHECK_OUTPUT" not in cell.source:
             cell.outputs = []  # nbval --nbval-lax compares only the marked cells
         cell.metadata.pop("execution", None)
