@@ -353,7 +353,8 @@ def test_cutoff_is_where_the_response_is_one_half(lam, dt):
     gain = np.dot(out[mid], np.cos(omega * t[mid])) / np.dot(np.cos(omega * t[mid]),
                                                              np.cos(omega * t[mid]))
     assert gain == pytest.approx(0.5, abs=2e-3)
-    assert 1 / (1 + lam * (2 - 2 * np.cos(omega)) ** 2) == pytest.approx(0.5, rel=1e-12)
+    exact_response = 1 / (1 + lam * (2 - 2 * np.cos(omega)) ** 2)
+    assert exact_response == pytest.approx(0.5, rel=1e-12)
 
 
 def test_lam_scales_as_k4_when_binning():
