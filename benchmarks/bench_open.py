@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from _synthetic import write_noise_session
 
 CHILD = r"""
 import json, sys, time
@@ -55,22 +55,6 @@ print(json.dumps({"seconds": took, "peak_rss_mb": hwm_mb(), "import_rss_mb": bas
 """
 
 
-def _make_session(folder: Path) -> Path:
-    from calim_helpers import io
-
-    rng = np.random.default_rng(0)
-    nt, ny, nx = 1500, 512, 688
-
-    def frames():
-        for start in range(0, nt, 100):
-            yield rng.integers(90, 1500, (min(100, nt - start), ny, nx), dtype=np.uint16)
-
-    session = folder / "04-04-23" / "230404_5"
-    io.write_mmstack(session, "230404_5", frames(), n_frames=nt, frame_shape=(ny, nx),
-                     pixel_size_um=0.65, interval_ms=100.0)
-    return session
-
-
 def _measure(what: str, session: Path) -> dict:
     out = subprocess.run([sys.executable, "-c", CHILD, what, str(session)],
                          capture_output=True, text=True, check=True)
@@ -84,7 +68,7 @@ def main() -> None:
             session = Path(sys.argv[1])
         else:
             t0 = time.perf_counter()
-            session = _make_session(Path(tmp))
+            session = write_noise_session(Path(tmp))
             print(f"wrote a 1500 x 512 x 688 stack in {time.perf_counter() - t0:.1f} s")
         size = sum(f.stat().st_size for f in session.glob("*.tif"))
         print(f"session: {session} ({size / 1e9:.2f} GB on disk)")

@@ -15,22 +15,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from _synthetic import random_rois
 from matplotlib.path import Path as MplPath
-from roifile import ImagejRoi
 
 from calim_helpers.rois import label_image
-
-
-def _rois(n=50, shape=(512, 688), seed=5):
-    rng = np.random.default_rng(seed)
-    out = []
-    for k in range(n):
-        cx, cy = rng.uniform(20, shape[1] - 20), rng.uniform(20, shape[0] - 20)
-        t = np.linspace(0, 2 * np.pi, 40, endpoint=False)
-        r = rng.uniform(5, 15, 40)
-        pts = np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
-        out.append(ImagejRoi.frompoints(pts, name=f"cell{k}"))
-    return out
 
 
 def _whole_frame(rois, shape):
@@ -55,7 +43,7 @@ def _best(fn, repeat=5):
 def main() -> None:
     """Run the benchmark and print the timings and their ratio."""
     shape = (512, 688)
-    rois = _rois(shape=shape)
+    rois = random_rois(shape=shape)
     t_calim, lab = _best(lambda: label_image(rois, shape))
     t_frame, ref = _best(lambda: _whole_frame(rois, shape), repeat=2)
     agree = np.mean(lab == ref)

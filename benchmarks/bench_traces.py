@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _synthetic import random_rois, write_noise_session
 
 CHILD = r"""
 import json, sys, time, warnings
@@ -79,36 +80,13 @@ print(json.dumps({"seconds": took, "peak_rss_mb": hwm_mb(), "import_rss_mb": bas
 """
 
 
-def _rois(n=60, shape=(512, 688), seed=5):
-    from roifile import ImagejRoi
-
-    rng = np.random.default_rng(seed)
-    out = []
-    for k in range(n):
-        cx, cy = rng.uniform(20, shape[1] - 20), rng.uniform(20, shape[0] - 20)
-        t = np.linspace(0, 2 * np.pi, 40, endpoint=False)
-        r = rng.uniform(5, 15, 40)
-        pts = np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
-        out.append(ImagejRoi.frompoints(pts, name=f"cell{k + 1}"))
-    return out
-
-
 def _make_session(folder: Path) -> tuple[Path, Path]:
-    from calim_helpers import io, rois
+    from calim_helpers import rois
 
-    rng = np.random.default_rng(0)
-    nt, ny, nx = 1500, 512, 688
-
-    def frames():
-        for start in range(0, nt, 100):
-            yield rng.integers(90, 1500, (min(100, nt - start), ny, nx), dtype=np.uint16)
-
-    session = folder / "04-04-23" / "230404_5"
-    io.write_mmstack(session, "230404_5", frames(), n_frames=nt, frame_shape=(ny, nx),
-                     pixel_size_um=0.65, interval_ms=100.0)
+    session = write_noise_session(folder)
     roi_zip = session / "ROIs" / "ROIs.zip"
     roi_zip.parent.mkdir()
-    rois.write_rois(roi_zip, _rois(shape=(ny, nx)))
+    rois.write_rois(roi_zip, random_rois(60, shape=(512, 688)))
     return session, roi_zip
 
 

@@ -453,6 +453,9 @@ def _rois_session(experiment: Experiment, session: io.Session, *,
         raise _Skip("no ROI set (ROIs/ROIs.zip, Rois/Rois.zip or RoiSet.zip) and rois.source "
                     "is 'expert'")
     loaded = open_store(load_path)
+    # the downsampled movie is small (float32, 1/40 of the native pixels): read it once
+    # for the detection images and the traces instead of once per pass
+    loaded["movie"] = loaded["movie"].load()
     native = tuple(loaded.attrs["native_shape"][1:])
     downsample = _factors_used(loaded.attrs)
     expert = roi_io.read_rois(session.roi_file) if session.roi_file is not None else None
@@ -680,8 +683,7 @@ def analyze_session(ds: xr.Dataset, /, *, events: Mapping[str, Any],
     table["end_s"] = (time[table["stop_frame"].to_numpy(int) - 1] + dt) if len(table) else []
     corr = syn.correlation_matrix(norm.values)
     clusters, order = syn.cluster_rois(corr, threshold=float(synchrony["cluster_threshold"]))
-    features = syn.session_features(ds, ev, network,
-                                    cluster_threshold=float(synchrony["cluster_threshold"]))
+    features = syn.session_features(ds, ev, network, corr=corr, clusters=clusters)
     spectra = syn.power_spectra(norm) if n_time >= 8 else None
     return {"events": ev, "network": network, "network_table": table,
             "corr": corr, "clusters": clusters, "order": order, "spectra": spectra,

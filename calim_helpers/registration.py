@@ -147,7 +147,7 @@ def _check_template(template: np.ndarray | xr.DataArray, movie: xr.DataArray) ->
 
 def _check_filter(
     *, upsample_factor: int, highpass_sigma: float | None, lowpass_sigma: float | None,
-    edge_taper: float,
+    edge_taper: float, max_shift_px: float | None = None,
 ) -> None:
     if not isinstance(upsample_factor, int | np.integer) or upsample_factor < 1:
         raise ValueError(f"upsample_factor must be an integer >= 1, got {upsample_factor!r}")
@@ -157,6 +157,8 @@ def _check_filter(
         raise ValueError(f"lowpass_sigma must be >= 0 or None, got {lowpass_sigma!r}")
     if not 0 <= edge_taper <= 1:
         raise ValueError(f"edge_taper must lie in [0, 1], got {edge_taper!r}")
+    if max_shift_px is not None and not max_shift_px > 0:
+        raise ValueError(f"max_shift_px must be > 0 or None, got {max_shift_px!r}")
 
 
 def _shift_array(shifts: xr.DataArray | np.ndarray, n_frames: int, name: str) -> np.ndarray:
@@ -419,9 +421,7 @@ def estimate_shifts(
     _check_movie(movie)
     ref = _check_template(template, movie)
     _check_filter(upsample_factor=upsample_factor, highpass_sigma=highpass_sigma,
-                  lowpass_sigma=lowpass_sigma, edge_taper=edge_taper)
-    if max_shift_px is not None and not max_shift_px > 0:
-        raise ValueError(f"max_shift_px must be > 0 or None, got {max_shift_px!r}")
+                  lowpass_sigma=lowpass_sigma, edge_taper=edge_taper, max_shift_px=max_shift_px)
     registrar = _Registrar(ref, _whole_frame(movie), upsample_factor=upsample_factor,
                            highpass_sigma=highpass_sigma, lowpass_sigma=lowpass_sigma,
                            edge_taper=edge_taper)
@@ -638,9 +638,7 @@ def piecewise_shifts(
     _check_movie(movie)
     ref = _check_template(template, movie)
     _check_filter(upsample_factor=upsample_factor, highpass_sigma=highpass_sigma,
-                  lowpass_sigma=lowpass_sigma, edge_taper=edge_taper)
-    if max_shift_px is not None and not max_shift_px > 0:
-        raise ValueError(f"max_shift_px must be > 0 or None, got {max_shift_px!r}")
+                  lowpass_sigma=lowpass_sigma, edge_taper=edge_taper, max_shift_px=max_shift_px)
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must lie in [0, 1), got {overlap!r}")
     grid = tuple(grid)

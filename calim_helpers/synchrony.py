@@ -598,6 +598,8 @@ def session_features(
     variable: str = "norm",
     cluster_method: str = "average",
     cluster_threshold: float = 0.5,
+    corr: np.ndarray | None = None,
+    clusters: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Per-ROI feature table of one session (rows of ``features.csv``).
 
@@ -619,6 +621,12 @@ def session_features(
         Linkage of :func:`cluster_rois`. Default is ``"average"``.
     cluster_threshold : float, keyword-only
         Cut of :func:`cluster_rois`, distance ``1 - r``. Default is 0.5.
+    corr : numpy.ndarray, shape (roi, roi), keyword-only
+        :func:`correlation_matrix` of ``ds[variable]`` when the caller has it already.
+        Default is None (computed here).
+    clusters : numpy.ndarray, shape (roi,), keyword-only
+        :func:`cluster_rois` labels of ``corr`` when the caller has them already.
+        Default is None (computed here with ``cluster_method`` and ``cluster_threshold``).
 
     Returns
     -------
@@ -650,9 +658,10 @@ def session_features(
         raise ValueError(f"network must have one participation value per ROI ({n_roi}), "
                          f"got shape {participation.shape}")
     traces = ds[variable].transpose("roi", "time")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CalimWarning)  # NaN rows are reported as NaN
-        corr = correlation_matrix(traces.values)
+    if corr is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CalimWarning)  # NaN rows are reported as NaN
+            corr = correlation_matrix(traces.values)
     if n_roi > 1:
         off = corr.copy()
         np.fill_diagonal(off, np.nan)
@@ -661,7 +670,9 @@ def session_features(
             mean_corr = np.nanmean(off, axis=1)
     else:
         mean_corr = np.full(n_roi, np.nan)
-    labels, _ = cluster_rois(corr, method=cluster_method, threshold=cluster_threshold)
+    if clusters is None:
+        clusters, _ = cluster_rois(corr, method=cluster_method, threshold=cluster_threshold)
+    labels = np.asarray(clusters)
     sigma = np.array([noise_level(row) for row in traces.values])
     if "converged" in ds:
         converged = pd.array(ds["converged"].values.astype(bool), dtype="boolean")
