@@ -25,7 +25,7 @@ def random_rois(n: int = 50, shape: tuple[int, int] = (512, 688), seed: int = 5
 def write_noise_session(folder: Path, *, n_frames: int = 1500,
                         frame_shape: tuple[int, int] = (512, 688)) -> Path:
     """Write a uint16 noise stack as Micro-Manager session ``folder/04-04-23/230404_5``."""
-    from calim_helpers import io
+    from calim_helpers.synthetic.mmstack import write_mmstack
 
     rng = np.random.default_rng(0)
     ny, nx = frame_shape
@@ -35,6 +35,6 @@ def write_noise_session(folder: Path, *, n_frames: int = 1500,
             yield rng.integers(90, 1500, (min(100, n_frames - start), ny, nx), dtype=np.uint16)
 
     session = folder / "04-04-23" / "230404_5"
-    io.write_mmstack(session, "230404_5", frames(), n_frames=n_frames, frame_shape=frame_shape,
-                     pixel_size_um=0.65, interval_ms=100.0)
+    write_mmstack(session, "230404_5", frames(), n_frames=n_frames, frame_shape=frame_shape,
+                  pixel_size_um=0.65, interval_ms=100.0)
     return session

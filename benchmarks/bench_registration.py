@@ -73,13 +73,13 @@ print(json.dumps(res))
 
 
 def _make_session(folder: Path, n_frames: int) -> tuple[Path, Path, tuple[int, ...]]:
-    from calim_helpers import demo, io
+    from calim_helpers import demo
 
     s = demo.simulate_session(n_frames, (512, 688), 60, motion=True, seed=0)
     session = folder / "04-04-23" / "230404_9"
-    io.write_mmstack(session, "230404_9", demo.iter_frames(s, chunk_frames=50),
-                     n_frames=s.n_frames, frame_shape=s.frame_shape,
-                     pixel_size_um=s.pixel_size_um, interval_ms=s.frame_interval_s * 1000)
+    demo.write_mmstack(session, "230404_9", demo.iter_frames(s, chunk_frames=50),
+                       n_frames=s.n_frames, frame_shape=s.frame_shape,
+                       pixel_size_um=s.pixel_size_um, interval_ms=s.frame_interval_s * 1000)
     truth = folder / "truth.npz"
     np.savez(truth, shifts=s.shifts)
     return session, truth, (s.n_frames, *s.frame_shape)

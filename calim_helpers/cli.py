@@ -1,11 +1,6 @@
-"""The ``calim`` command.
+"""The ``calim`` command: demo data, the sessions of an experiment, and the pipeline run.
 
-Examples
---------
-calim demo-data demo                 # small synthetic experiment in demo/DEMO
-calim demo-data demo --full-size     # 4 sessions of 1500 x 512 x 688
-calim sessions demo/DEMO             # what was found, and what is missing
-calim run demo/DEMO --out out        # the pipeline, outputs under out/DEMO/
+``calim --help`` shows :data:`DESCRIPTION` and :data:`EXAMPLES`.
 """
 
 from __future__ import annotations
@@ -17,7 +12,22 @@ import warnings
 from pathlib import Path
 
 from calim_helpers import __version__
-from calim_helpers.errors import CalimInputError, CalimWarning
+from calim_helpers.errors import CalimInputError, CalimParameterError, CalimWarning
+
+DESCRIPTION = """\
+CALIM: drift-corrected, normalized calcium-imaging traces, statistics and figures from
+Micro-Manager stacks and Fiji ROI sets. An experiment is a folder of date folders
+(dd-mm-yy) holding session folders (<yymmdd>_<n>)."""
+
+EXAMPLES = """\
+examples:
+  calim demo-data demo                  a small synthetic experiment in demo/DEMO
+  calim sessions demo/DEMO              what was found in it, and what is missing
+  calim run demo/DEMO --out out         the whole pipeline; results under out/DEMO/
+  calim run A B --out out -p arpls.lam 100 -p sessions 230404_5,230404_9
+
+Every parameter, its default and its meaning: params/default.yaml (installed as
+calim_helpers/data/default.yaml)."""
 
 
 def _cmd_demo_data(args: argparse.Namespace) -> int:
@@ -64,14 +74,49 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
     return status
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from calim_helpers import runner
-    from calim_helpers.params import load_params
+def _session_frames(experiments: list[Path], params: dict) -> dict[str, int]:
+    """Native frame count of each selected session that opens (metadata only, no pixels)."""
+    from calim_helpers import io
+    from calim_helpers.workflow import Experiment
 
-    params = load_params(args.params_file, args.param)
+    frames = {}
+    for exp_dir in experiments:
+        for s in Experiment.open(exp_dir, exp_dir, params["sessions"]).sessions:
+            try:
+                movie = io.open_movie(s)
+            except CalimInputError:
+                continue  # reported with its reason when the run reaches it
+            frames[f"{s.experiment}/{s.id}"] = movie.sizes["time"]
+            movie.close()
+    return frames
+
+
+def _setup_logging(verbose: bool) -> None:
+    """Progress records of ``calim`` (and of the notebooks' kernels) to stderr."""
+    import logging
+
+    logger = logging.getLogger("calim")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from calim_helpers.params import check_against_sessions, load_params
+    from calim_helpers.workflow import papermill
+
+    try:
+        params = load_params(args.params_file, args.param)
+    except CalimParameterError as exc:
+        print(f"calim run: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
-    for exp in args.experiments:
-        exp_path = Path(exp).resolve()
+    experiments = [Path(e) for e in args.experiments]
+    for exp in experiments:
+        exp_path = exp.resolve()
         if not exp_path.is_dir():
             print(f"calim run: {exp}: experiment folder not found", file=sys.stderr)
             return 2
@@ -79,17 +124,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"calim run: --out {out} lies inside the input {exp}; choose another folder",
                   file=sys.stderr)
             return 2
-    names = [Path(e).resolve().name for e in args.experiments]
+    names = [e.resolve().name for e in experiments]
     if len(set(names)) != len(names):
         print("calim run: two experiments have the same folder name", file=sys.stderr)
         return 2
-    runs = runner.run_experiments([Path(e) for e in args.experiments], out, params)
+    try:
+        check_against_sessions(params, _session_frames(experiments, params))
+    except CalimParameterError as exc:
+        print(f"calim run: {exc}", file=sys.stderr)
+        return 2
+    except CalimInputError as exc:  # e.g. a session named in `sessions` does not exist
+        print(f"calim run: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(not args.quiet)
+    runs = papermill.run_experiments(experiments, out, params, command=["calim", *args.argv])
     problems = [line for r in runs for line in r.problems()]
-    print(f"\nResults: {out.resolve()}")
-    for r in runs:
-        print(f"  {r.name}: {out.resolve() / r.name} (notebooks/ holds the run record)")
-    if len(runs) > 1:
-        print(f"  comparison: {out.resolve() / 'comparison'}")
+    produced = [r for r in runs if r.produced]
+    if produced:
+        print(f"\nResults: {out.resolve()}")
+        for r in produced:
+            print(f"  {r.name}: {out.resolve() / r.name}")
+        first = out.resolve() / produced[-1].name / "notebooks" / "05_aggregate.html"
+        if len(runs) > 1 and (out / "comparison").exists():
+            print(f"  comparison: {out.resolve() / 'comparison'}")
+        if first.exists():
+            print(f"Open first: {first}")
+    else:
+        print("\nNo results were produced.")
     for line in problems:
         print(f"  {line}")
     return 1 if any(r.failed for r in runs) else 0
@@ -97,12 +158,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``calim`` command."""
-    p = argparse.ArgumentParser(prog="calim", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    raw = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="calim", description=DESCRIPTION, epilog=EXAMPLES,
+                                formatter_class=raw)
     p.add_argument("--version", action="version", version=f"calim {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo-data", help="write the synthetic demo experiment")
+    d = sub.add_parser("demo-data", help="write the synthetic demo experiment",
+                       description="Write a synthetic experiment in the lab's layout "
+                       "(2 dates x 2 sessions, Micro-Manager stacks, Fiji ROI sets) and its "
+                       "ground truth in OUT/<name>_truth.")
     d.add_argument("out", help="folder to create the experiment in")
     d.add_argument("--name", default="DEMO", help="experiment name (default: DEMO)")
     d.add_argument("--full-size", action="store_true",
@@ -111,17 +176,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true", help="replace an existing demo")
     d.set_defaults(func=_cmd_demo_data)
 
-    s = sub.add_parser("sessions", help="list the sessions found in experiment folders")
-    s.add_argument("experiments", nargs="+")
+    s = sub.add_parser("sessions", help="list the sessions found in experiment folders",
+                       description="List each session found: its date, stack files and ROI "
+                       "set, or why it cannot be used.")
+    s.add_argument("experiments", nargs="+", help="experiment folders")
     s.set_defaults(func=_cmd_sessions)
 
-    r = sub.add_parser("run", help="run the pipeline on experiment folders")
+    r = sub.add_parser("run", help="run the pipeline on experiment folders",
+                       description="Run the notebooks 01_load ... 05_aggregate with papermill "
+                       "on each experiment; outputs mirror the input tree under OUT. "
+                       "Parameters are checked before any work starts.",
+                       epilog=EXAMPLES, formatter_class=raw)
     r.add_argument("experiments", nargs="+", help="experiment folders")
     r.add_argument("--out", required=True, help="output folder (mirrors the input tree)")
     r.add_argument("-f", "--params-file", help="YAML file with the parameters to change "
                    "(every key is documented in params/default.yaml)")
     r.add_argument("-p", "--param", nargs=2, action="append", default=[],
                    metavar=("KEY", "VALUE"), help="set one parameter, e.g. -p downsample.time 5")
+    r.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress lines, only warnings and the final summary")
     r.set_defaults(func=_cmd_run)
     return p
 
@@ -129,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``calim`` console script."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except CalimInputError as exc:

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -69,7 +69,7 @@ from skimage.segmentation import watershed
 
 from calim_helpers.errors import CalimWarning
 
-__all__ = ["detect_neurons", "labels_to_rois", "match_rois", "summary_images"]
+__all__ = ["detect_neurons", "detect_rois", "labels_to_rois", "match_rois", "summary_images"]
 
 # Neighbour offsets (dy, dx) of the 8-neighbourhood, one of each symmetric pair:
 # the correlation of p with p + o is that of p + o with p - o + o.
@@ -749,3 +749,52 @@ def match_rois(labels_a: Any, labels_b: Any, /, *, iou_threshold: float = 0.5) -
         "ids_b": ids_b,
         "iou": iou,
     }
+
+
+#: Soma diameter on the detection grid when the pixel size is unknown, px.
+_FALLBACK_DIAMETER_PX = 9.0
+
+
+def detect_rois(
+    movie_ds: xr.DataArray,
+    /,
+    *,
+    diameter_um: float,
+    pixel_size_um: float | None,
+    factors: Mapping[str, int],
+) -> list[ImagejRoi]:
+    """Find somata in a downsampled movie and return them as Fiji polygon ROIs.
+
+    Chains :func:`summary_images`, :func:`detect_neurons` and :func:`labels_to_rois`:
+    the ROIs are drawn on the native grid (scaled by the downsampling ``factors``), so
+    they rasterize exactly back to the detected labels and open in Fiji.
+
+    Parameters
+    ----------
+    movie_ds : xarray.DataArray
+        (time, y, x) downsampled movie.
+    diameter_um : float
+        Typical soma diameter, µm.
+    pixel_size_um : float or None
+        Native pixel size, µm; when unknown, a diameter of 9 downsampled pixels is
+        assumed (with a CalimWarning).
+    factors : mapping
+        Block-mean factors ``{"y": fy, "x": fx, ...}`` between native and ``movie_ds``.
+
+    Returns
+    -------
+    list of roifile.ImagejRoi
+        One polygon per detected neuron, named ``auto<k>``; empty when none is found.
+    """
+    fy, fx = int(factors.get("y", 1)), int(factors.get("x", 1))
+    if pixel_size_um:
+        diameter_px = float(diameter_um) / (float(pixel_size_um) * fy)
+    else:
+        warnings.warn(f"pixel size unknown: detection assumes a soma diameter of "
+                      f"{_FALLBACK_DIAMETER_PX:g} downsampled pixels", CalimWarning,
+                      stacklevel=2)
+        diameter_px = _FALLBACK_DIAMETER_PX
+    labels = detect_neurons(summary_images(movie_ds), diameter_px=diameter_px)
+    if not int(np.asarray(labels).max(initial=0)):
+        return []
+    return labels_to_rois(np.asarray(labels), scale=(fy, fx))

@@ -9,11 +9,12 @@ Definitions
 -----------
 Let ``x`` be one normalized trace (e.g. ΔF/F), NaN on trimmed or guarded frames.
 
-- **Level** ``m`` and **noise** ``sigma`` (:func:`noise_level`): the trace's
-  resting value, found from the half-sample mode of the finite frames and
-  refined as the median of the frames within ``m ± 3 sigma``; ``sigma`` is
-  the root mean square of ``m - x`` over the frames below ``m``, so positive
-  transients hardly enter it, however many there are.
+- **Level** ``m`` and **noise** ``sigma``: the trace's resting value and the
+  standard deviation of its quiet part, from
+  :func:`calim_helpers.noise.noise_sigma` (the package's one noise estimate,
+  also behind the z-score normalization; its module docstring has the method,
+  its measured accuracy with busy ROIs, autocorrelated noise and drift, and
+  how ``threshold``, ``prominence`` and the level interact).
 - **Peak**: a local maximum (:func:`scipy.signal.find_peaks`) at least
   ``threshold`` sigmas above the level whose *prominence* (height above the
   higher of the two troughs that separate it from higher signal) is at least
@@ -69,7 +70,7 @@ import xarray as xr
 from scipy.signal import find_peaks
 
 from calim_helpers.errors import CalimWarning
-from calim_helpers.normalize import MAD_TO_SIGMA
+from calim_helpers.noise import noise_sigma
 
 __all__ = [
     "DATASET_COLUMNS",
@@ -78,7 +79,6 @@ __all__ = [
     "detect_events",
     "detect_events_dataset",
     "event_rates",
-    "noise_level",
 ]
 
 # Columns of detect_events(), in order, with their dtypes.
@@ -129,9 +129,6 @@ RATE_COLUMNS: dict[str, str] = {
 }
 
 _SESSION_KEYS = ("experiment", "date", "session")
-_CLIP = 3.5  # deviations below the level beyond this many sigmas are artefacts, not noise
-_WINDOW = 3.0  # half-width of the window that refines the quiet level, noise sigmas
-_MAX_ITER = 50  # refinement rounds of the quiet level
 
 
 def _empty(columns: dict[str, str]) -> pd.DataFrame:
@@ -159,95 +156,6 @@ def _trace(trace: Any, name: str = "trace") -> np.ndarray:
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise ValueError(f"{name} must be numeric, got dtype {x.dtype}")
     return x.astype(np.float64)
-
-
-# ------------------------------------------------------------------ noise
-
-
-def _half_sample_mode(x: np.ndarray) -> float:
-    """Half-sample mode of finite values (Bickel & Frühwirth 2006)."""
-    x = np.sort(x)
-    while x.size > 3:
-        h = (x.size + 1) // 2
-        widths = x[h - 1:] - x[:x.size - h + 1]
-        i = int(np.argmin(widths))
-        x = x[i:i + h]
-    if x.size == 3:
-        left, right = x[1] - x[0], x[2] - x[1]
-        return float(x[1] if left == right else x[:2].mean() if left < right else x[1:].mean())
-    return float(x.mean())
-
-
-def _level_sigma(x: np.ndarray) -> tuple[float, float]:
-    """Quiet level and noise sigma of the finite values of ``x`` (see :func:`noise_level`)."""
-    xf = x[np.isfinite(x)]
-    if xf.size == 0:
-        return float("nan"), float("nan")
-    level = _half_sample_mode(xf)
-    below = level - xf[xf < level]
-    sigma = MAD_TO_SIGMA * float(np.median(below)) if below.size else 0.0
-    for _ in range(_MAX_ITER):
-        below = level - xf[xf < level]
-        below = below[below <= _CLIP * sigma]
-        sigma = float(np.sqrt(np.mean(below**2))) if below.size else 0.0
-        window = xf[np.abs(xf - level) <= _WINDOW * sigma]
-        new = float(np.median(window)) if window.size else level
-        if new == level:
-            break
-        level = new
-    return level, sigma
-
-
-def noise_level(trace: Any, /) -> float:
-    """Robust noise standard deviation of one trace, from its lower side.
-
-    The quiet level ``m`` starts at the half-sample mode of the finite frames
-    (the centre of their densest half, found recursively; Bickel & Frühwirth
-    2006), with a first ``sigma = 1.4826 * median(m - x)`` over the frames
-    below ``m``. Then, until ``m`` stops changing (at most 50 rounds),
-    ``sigma`` becomes the root mean square of ``m - x`` over the frames below
-    ``m`` by at most 3.5 sigma (for Gaussian noise these deviations are
-    half-normal, whose mean square is sigma²; the cap ignores negative
-    artefacts), and ``m`` the median of the frames within ``m ± 3 sigma``.
-    Calcium transients are positive, so they hardly enter, however many there
-    are. (The quiet-part MAD of
-    :func:`calim_helpers.normalize.noise_sigma` starts from the median and
-    breaks down when more than about half of the frames are active, which
-    happens in busy ROIs at 1 s frames; this estimator does not, at the price
-    of using about half of the quiet frames.)
-
-    Parameters
-    ----------
-    trace : array_like, shape (time,)
-        One normalized trace; NaN frames are ignored.
-
-    Returns
-    -------
-    float
-        Noise sigma, in the units of ``trace``; NaN when the trace has no
-        finite frame, 0 for a constant trace.
-
-    Raises
-    ------
-    ValueError
-        If ``trace`` is not one numeric trace.
-
-    References
-    ----------
-    D. R. Bickel and R. Frühwirth, "On a fast, robust estimator of the mode:
-    comparisons to other robust estimators with applications",
-    *Computational Statistics & Data Analysis* 50:3500-3530, 2006.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> x = rng.normal(0.0, 0.02, 5000)
-    >>> x[::3] += rng.uniform(0.1, 1.0, 1667)  # a third of the frames active
-    >>> round(noise_level(x), 2)
-    0.02
-    """
-    return _level_sigma(_trace(trace))[1]
 
 
 # ------------------------------------------------------------------ one trace
@@ -373,7 +281,8 @@ def detect_events(
     out = _empty(EVENT_COLUMNS)
     finite = np.isfinite(x)
     n = x.size
-    level, sigma = _level_sigma(x) if finite.sum() >= 3 else (float("nan"), float("nan"))
+    est = noise_sigma(x)
+    level, sigma = float(est.level), float(est.sigma)
     if not (np.isfinite(sigma) and sigma > 0):
         warnings.warn(f"detect_events: noise sigma is {sigma} (constant or almost all-NaN "
                       "trace); no events", CalimWarning, stacklevel=2)

@@ -8,9 +8,10 @@ drift-corrected, camera counts) into a comparable quantity:
   fluorescence);
 - ``"session"``: ``corrected / S`` with one scale per session, ``S`` = the
   median over ROIs of each ROI's time-mean ``baseline_raw``;
-- ``"zscore"``: ``corrected / sigma`` with ``sigma`` a robust per-ROI noise
-  level, 1.4826 × the MAD of the corrected signal's *quiet part* (see
-  :func:`noise_sigma`).
+- ``"zscore"``: ``corrected / sigma`` with ``sigma`` the robust per-ROI noise
+  standard deviation of the corrected signal's *quiet part*
+  (:func:`calim_helpers.noise.noise_sigma`, the same estimate event detection
+  uses).
 
 ``trim_start`` blanks (NaN) the first frames of the output, which arPLS edges
 make unreliable; the original notebook zeroed 20 points by hand.
@@ -47,20 +48,15 @@ import numpy as np
 import xarray as xr
 
 from calim_helpers.errors import CalimWarning
+from calim_helpers.noise import noise_sigma
 
-__all__ = ["METHODS", "dff_raw", "noise_sigma", "normalize"]
+__all__ = ["METHODS", "dff_raw", "normalize"]
 
 METHODS = ("dff", "session", "zscore")
-
-# 1 / Phi^-1(3/4): makes the MAD a consistent estimator of a Gaussian's sigma.
-MAD_TO_SIGMA = 1.482602218505602
 
 # A divisor at or below this fraction of the ROI's largest |value| is "tiny": the
 # ratio would be float noise blown up, so it is NaN instead.
 _TINY = 1e-6
-
-# Clipping rounds of the quiet-part search in normalize(method="zscore").
-_MAX_ITER = 50
 
 
 # ------------------------------------------------------------------ plumbing
@@ -152,87 +148,10 @@ def _safe_divide(num: np.ndarray, den: np.ndarray, what: str, trim: int
 
 
 def _check_threshold(quiet_threshold: Any) -> None:
-    if isinstance(quiet_threshold, bool) or not isinstance(quiet_threshold, int | float) \
-            or not quiet_threshold > 0:
-        raise ValueError(f"quiet_threshold must be > 0, got {quiet_threshold!r}")
-
-
-def _quiet_sigma(x: np.ndarray, threshold: float, max_iter: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Vectorized core of :func:`noise_sigma` on float64 ``(..., time)``.
-
-    Returns sigma, the number of quiet frames and whether the quiet part
-    reached a fixed point, each of shape ``x.shape[:-1]``.
-    """
-    finite = np.isfinite(x)
-    quiet = finite
-    converged = np.zeros(x.shape[:-1], dtype=bool)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN traces -> NaN
-        for _ in range(max_iter):
-            xq = np.where(quiet, x, np.nan)
-            med = np.nanmedian(xq, axis=-1, keepdims=True)
-            sigma = MAD_TO_SIGMA * np.nanmedian(np.abs(xq - med), axis=-1, keepdims=True)
-            with np.errstate(invalid="ignore"):
-                new = finite & (x <= med + threshold * sigma)
-            converged = ~(new != quiet).any(axis=-1)  # a fixed point stays fixed
-            if converged.all():
-                break
-            quiet = new
-    return sigma[..., 0], quiet.sum(axis=-1), converged
-
-
-def noise_sigma(
-    corrected: Any,
-    /,
-    *,
-    quiet_threshold: float = 3.0,
-    max_iter: int = 50,
-) -> tuple[Any, dict[str, Any]]:
-    """Robust noise level of each trace: 1.4826 × MAD of its quiet part.
-
-    The *quiet part* of a trace is found by one-sided, iterated clipping: start
-    with all finite frames; compute the median ``m`` and ``s = 1.4826 ×
-    median(|x - m|)`` of the current quiet frames; the new quiet part is every
-    finite frame with ``x <= m + quiet_threshold * s``; repeat until it stops
-    changing (or ``max_iter`` rounds). ``sigma`` is the final ``s``. Only high
-    values are clipped because calcium transients are positive; negative
-    excursions are noise. For Gaussian noise the clipping at 3 sigma biases
-    ``sigma`` by well under 1 %.
-
-    Parameters
-    ----------
-    corrected : array_like or xarray.DataArray, shape (roi, time) or (time,)
-        Drift-corrected traces; NaN frames are ignored.
-    quiet_threshold : float, keyword-only
-        Frames more than this many robust sigmas above the median are active,
-        not quiet. Default is 3.0.
-    max_iter : int, keyword-only
-        Maximum number of clipping rounds. Default is 50.
-
-    Returns
-    -------
-    sigma : numpy.ndarray or xarray.DataArray, shape (roi,) or ()
-        Noise standard deviation, in the units of ``corrected`` (NaN for an
-        all-NaN trace; 0 for a constant one).
-    info : dict
-        ``"n_quiet"`` (frames in the quiet part, per ROI) and ``"converged"``
-        (per ROI, bool: the quiet part stopped changing within ``max_iter``
-        rounds).
-
-    Raises
-    ------
-    ValueError
-        If ``quiet_threshold`` is not > 0 or ``max_iter`` not >= 1.
-    """
-    _check_threshold(quiet_threshold)
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
-    x, _, wrap = _pair(corrected, corrected, ("corrected", "corrected"))
-    sigma, n_quiet, converged = _quiet_sigma(x, float(quiet_threshold), max_iter)
-    dims = tuple(d for d in getattr(corrected, "dims", ()) if d != "time")
-    return wrap(sigma, dims), {"n_quiet": wrap(n_quiet, dims),
-                               "converged": wrap(converged, dims)}
+    if isinstance(quiet_threshold, bool) \
+            or not isinstance(quiet_threshold, int | float | np.integer | np.floating) \
+            or not (np.isfinite(quiet_threshold) and quiet_threshold > 0):
+        raise ValueError(f"quiet_threshold must be a finite number > 0, got {quiet_threshold!r}")
 
 
 # ------------------------------------------------------------------ normalize
@@ -245,7 +164,7 @@ def normalize(
     *,
     method: str = "dff",
     trim_start: int = 0,
-    quiet_threshold: float = 3.0,
+    quiet_threshold: float = 2.5,
 ) -> tuple[Any, dict[str, Any]]:
     """Normalize drift-corrected traces by one of the three named methods.
 
@@ -263,13 +182,15 @@ def normalize(
         time-mean of ``baseline_raw`` (one scale for all ROIs of the input,
         which should be one session).
         ``"zscore"``: ``corrected / sigma`` per ROI, ``sigma`` from
-        :func:`noise_sigma`. Default is ``"dff"``.
+        :func:`calim_helpers.noise.noise_sigma`. Default is ``"dff"``.
     trim_start : int, keyword-only
         Number of leading (downsampled) frames set to NaN in the output; they
         are also left out of ``S`` and ``sigma``. Default is 0.
     quiet_threshold : float, keyword-only
-        Clipping threshold of :func:`noise_sigma`, in robust sigmas; only used
-        by ``"zscore"``. Default is 3.0.
+        ``clip`` of :func:`calim_helpers.noise.noise_sigma`, in noise sigmas,
+        > 0: excursions reaching it are transients, not noise; only used by
+        ``"zscore"``. Default is 2.5 (that function's default, so that the
+        z-score and event detection share one sigma).
 
     Returns
     -------
@@ -281,13 +202,14 @@ def normalize(
         a guard, trimmed frames not counted) and, per method,
         ``"session_scale"`` (``S``, counts), or ``"sigma"`` (per ROI, counts),
         ``"n_quiet"``, ``"quiet_converged"`` (per ROI) and ``"quiet_threshold"``
-        (see :func:`noise_sigma`; at most 50 clipping rounds).
+        (see :func:`calim_helpers.noise.noise_sigma`).
 
     Raises
     ------
     ValueError
         For an unknown ``method``, a bad ``trim_start`` (negative or not below
-        the number of frames) or inputs of different shapes.
+        the number of frames), a ``quiet_threshold`` that is not > 0 or inputs
+        of different shapes.
 
     Warns
     -----
@@ -321,7 +243,8 @@ def normalize(
             norm, n_guarded = np.full_like(c, np.nan), int(c[keep].size)
     else:
         _check_threshold(quiet_threshold)
-        sigma, n_quiet, converged = _quiet_sigma(c[keep], float(quiet_threshold), _MAX_ITER)
+        est = noise_sigma(c[keep], clip=float(quiet_threshold))
+        sigma = np.asarray(est.sigma)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             scale = np.nanmax(np.abs(c[keep]), axis=-1)
@@ -333,8 +256,8 @@ def normalize(
         norm = np.where(bad[..., None], np.nan, c / np.where(bad, 1.0, sigma)[..., None])
         n_guarded = int(np.broadcast_to(bad[..., None], c[keep].shape).sum())
         dims = tuple(d for d in getattr(corrected, "dims", ()) if d != "time")
-        info.update(sigma=wrap(sigma, dims), n_quiet=wrap(n_quiet, dims),
-                    quiet_converged=wrap(converged, dims),
+        info.update(sigma=wrap(sigma, dims), n_quiet=wrap(np.asarray(est.n_quiet), dims),
+                    quiet_converged=wrap(np.asarray(est.converged), dims),
                     quiet_threshold=float(quiet_threshold))
     norm[..., :trim] = np.nan
     info["n_guarded"] = n_guarded

@@ -98,6 +98,7 @@ import math
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from functools import partial
+from typing import NamedTuple
 
 import dask.array as da
 import numpy as np
@@ -111,6 +112,7 @@ from threadpoolctl import threadpool_limits
 __all__ = [
     "AXES",
     "apply_piecewise",
+    "correct_motion",
     "apply_shifts",
     "estimate_shifts",
     "make_template",
@@ -751,3 +753,107 @@ def apply_piecewise(
         "registration_mode": mode, "registration_max_shift_px": float(np.abs(field).max()),
         "registration_grid": [int(shift_field.sizes["patch_y"]),
                               int(shift_field.sizes["patch_x"])]})
+
+
+# --------------------------------------------------------------------------- one call
+
+
+class MotionCorrection(NamedTuple):
+    """What :func:`correct_motion` returns."""
+
+    corrected: xr.DataArray
+    """(time, y, x) float32, lazy: the movie with each frame's correction applied."""
+    shifts: xr.DataArray
+    """(time, axis) correction applied, native px (``piecewise``: mean over patches),
+    with a boolean ``bad`` coordinate (see :func:`bad_frames`)."""
+
+
+def bad_frames(clipped: np.ndarray, peak_corr: np.ndarray, /) -> np.ndarray:
+    """Frames whose registration is not to be trusted.
+
+    A frame is bad when its shift reached ``max_shift_px`` (``clipped``) or when its
+    peak correlation with the template is below half the session's median: bursts of
+    activity lower the correlation a little, a frame out of focus or a shutter
+    artefact a lot.
+
+    Parameters
+    ----------
+    clipped : numpy.ndarray of bool, shape (time,)
+        The shift hit the limit.
+    peak_corr : numpy.ndarray of float, shape (time,)
+        Normalized correlation with the template at the peak (NaN when unknown).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (time,)
+
+    Examples
+    --------
+    >>> bad_frames(np.array([False, False, True]), np.array([0.9, 0.3, 0.9])).tolist()
+    [False, True, True]
+    """
+    clipped = np.asarray(clipped, bool)
+    corr = np.asarray(peak_corr, float)
+    if not np.isfinite(corr).any():
+        return clipped.copy()
+    with np.errstate(invalid="ignore"):
+        return clipped | (corr < 0.5 * np.nanmedian(corr))
+
+
+def correct_motion(
+    movie: xr.DataArray,
+    /,
+    *,
+    method: str,
+    template_frames: int,
+    upsample_factor: int,
+    max_shift_px: float | None,
+    grid: Sequence[int],
+) -> MotionCorrection:
+    """Motion-correct a native movie lazily: template, shifts, resampling, bad frames.
+
+    The one entry point the pipeline calls (``registration`` parameters as keywords);
+    it chains :func:`make_template`, :func:`estimate_shifts` (or
+    :func:`piecewise_shifts`) and :func:`apply_shifts` (or :func:`apply_piecewise`).
+
+    Parameters
+    ----------
+    movie : xarray.DataArray
+        (time, y, x) native movie, lazy or not.
+    method : {"rigid", "piecewise"}
+        One shift per frame, or one per patch of a ``grid`` interpolated smoothly.
+    template_frames : int
+        Frames (evenly spaced) averaged into the template.
+    upsample_factor : int
+        Sub-pixel precision of the phase correlation, ``1 / upsample_factor`` px.
+    max_shift_px : float or None
+        Shifts are clipped to this (native px) and such frames flagged bad.
+    grid : sequence of two int
+        Patches (rows, columns) for ``method="piecewise"``.
+
+    Returns
+    -------
+    MotionCorrection
+        ``corrected`` (lazy float32 movie) and ``shifts`` (computed, with ``bad``).
+    """
+    if method not in ("rigid", "piecewise"):
+        raise ValueError(f"method must be 'rigid' or 'piecewise', got {method!r}")
+    template = make_template(movie, n_frames=int(template_frames),
+                             upsample_factor=int(upsample_factor))
+    if method == "piecewise":
+        field = piecewise_shifts(movie, template, grid=(int(grid[0]), int(grid[1])),
+                                 upsample_factor=int(upsample_factor),
+                                 max_shift_px=max_shift_px)
+        corrected = apply_piecewise(movie, field)
+        shifts = field.reset_coords(drop=True).mean(("patch_y", "patch_x"))
+        clipped = field.coords["clipped"].any(("patch_y", "patch_x")).values
+        corr = field.coords["peak_corr"].median(("patch_y", "patch_x")).values
+    else:
+        shifts = estimate_shifts(movie, template, upsample_factor=int(upsample_factor),
+                                 max_shift_px=max_shift_px)
+        corrected = apply_shifts(movie, shifts)
+        clipped = shifts.coords["clipped"].values
+        corr = shifts.coords["peak_corr"].values
+    shifts = shifts.reset_coords(drop=True).assign_coords(
+        bad=("time", bad_frames(clipped, corr)))
+    return MotionCorrection(corrected, shifts)

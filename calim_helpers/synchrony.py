@@ -42,7 +42,8 @@ from scipy.signal import welch
 from scipy.spatial.distance import squareform
 
 from calim_helpers.errors import CalimWarning
-from calim_helpers.events import event_rates, noise_level
+from calim_helpers.events import event_rates
+from calim_helpers.noise import noise_sigma
 
 __all__ = [
     "FEATURE_COLUMNS",
@@ -635,8 +636,10 @@ def session_features(
         ``date``, ``session``, ``roi``, ``roi_name``, ``n_events``,
         ``rate_per_min`` (over the ROI's finite frames), ``mean_amplitude``,
         ``median_amplitude``, ``mean_duration_s`` (NaN without events),
-        ``snr`` (median event SNR; NaN without events), ``noise_sigma``
-        (:func:`calim_helpers.events.noise_level` of the trace),
+        ``snr`` (median event SNR, each event's amplitude over the trace's
+        noise sigma; NaN without events), ``noise_sigma``
+        (:func:`calim_helpers.noise.noise_sigma` of the trace, the sigma that
+        event detection and its SNR use),
         ``participation`` (fraction of the network events the ROI is active
         in; NaN without network events), ``mean_corr`` (mean Pearson r with
         the other ROIs), ``cluster`` (:func:`cluster_rois` label),
@@ -673,7 +676,7 @@ def session_features(
     if clusters is None:
         clusters, _ = cluster_rois(corr, method=cluster_method, threshold=cluster_threshold)
     labels = np.asarray(clusters)
-    sigma = np.array([noise_level(row) for row in traces.values])
+    sigma = np.asarray(noise_sigma(traces.values.astype(np.float64)).sigma)
     if "converged" in ds:
         converged = pd.array(ds["converged"].values.astype(bool), dtype="boolean")
     else:

@@ -53,7 +53,6 @@ __all__ = [
     "background_pixels",
     "background_trace",
     "extract_traces",
-    "extract_traces_downsampled",
     "roi_means",
     "roi_weights",
 ]
@@ -438,28 +437,37 @@ def extract_traces(
     factors: Mapping[str, int] = _MOVIE_FACTORS,
     background_fraction: float = 0.10,
     seed: int = 0,
+    native_shape: tuple[int, int] | None = None,
 ) -> xr.Dataset:
     """ROI traces and the background trace in one lazy pass over the movie.
 
-    Downsamples the movie (:func:`calim_helpers.downsample.downsample`), builds
-    the ROI weights (:func:`roi_weights`), draws the background pixels
-    (:func:`background_pixels`) and multiplies the stacked ``(n_roi + 1,
-    pixel)`` weight matrix with every downsampled frame.
+    The one entry point for traces. Downsamples the movie
+    (:func:`calim_helpers.downsample.downsample`) unless it is already downsampled
+    (``native_shape`` given), builds the ROI weights (:func:`roi_weights`; ROIs are
+    always rasterized on the native frame), draws the background pixels
+    (:func:`background_pixels`) and multiplies the stacked ``(n_roi + 1, pixel)``
+    weight matrix with every downsampled frame.
 
     Parameters
     ----------
     movie : xarray.DataArray, dims (time, y, x)
-        The native-resolution movie, numpy- or dask-backed.
+        The native-resolution movie, or (with ``native_shape``) the movie already
+        downsampled by ``factors``; numpy- or dask-backed.
     rois : sequence of roifile.ImagejRoi or of numpy.ndarray
         Area ROIs drawn on the native frame, in session order (or bool masks).
     factors : mapping of str to int, keyword-only
-        Downsampling block size per dimension. Default is
+        Downsampling block size per dimension (for a downsampled ``movie``: the factors
+        that made it; only ``"y"`` and ``"x"`` are then used). Default is
         ``{"time": 10, "y": 2, "x": 2}``.
     background_fraction : float, keyword-only
         Background pixels as a fraction of all pixels of the downsampled grid
         (see :func:`background_pixels`). Default is 0.10.
     seed : int, keyword-only
         Seed of the background draw. Default is 0.
+    native_shape : tuple of int, keyword-only, optional
+        ``(ny, nx)`` of the native frame, in pixels, when ``movie`` is already
+        downsampled (of ``ny // fy`` x ``nx // fx`` pixels). Default is None: ``movie``
+        is native.
 
     Returns
     -------
@@ -483,7 +491,9 @@ def extract_traces(
     CalimInputError
         If a ROI is unusable or no pixel lies outside the ROIs.
     ValueError
-        If ``movie``, ``factors``, ``background_fraction`` or ``seed`` is invalid.
+        If ``movie``, ``factors``, ``background_fraction`` or ``seed`` is invalid, or a
+        downsampled ``movie`` does not have the grid size that ``native_shape`` and
+        ``factors`` give.
 
     Warns
     -----
@@ -491,65 +501,17 @@ def extract_traces(
         When downsampling drops a partial block, or fewer pixels lie outside
         the ROIs than requested.
     """
-    movie_ds = _downsampled(movie, factors)
-    return _extract(movie_ds, rois, (movie.sizes["y"], movie.sizes["x"]), factors,
-                    background_fraction, seed)
-
-
-def extract_traces_downsampled(
-    movie_ds: xr.DataArray,
-    rois: Sequence[ImagejRoi | np.ndarray],
-    /,
-    *,
-    native_shape: tuple[int, int],
-    factors: Mapping[str, int] = _MOVIE_FACTORS,
-    background_fraction: float = 0.10,
-    seed: int = 0,
-) -> xr.Dataset:
-    """As :func:`extract_traces`, from a movie that is already downsampled.
-
-    For a pipeline that stores the downsampled movie once and extracts traces
-    from it later. The ROIs are still rasterized on the native frame
-    (``native_shape``) and carried to the grid with ``factors``, which must be
-    the factors that made ``movie_ds`` (only ``"y"`` and ``"x"`` are used).
-
-    Parameters
-    ----------
-    movie_ds : xarray.DataArray, dims (time, y, x)
-        The downsampled movie, of ``native_shape[0] // fy`` x
-        ``native_shape[1] // fx`` pixels; numpy- or dask-backed.
-    rois : sequence of roifile.ImagejRoi or of numpy.ndarray
-        Area ROIs drawn on the native frame, in session order (or bool masks).
-    native_shape : tuple of int, keyword-only
-        ``(ny, nx)`` of the native frame, in pixels.
-    factors : mapping of str to int, keyword-only
-        The downsampling block size. Default is ``{"time": 10, "y": 2, "x": 2}``.
-    background_fraction : float, keyword-only
-        Background pixels as a fraction of all pixels of the downsampled grid
-        (see :func:`background_pixels`). Default is 0.10.
-    seed : int, keyword-only
-        Seed of the background draw. Default is 0.
-
-    Returns
-    -------
-    xarray.Dataset
-        As :func:`extract_traces`.
-
-    Raises
-    ------
-    CalimInputError
-        If a ROI is unusable or no pixel lies outside the ROIs.
-    ValueError
-        If ``movie_ds`` does not have the grid size that ``native_shape`` and
-        ``factors`` give, or another argument is invalid.
-    """
-    movie_ds = _check_movie(movie_ds, "movie_ds")
+    if native_shape is None:
+        movie_ds = _downsampled(movie, factors)
+        return _extract(movie_ds, rois, (movie.sizes["y"], movie.sizes["x"]), factors,
+                        background_fraction, seed)
+    movie_ds = _check_movie(movie, "movie")
     ny, nx = _check_grid_shape(native_shape, "native_shape")
     gf = _grid_factors(factors)
     grid = (ny // gf["y"], nx // gf["x"])
     if (movie_ds.sizes["y"], movie_ds.sizes["x"]) != grid:
         raise ValueError(
-            f"movie_ds is {movie_ds.sizes['y']} x {movie_ds.sizes['x']} pixels; native_shape "
+            f"movie is {movie_ds.sizes['y']} x {movie_ds.sizes['x']} pixels; native_shape "
             f"{ny} x {nx} downsampled by factors {gf} gives {grid[0]} x {grid[1]}")
     return _extract(movie_ds, rois, (ny, nx), factors, background_fraction, seed)
 

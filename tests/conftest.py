@@ -1,8 +1,14 @@
-"""Shared test set-up: the nbval references need their tiny demo experiment on disk."""
+"""Shared test set-up: the nbval data, and ONE end-to-end ``calim run`` for every test
+that needs a whole run (outputs, executed notebooks, ground-truth recovery)."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 
 def pytest_configure(config):
@@ -12,3 +18,41 @@ def pytest_configure(config):
 
         write_tiny_experiment(fresh=True)
         shutil.rmtree(OUT_DIR, ignore_errors=True)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``root``, by relative path."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory):
+    """``calim run DEMO OTHER --out OUT`` with every default but the PNG resolution.
+
+    DEMO is the default demo experiment (4 sessions of 600 x 96 x 128 frames with ground
+    truth in DEMO_truth; one session moves); OTHER a tiny second condition, so that the
+    comparison across experiments runs too.
+    """
+    from calim_helpers import demo
+    from calim_helpers.cli import main
+
+    root = tmp_path_factory.mktemp("e2e")
+    data = root / "data"
+    experiment = demo.write_demo_experiment(data, seed=0)
+    other = demo.write_demo_experiment(data, name="OTHER", n_frames=200, frame_shape=(48, 64),
+                                       seed=4)
+    before = tree_digest(data)
+    out = root / "out"
+    code = main(["run", str(experiment), str(other), "--out", str(out), "-q",
+                 "-p", "figures.dpi", "50"])
+    return SimpleNamespace(code=code, data=data, before=before, out=out,
+                           experiment=experiment, other=other, truth=data / "DEMO_truth",
+                           root=out / experiment.name)
+
+
+def pytest_collection_modifyitems(config, items):
+    """nbval: 00_explore reads what notebooks 01-05 wrote, so it runs after them."""
+    explore = [i for i in items if i.nodeid.startswith("tests/notebooks/00_explore.ipynb")]
+    if explore:
+        items[:] = [i for i in items if i not in explore] + explore

@@ -1,4 +1,4 @@
-"""End-to-end tests of ``calim run`` (papermill over notebooks 01-04) on a tiny experiment."""
+"""End-to-end tests of ``calim``: the shared run of conftest.py, and the error paths."""
 
 from __future__ import annotations
 
@@ -8,19 +8,17 @@ import json
 import shutil
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import tree_digest
 
 from calim_helpers import demo
-from calim_helpers.cli import main
+from calim_helpers.cli import build_parser, main
+from calim_helpers.workflow.papermill import NOTEBOOKS
 
-FAST = ["-p", "figures.per_roi", "false"]
-
-
-def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+FAST = ["-q", "-p", "figures.per_roi", "false", "-p", "registration.enabled", "false"]
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -29,34 +27,25 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
+def small(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("small")
     return demo.write_demo_experiment(root, n_frames=200, frame_shape=(48, 64), seed=3)
 
 
-@pytest.fixture(scope="module")
-def run(experiment, tmp_path_factory):
-    out = tmp_path_factory.mktemp("out")
-    before = _tree_digest(experiment)
-    code = main(["run", str(experiment), "--out", str(out)])
-    return {"code": code, "out": out / experiment.name, "before": before}
+def test_run_succeeds_and_never_touches_the_input(e2e):
+    assert e2e.code == 0
+    assert tree_digest(e2e.data) == e2e.before
+    assert not list(e2e.out.rglob("*.part*")), "temporary files left behind"
 
 
-def test_run_succeeds_and_never_touches_the_input(run, experiment):
-    assert run["code"] == 0
-    assert _tree_digest(experiment) == run["before"]
-    assert not list(run["out"].rglob("*.part*")), "temporary files left behind"
-
-
-def test_every_spec_output_exists(run):
-    out = run["out"]
+def test_every_spec_output_exists(e2e):
+    out = e2e.root
     for name in ("results_raw.csv", "results_norm.csv", "results_long.csv", "heatmap.pdf",
-                 "hist_cum.pdf", "hist_cum.csv", "run_record.json"):
-        assert (out / name).stat().st_size > 100, name
-    for name in ("events.csv", "features.csv", "sessions_summary.pdf"):
-        assert (out / name).stat().st_size > 100, name
+                 "hist_cum.pdf", "hist_cum.csv", "run_record.json", "events.csv",
+                 "features.csv", "sessions_summary.pdf", "experiment.zarr"):
+        assert (out / name).exists(), name
     assert (out / "network_events.csv").read_text().startswith("date,session,start_frame")
-    for nb in ("01_load", "02_rois", "03_arpls", "05_analysis", "04_aggregate"):
+    for nb in NOTEBOOKS:
         assert (out / "notebooks" / f"{nb}.ipynb").exists()
         assert "<html" in (out / "notebooks" / f"{nb}.html").read_text()[:2000].lower()
     results = sorted(out.glob("*/*/*_result.zarr"))
@@ -68,20 +57,35 @@ def test_every_spec_output_exists(run):
                        "summary", "qc"):
             assert (folder / f"{s}_{suffix}.png").exists(), suffix
         assert (folder / "shifts.csv").exists() and (folder / "ROIs_auto.zip").exists()
-        for n in ds["roi"].values.tolist():
-            for fname in (f"{s}_mask{n}.png", f"{s}_mask_arpls_clean_{n}.png",
-                          f"{s}_mask_arpls_NORM_{n}.png"):
+        rois = ds["roi"].values.tolist()
+        width = len(str(max(rois)))
+        for n in rois:
+            for fname in (f"{s}_mask{n:0{width}d}.png", f"{s}_mask_arpls_clean_{n:0{width}d}.png",
+                          f"{s}_mask_arpls_NORM_{n:0{width}d}.png"):
                 assert (folder / fname).stat().st_size > 1000, fname
 
 
-def test_results_norm_is_one_column_per_roi_not_running_sums(run):
-    out = run["out"]
+def test_every_executed_notebook_shows_a_figure(e2e):
+    for experiment in (e2e.experiment.name, e2e.other.name):
+        for name in NOTEBOOKS:
+            nb = nbformat.read(e2e.out / experiment / "notebooks" / f"{name}.ipynb", 4)
+            images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                      if "image/png" in o.get("data", {})]
+            assert images, f"{experiment} {name}: no figure in the executed notebook"
+            reprs = [o["data"]["text/plain"] for c in nb.cells if c.cell_type == "code"
+                     for o in c.get("outputs", []) if "text/plain" in o.get("data", {})]
+            assert not any("<Figure size" in r for r in reprs), f"{name}: a figure's repr"
+        html = (e2e.out / experiment / "notebooks" / "01_load.html").read_text()
+        assert "data:image/png;base64" in html
+
+
+def test_results_norm_is_one_column_per_roi_not_running_sums(e2e):
+    out = e2e.root
     rows = _rows(out / "results_norm.csv")
     columns = list(rows[0])
     assert columns[:2] == ["frame", "time_s"]
-    results = sorted(out.glob("*/*/*_result.zarr"))
     expected_cols = []
-    for res in results:
+    for res in sorted(out.glob("*/*/*_result.zarr")):
         ds = xr.open_zarr(res).load()
         date, s = res.parent.parent.name, res.parent.name
         for i, n in enumerate(ds["roi"].values.tolist()):
@@ -90,95 +94,99 @@ def test_results_norm_is_one_column_per_roi_not_running_sums(run):
             written = np.array([float(r[col]) for r in rows])
             np.testing.assert_allclose(written, ds["norm"].values[i], rtol=1e-6)
     assert columns[2:] == expected_cols
-    assert len(rows) == 20  # 200 frames / 10
+    assert len(rows) == 60  # 600 frames / 10
     average = _rows(out / "hist_cum.csv")
     norm = np.array([[float(r[c]) for c in expected_cols] for r in rows])
     np.testing.assert_allclose([float(r["mean"]) for r in average], np.nanmean(norm, axis=1),
                                rtol=1e-6)
 
 
-def test_tidy_table_and_record(run, experiment):
-    out = run["out"]
+def test_tidy_table_and_record(e2e):
+    out = e2e.root
     rows = _rows(out / "results_long.csv")
-    first = rows[0]
     for key in ("experiment", "date", "session", "roi", "frame", "time_s", "raw", "background",
                 "baseline", "corrected", "dff", "dff_raw", "norm", "normalize"):
-        assert key in first
-    assert first["normalize"] == "dff"
+        assert key in rows[0]
+    assert rows[0]["normalize"] == "dff"
     n_cells = len(_rows(out / "results_norm.csv")[0]) - 2
-    assert len(rows) == n_cells * 20
+    assert len(rows) == n_cells * 60
     record = json.loads((out / "run_record.json").read_text())
     assert record["params"]["downsample"] == {"time": 10, "y": 2, "x": 2}
+    assert record["params"]["figures"]["dpi"] == 50
+    assert record["command"][:2] == ["calim", "run"]
     assert record["versions"]["numpy"]
     some = next(k for k in record["inputs_sha256"] if k.endswith(".ome.tif"))
     assert record["inputs_sha256"][some] == hashlib.sha256(
-        (experiment / some).read_bytes()).hexdigest()
+        (e2e.experiment / some).read_bytes()).hexdigest()
 
 
-def test_a_broken_session_is_reported_and_the_others_complete(experiment, tmp_path, capsys):
-    exp = tmp_path / experiment.name
-    shutil.copytree(experiment, exp)
+def test_experiments_are_compared(e2e):
+    comparison = e2e.out / "comparison"
+    table = _rows(comparison / "comparison_cells.csv")
+    assert {r["experiment"] for r in table} == {e2e.experiment.name, e2e.other.name}
+    assert (comparison / "comparison.pdf").stat().st_size > 1000
+    assert (comparison / "condition_summary.pdf").stat().st_size > 1000
+    tests = _rows(comparison / "condition_tests.csv")
+    assert {r["unit"] for r in tests} == {"session"}  # statistics.unit: the default
+    tested = [r for r in tests if r["test"] == "mannwhitney"]
+    assert {r["metric"] for r in tested} >= {"rate_per_min", "mean_amplitude"}
+    assert all(0.0 <= float(r["p_value"]) <= 1.0 for r in tested)
+
+
+def test_a_broken_session_is_reported_and_the_others_complete(small, tmp_path, capsys):
+    exp = tmp_path / small.name
+    shutil.copytree(small, exp)
     stack = exp / "04-04-23" / "230404_9" / "230404_9_MMStack_Pos0.ome.tif"
     stack.write_bytes(stack.read_bytes()[:5000])  # truncated
     shutil.rmtree(exp / "05-04-23" / "230405_2" / "Rois")  # no ROI set
     out = tmp_path / "out"
-    code = main(["run", str(exp), "--out", str(out), *FAST])
+    code = main(["run", str(exp), "--out", str(out), "-p", "rois.source", "expert", *FAST])
     assert code == 1
     load = {r["session"]: r for r in _rows(out / exp.name / "status" / "load.csv")}
     assert load["04-04-23_230404_9"]["status"] == "failed"
     assert "230404_9_MMStack_Pos0.ome.tif" in load["04-04-23_230404_9"]["reason"]
     rois = {r["session"]: r for r in _rows(out / exp.name / "status" / "rois.csv")}
     assert rois["04-04-23_230404_9"]["status"] == "skipped"
-    # rois.source: auto_if_missing (the default) detects the ROIs of the session without any
-    assert rois["05-04-23_230405_2"]["status"] == "ok"
-    assert rois["05-04-23_230405_2"]["roi_source"] == "auto"
-    assert rois["04-04-23_230404_5"]["roi_source"] == "expert"
+    assert rois["05-04-23_230405_2"]["status"] == "skipped"
+    assert "no ROI set" in rois["05-04-23_230405_2"]["reason"]
     norm = _rows(out / exp.name / "results_norm.csv")[0]
     assert {c.rsplit("_ROI", 1)[0] for c in list(norm)[2:]} == {
-        "04-04-23_230404_5", "05-04-23_230405_2", "05-04-23_230405_7"}
+        "04-04-23_230404_5", "05-04-23_230405_7"}
     text = capsys.readouterr().out
     assert "failed: " + exp.name + " 04-04-23_230404_9 at step 'load'" in text
     assert "skipped: " + exp.name + " 04-04-23_230404_9 at step 'rois'" in text
-    # with expert ROIs required, the session without a ROI set is skipped and named
-    out2 = tmp_path / "out2"
-    assert main(["run", str(exp), "--out", str(out2), "-p", "rois.source", "expert",
-                 *FAST]) == 1
-    rois = {r["session"]: r for r in _rows(out2 / exp.name / "status" / "rois.csv")}
-    assert rois["05-04-23_230405_2"]["status"] == "skipped"
-    assert "no ROI set" in rois["05-04-23_230405_2"]["reason"]
+    assert "Open first: " in text and "05_aggregate.html" in text
 
 
-def test_several_experiments_are_compared(experiment, tmp_path):
-    second = tmp_path / "OTHER"
-    demo.write_demo_experiment(tmp_path, name="OTHER", n_frames=200, frame_shape=(48, 64),
-                               seed=4)
-    out = tmp_path / "out"
-    assert main(["run", str(experiment), str(second), "--out", str(out), *FAST]) == 0
-    table = _rows(out / "comparison" / "comparison_cells.csv")
-    assert {r["experiment"] for r in table} == {experiment.name, "OTHER"}
-    assert (out / "comparison" / "comparison.pdf").stat().st_size > 1000
-    assert (out / "comparison" / "condition_summary.pdf").stat().st_size > 1000
-    tests = _rows(out / "comparison" / "condition_tests.csv")
-    tested = [r for r in tests if r["test"] == "mannwhitney"]
-    assert {r["metric"] for r in tested} >= {"rate_per_min", "mean_amplitude"}
-    assert all(0.0 <= float(r["p_value"]) <= 1.0 for r in tested)
-
-
-def test_output_inside_input_is_refused(experiment, capsys):
-    assert main(["run", str(experiment), "--out", str(experiment / "results")]) == 2
+def test_output_inside_input_is_refused(small, capsys):
+    assert main(["run", str(small), "--out", str(small / "results")]) == 2
     assert "lies inside the input" in capsys.readouterr().err
 
 
-def test_bad_parameter_is_named(experiment, tmp_path, capsys):
-    assert main(["run", str(experiment), "--out", str(tmp_path), "-p", "downsample.t", "2"]) == 1
-    assert "unknown parameter 'downsample.t'" in capsys.readouterr().err
+@pytest.mark.parametrize("key, value, message", [
+    ("downsample.t", "2", "downsample.t"),
+    ("arpls.lam", "-5", "arpls.lam"),
+    ("downsample.time", "0", "downsample.time"),
+    ("background.fraction", "2", "background.fraction"),
+    ("downsample.time", "150", "downsample.time"),  # more than the 200-frame sessions allow
+    ("sessions", "230499_1", "230499_1"),
+])
+def test_a_bad_parameter_is_refused_before_any_work(small, tmp_path, capsys, key, value,
+                                                    message):
+    out = tmp_path / "out"
+    assert main(["run", str(small), "--out", str(out), "-p", key, value]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], captured.err
+    assert "Traceback" not in captured.err and "Results:" not in captured.out
+    assert not out.exists(), "nothing may be computed or written"
 
 
-def test_sessions_lists_what_was_found(experiment, capsys):
-    assert main(["sessions", str(experiment)]) == 0
+def test_sessions_lists_what_was_found(small, capsys):
+    assert main(["sessions", str(small)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4
-    assert lines[2].split("\t")[:3] == [experiment.name, "05-04-23", "230405_2"]
+    assert lines[2].split("\t")[:3] == [small.name, "05-04-23", "230405_2"]
     assert lines[2].endswith("Rois/Rois.zip")
 
 
@@ -186,3 +194,14 @@ def test_demo_data_refuses_to_overwrite(tmp_path, capsys):
     (tmp_path / "DEMO").mkdir()
     assert main(["demo-data", str(tmp_path)]) == 2
     assert "exists (use --overwrite)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["sessions"], ["demo-data"]])
+def test_help_reads_cleanly(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([*command, "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for rst in ("``", ":func:", ":mod:", "--------\n"):
+        assert rst not in text, (command, rst)
+    assert text.startswith("usage: calim")

@@ -370,7 +370,7 @@ def test_write_demo_experiment_continuation_files(tmp_path):
 def test_fast_shift_matches_scipy_spline_shift(shift):
     from scipy import ndimage
 
-    from calim_helpers.demo import _shifted_crop
+    from calim_helpers.synthetic.session import _shifted_crop
 
     image = ndimage.gaussian_filter(np.random.default_rng(0).random((40, 50)), 1.0)
     ref = ndimage.shift(image, shift, order=3, mode="mirror")[7:33, 7:43]

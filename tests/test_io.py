@@ -14,6 +14,7 @@ import tifffile
 
 from calim_helpers import io
 from calim_helpers.errors import CalimInputError, CalimWarning
+from calim_helpers.synthetic.mmstack import write_mmstack
 
 
 def _stack(nt=25, ny=16, nx=20, seed=0):
@@ -24,8 +25,8 @@ def _write(folder: Path, prefix="230404_5", stack=None, **kw):
     stack = _stack() if stack is None else stack
     kw.setdefault("pixel_size_um", 0.65)
     kw.setdefault("interval_ms", 100.0)
-    files = io.write_mmstack(folder, prefix, iter(stack), n_frames=len(stack),
-                             frame_shape=stack.shape[1:], **kw)
+    files = write_mmstack(folder, prefix, iter(stack), n_frames=len(stack),
+                          frame_shape=stack.shape[1:], **kw)
     return files, stack
 
 
@@ -119,11 +120,11 @@ def test_open_movie_reads_no_pixels(tmp_path):
 
 def test_writer_rejects_wrong_frames(tmp_path):
     with pytest.raises(ValueError, match="uint16"):
-        io.write_mmstack(tmp_path, "x", [np.zeros((4, 4), np.float32)], n_frames=1,
-                         frame_shape=(4, 4))
+        write_mmstack(tmp_path, "x", [np.zeros((4, 4), np.float32)], n_frames=1,
+                      frame_shape=(4, 4))
     with pytest.raises(ValueError, match="yielded"):
-        io.write_mmstack(tmp_path, "y", [np.zeros((4, 4), np.uint16)], n_frames=2,
-                         frame_shape=(4, 4))
+        write_mmstack(tmp_path, "y", [np.zeros((4, 4), np.uint16)], n_frames=2,
+                      frame_shape=(4, 4))
 
 
 # ----------------------------------------------------------------- discovery

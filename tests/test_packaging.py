@@ -1,12 +1,21 @@
-"""The project's promises about installation: one dependency list, one test command."""
+"""The project's promises about installation: one dependency list, one test command, a
+real package (a wheel holding the defaults and the notebooks)."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import stat
+import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import yaml
+
+from calim_helpers import resources
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,3 +69,65 @@ def test_makefile_targets_exist():
 def test_console_script_is_declared():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["calim"] == "calim_helpers.cli:main"
+
+
+# ----------------------------------------------------------------------------- a real package
+
+
+def test_the_links_into_the_package_are_relative_and_resolve():
+    for link, target in ((ROOT / "params" / "default.yaml", "../calim_helpers/data/default.yaml"),
+                         (ROOT / "calim_helpers" / "notebooks", "../notebooks")):
+        assert link.is_symlink(), f"{link.relative_to(ROOT)} must be a symlink"
+        assert os.readlink(link) == target  # relative: git stores it, any checkout resolves it
+        assert link.exists()
+
+
+def test_resources_find_the_defaults_and_the_notebooks():
+    assert resources.defaults_file().is_file()
+    assert resources.defaults_file().read_bytes() == (ROOT / "params" / "default.yaml").read_bytes()
+    names = {p.name for p in resources.notebook_dir().glob("*.py")}
+    assert names == {p.name for p in (ROOT / "notebooks").glob("*.py")}
+    assert "01_load.py" in names
+
+
+def test_pytest_does_not_import_the_notebooks_through_the_link():
+    # --doctest-modules would import (= run) calim_helpers/notebooks/*.py
+    opts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "calim_helpers" in opts["testpaths"]
+    assert "--ignore=calim_helpers/notebooks" in opts["addopts"].split()
+
+
+def test_the_wheel_holds_the_defaults_notebooks_and_subpackages(tmp_path):
+    # Build from a clean copy: a stale build/ in the work tree would leak old files.
+    src = tmp_path / "src"
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in ("calim_helpers", "notebooks"):
+        shutil.copytree(ROOT / name, src / name, symlinks=True, ignore=skip)
+    assert (src / "calim_helpers" / "notebooks").is_symlink()
+    out = tmp_path / "wheel"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index",
+         "--no-build-isolation", "--wheel-dir", str(out), str(src)],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (wheel,) = out.glob("calim-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        infos = {i.filename: i for i in z.infolist()}
+        packaged = z.read("calim_helpers/data/default.yaml")
+
+    def regular(name):
+        return name in infos and stat.S_ISREG(infos[name].external_attr >> 16)
+
+    assert regular("calim_helpers/data/default.yaml")
+    assert packaged == (ROOT / "params" / "default.yaml").read_bytes()
+    assert regular("calim_helpers/notebooks/01_load.py")
+    for nb in (ROOT / "notebooks").glob("*.py"):
+        assert regular(f"calim_helpers/notebooks/{nb.name}"), nb.name
+    for module in (ROOT / "calim_helpers").rglob("*.py"):
+        rel = module.relative_to(ROOT).as_posix()
+        if not rel.startswith("calim_helpers/notebooks/"):
+            assert regular(rel), f"{rel} is missing from the wheel"
+    assert not any(n.startswith(("notebooks/", "params/", "tests/")) for n in infos)

@@ -8,7 +8,8 @@ import pytest
 import xarray as xr
 
 from calim_helpers.errors import CalimWarning
-from calim_helpers.events import detect_events_dataset, noise_level
+from calim_helpers.events import detect_events, detect_events_dataset
+from calim_helpers.noise import noise_sigma
 from calim_helpers.synchrony import (
     FEATURE_COLUMNS,
     NETWORK_COLUMNS,
@@ -295,7 +296,13 @@ def test_session_features_columns_and_known_values():
     assert feats["median_amplitude"][0] == pytest.approx(first["amplitude"].median())
     assert feats["mean_duration_s"][0] == pytest.approx(first["duration_s"].mean())
     assert feats["snr"][0] == pytest.approx(first["snr"].median())
-    assert feats["noise_sigma"][2] == pytest.approx(noise_level(ds["norm"].values[2]))
+    # one noise estimate: the feature is the sigma event detection and its SNR use
+    for i in range(3):
+        row = ds["norm"].values[i]
+        assert feats["noise_sigma"][i] == noise_sigma(row).sigma
+        assert feats["noise_sigma"][i] == detect_events(row, time_s=ds["time"].values).attrs[
+            "sigma"]
+    np.testing.assert_allclose(first["snr"], first["amplitude"] / feats["noise_sigma"][0])
     np.testing.assert_allclose(feats["participation"], [1.0, 1.0, 0.0])
     corr = np.corrcoef(ds["norm"].values[:, 10:])
     np.testing.assert_allclose(feats["mean_corr"], [(corr[0, 1] + corr[0, 2]) / 2,

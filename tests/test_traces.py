@@ -20,7 +20,6 @@ from calim_helpers.traces import (
     background_pixels,
     background_trace,
     extract_traces,
-    extract_traces_downsampled,
     roi_means,
     roi_weights,
 )
@@ -332,14 +331,12 @@ def test_extract_from_downsampled_movie_equals_extract_traces():
         warnings.simplefilter("ignore", CalimWarning)
         direct = extract_traces(movie, rois, factors=F, seed=2).compute()
         movie_ds = downsample(movie, F)
-    later = extract_traces_downsampled(movie_ds, rois, native_shape=(21, 27), factors=F,
-                                       seed=2)
+    later = extract_traces(movie_ds, rois, native_shape=(21, 27), factors=F, seed=2)
     assert isinstance(later.raw.data, da.Array)
     xr.testing.assert_identical(later.compute(), direct)
-    with pytest.raises(ValueError, match=r"movie_ds is 10 x 13 pixels; native_shape 21 x 27 "
+    with pytest.raises(ValueError, match=r"movie is 10 x 13 pixels; native_shape 21 x 27 "
                                          r"downsampled by factors .* gives 7 x 9"):
-        extract_traces_downsampled(movie_ds, rois, native_shape=(21, 27),
-                                   factors={"y": 3, "x": 3})
+        extract_traces(movie_ds, rois, native_shape=(21, 27), factors={"y": 3, "x": 3})
 
 
 # ------------------------------------------------------------- bad input

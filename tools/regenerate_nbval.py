@@ -6,9 +6,10 @@ Usage (from the repository root)::
 
 Writes the tiny deterministic demo experiment to ``tests/notebooks/_data/`` (see
 ``tests/conftest.py``, which writes the same data before nbval runs), executes notebooks
-01-04 on it with the default parameters (papermill, kernel started in tests/notebooks/ so
-the injected paths are relative), and keeps only the outputs that nbval compares (cells
-marked ``# NBVAL_CHECK_OUTPUT``), so the references stay small and readable in diffs.
+01-05, then 00_explore, on it with the default parameters (papermill, kernel started in
+tests/notebooks/ so the injected paths are relative), and keeps only the outputs that
+nbval compares (cells marked ``# NBVAL_CHECK_OUTPUT``), so the references stay small and
+readable in diffs.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from nbval_data import DATA_DIR, OUT_DIR, REF_DIR, write_tiny_experiment  # noqa: E402
 
 from calim_helpers.params import load_params  # noqa: E402
-from calim_helpers.runner import NOTEBOOKS, execute_notebook  # noqa: E402
+from calim_helpers.workflow.papermill import NOTEBOOKS, execute_notebook  # noqa: E402
 
 
 def _strip(path: Path) -> None:
@@ -49,7 +50,7 @@ def main() -> None:
     params = load_params() | {"experiment_dir": str(exp.relative_to(REF_DIR)),
                               "out_dir": str(OUT_DIR.relative_to(REF_DIR)), "compare": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in NOTEBOOKS:
+        for name in (*NOTEBOOKS, "00_explore"):  # explore reads what the others wrote
             out = REF_DIR / f"{name}.ipynb"
             error = execute_notebook(name, params, out, source_dir=Path(tmp), html=False)
             if error:

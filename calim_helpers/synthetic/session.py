@@ -1,0 +1,491 @@
+"""A synthetic session: its simulation, its pixels and its ground truth.
+
+:func:`simulate_session` draws everything of a session but its pixels (somata,
+activity, neuropil, artefacts, expert ROIs) into a :class:`DemoSession`;
+:func:`render_frames` and :func:`iter_frames` compute its camera frames on demand,
+each frame from its own noise stream, so the result does not depend on chunking;
+:func:`session_truth` gives the ground truth as the plain arrays of ``truth.npz``
+(described in ``TRUTH_FIELDS``). The model is in :mod:`calim_helpers.demo`.
+
+Examples
+--------
+>>> import numpy as np
+>>> from calim_helpers.synthetic.session import iter_frames, render_frames, simulate_session
+>>> s = simulate_session(20, (32, 40), 2, pixel_size_um=1.5, motion=True, seed=1)
+>>> movie = render_frames(s, 0, 20)
+>>> bool((np.concatenate(list(iter_frames(s, chunk_frames=6))) == movie).all())
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from calim_helpers.synthetic._common import (
+    _STREAM_BRIGHTNESS,
+    _STREAM_CAMERA,
+    _check_positive,
+    _check_shape,
+)
+from calim_helpers.synthetic.activity import Spikes, dff_traces, spike_trains
+from calim_helpers.synthetic.artefacts import bleach_curve, drift_curve, motion_shifts
+from calim_helpers.synthetic.expert_rois import expert_rois
+from calim_helpers.synthetic.scene import (
+    Somata,
+    _add_patch,
+    neuropil_image,
+    soma_footprints,
+)
+
+__all__ = [
+    "TRUTH_FIELDS",
+    "DemoSession",
+    "iter_frames",
+    "render_frames",
+    "session_truth",
+    "simulate_session",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class DemoSession:
+    """Everything that defines a synthetic session except its pixels.
+
+    Build it with :func:`simulate_session`; get pixels with :func:`render_frames`
+    or :func:`iter_frames`, the ground truth with :func:`session_truth`. Per-pixel
+    quantities are in electrons (photo-electrons per pixel per frame).
+
+    Attributes
+    ----------
+    n_frames, frame_shape, frame_interval_s, pixel_size_um, seed
+        Size, frame interval (s), pixel size (µm) and seed of the session.
+    somata : Somata
+        Soma footprints (peak 1) and geometry.
+    brightness : ndarray, shape (n,)
+        Resting fluorescence of each soma where its footprint is 1, electrons.
+    spikes : Spikes
+        Spike trains.
+    dff : ndarray, shape (n, time)
+        Noise-free ΔF/F of each soma, frame-averaged.
+    neuropil : ndarray, shape (y + 2 pad_px, x + 2 pad_px)
+        Resting neuropil, electrons per pixel (the central crop is the frame).
+    neuropil_dff : ndarray, shape (time,)
+        Relative change of the neuropil (follows the mean activity).
+    bleach : ndarray, shape (time,)
+        Multiplicative photobleaching, 1 at frame 0.
+    drift : ndarray, shape (time,)
+        Additive drift, electrons per pixel.
+    shifts : ndarray, shape (time, 2)
+        Applied rigid shifts ``(dy, dx)``, pixels (zeros without motion).
+    pad_px : int
+        Border around the frame that motion can bring into view.
+    gain, read_noise, offset
+        Camera: counts per electron, read noise (counts RMS), offset (counts).
+    tau_rise_s, tau_decay_s
+        Calcium-kernel time constants, seconds.
+    roi_polygons, roi_names, roi_neuron, roi_type
+        Expert ROIs (see :func:`expert_rois`) and their Fiji type.
+    """
+
+    n_frames: int
+    frame_shape: tuple[int, int]
+    frame_interval_s: float
+    pixel_size_um: float
+    seed: int
+    somata: Somata
+    brightness: np.ndarray
+    spikes: Spikes
+    dff: np.ndarray
+    neuropil: np.ndarray
+    neuropil_dff: np.ndarray
+    bleach: np.ndarray
+    drift: np.ndarray
+    shifts: np.ndarray
+    pad_px: int
+    gain: float
+    read_noise: float
+    offset: float
+    tau_rise_s: float
+    tau_decay_s: float
+    roi_polygons: list[np.ndarray]
+    roi_names: list[str]
+    roi_neuron: np.ndarray
+    roi_type: str
+
+    @property
+    def n_neurons(self) -> int:
+        """Number of neurons."""
+        return self.somata.n_neurons
+
+    @property
+    def time_s(self) -> np.ndarray:
+        """Start time of each frame's exposure, seconds, shape (time,)."""
+        return np.arange(self.n_frames) * self.frame_interval_s
+
+
+def simulate_session(
+    n_frames: int,
+    frame_shape: Sequence[int],
+    n_neurons: int,
+    /,
+    *,
+    frame_interval_s: float = 0.1,
+    pixel_size_um: float = 0.65,
+    diameter_um: tuple[float, float] = (10.0, 15.0),
+    brightness: float = 200.0,
+    brightness_cv: float = 0.3,
+    neuropil_level: float = 60.0,
+    neuropil_coupling: float = 0.15,
+    rate_hz: tuple[float, float] = (0.05, 0.3),
+    burst_rate_hz: float = 0.05,
+    dff_per_spike: float = 0.25,
+    tau_rise_s: float = 0.05,
+    tau_decay_s: float = 0.7,
+    bleach_fraction: float = 0.3,
+    drift_amplitude: float = 8.0,
+    motion: bool = False,
+    motion_amplitude_px: float = 3.0,
+    gain: float = 2.0,
+    read_noise: float = 2.0,
+    offset: float = 100.0,
+    roi_naming: str = "fiji",
+    roi_type: str = "polygon",
+    roi_outside: bool = False,
+    seed: int = 0,
+) -> DemoSession:
+    """Draw everything of a synthetic session but its pixels.
+
+    Parameters
+    ----------
+    n_frames : int
+        Number of frames, >= 1.
+    frame_shape : tuple of int
+        ``(y, x)`` frame size in pixels.
+    n_neurons : int
+        Number of neurons.
+    frame_interval_s : float, optional
+        Frame interval, seconds. Default is 0.1.
+    pixel_size_um : float, optional
+        Pixel size, micrometres. Default is 0.65.
+    diameter_um : tuple of float, optional
+        Range of soma diameters, micrometres. Default is (10.0, 15.0).
+    brightness : float, optional
+        Median resting soma fluorescence at footprint 1, electrons. Default is 200.0.
+    brightness_cv : float, optional
+        Log-normal spread of the soma brightness. Default is 0.3.
+    neuropil_level : float, optional
+        Mean resting neuropil, electrons per pixel. Default is 60.0.
+    neuropil_coupling : float, optional
+        Neuropil ΔF/F per unit of the neurons' mean ΔF/F. Default is 0.15.
+    rate_hz : tuple of float, optional
+        Range of the independent firing rates, Hz. Default is (0.05, 0.3).
+    burst_rate_hz : float, optional
+        Mean rate of network bursts, Hz. Default is 0.05.
+    dff_per_spike : float, optional
+        Median single-spike peak ΔF/F. Default is 0.25.
+    tau_rise_s : float, optional
+        Calcium rise time constant, seconds. Default is 0.05.
+    tau_decay_s : float, optional
+        Calcium decay time constant, seconds. Default is 0.7.
+    bleach_fraction : float, optional
+        Fluorescence lost to bleaching by the last frame. Default is 0.3.
+    drift_amplitude : float, optional
+        Largest additive drift, electrons per pixel. Default is 8.0.
+    motion : bool, optional
+        Apply rigid sub-pixel motion (cubic-spline shifts). Default is False.
+    motion_amplitude_px : float, optional
+        Bound on each shift component, pixels. Default is 3.0.
+    gain : float, optional
+        Camera counts per electron. Default is 2.0.
+    read_noise : float, optional
+        Camera read noise, counts RMS. Default is 2.0.
+    offset : float, optional
+        Camera offset, counts. Default is 100.0.
+    roi_naming : {"fiji", "cell"}, optional
+        ROI naming style, see :func:`expert_rois`. Default is "fiji".
+    roi_type : {"polygon", "freehand"}, optional
+        Fiji type of the ROIs. Default is "polygon".
+    roi_outside : bool, optional
+        Make one ROI reach out of the frame. Default is False.
+    seed : int, optional
+        Seed; each component uses its own stream of it. Default is 0.
+
+    Returns
+    -------
+    DemoSession
+        The session.
+    """
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames!r}")
+    shape = _check_shape(frame_shape)
+    _check_positive("frame_interval_s", frame_interval_s)
+    _check_positive("gain", gain)
+    if read_noise < 0:
+        raise ValueError(f"read_noise must be >= 0, got {read_noise!r}")
+    if roi_type not in ("polygon", "freehand"):
+        raise ValueError(f"roi_type must be 'polygon' or 'freehand', got {roi_type!r}")
+    somata = soma_footprints(
+        shape, n_neurons, pixel_size_um=pixel_size_um, diameter_um=diameter_um, seed=seed
+    )
+    rng = np.random.default_rng([seed, _STREAM_BRIGHTNESS])
+    cell_brightness = brightness * rng.lognormal(0.0, brightness_cv, n_neurons)
+    spikes = spike_trains(
+        n_neurons,
+        n_frames * frame_interval_s,
+        rate_hz=rate_hz,
+        burst_rate_hz=burst_rate_hz,
+        dff_per_spike=dff_per_spike,
+        seed=seed,
+    )
+    dff = dff_traces(
+        spikes.times_s,
+        spikes.neuron,
+        spikes.amplitude,
+        n_neurons=n_neurons,
+        n_frames=n_frames,
+        frame_interval_s=frame_interval_s,
+        tau_rise_s=tau_rise_s,
+        tau_decay_s=tau_decay_s,
+    )
+    if motion:
+        shifts = motion_shifts(
+            n_frames,
+            amplitude_px=motion_amplitude_px,
+            wander_px=0.5 * motion_amplitude_px,
+            jump_px=0.5 * motion_amplitude_px,
+            seed=seed,
+        )
+        pad = int(math.ceil(motion_amplitude_px)) + 4
+    else:
+        shifts, pad = np.zeros((n_frames, 2)), 0
+    neuropil = neuropil_level * neuropil_image(
+        shape, pixel_size_um=pixel_size_um, pad_px=pad, seed=seed
+    )
+    neuropil_dff = neuropil_coupling * (dff.mean(axis=0) if n_neurons else np.zeros(n_frames))
+    polygons, names, roi_neuron = expert_rois(
+        somata, naming=roi_naming, outside=roi_outside, seed=seed
+    )
+    return DemoSession(
+        n_frames=int(n_frames),
+        frame_shape=shape,
+        frame_interval_s=float(frame_interval_s),
+        pixel_size_um=float(pixel_size_um),
+        seed=int(seed),
+        somata=somata,
+        brightness=cell_brightness,
+        spikes=spikes,
+        dff=dff,
+        neuropil=neuropil,
+        neuropil_dff=neuropil_dff,
+        bleach=bleach_curve(n_frames, fraction=bleach_fraction),
+        drift=drift_curve(n_frames, amplitude=drift_amplitude, seed=seed),
+        shifts=shifts,
+        pad_px=pad,
+        gain=float(gain),
+        read_noise=float(read_noise),
+        offset=float(offset),
+        tau_rise_s=float(tau_rise_s),
+        tau_decay_s=float(tau_decay_s),
+        roi_polygons=polygons,
+        roi_names=names,
+        roi_neuron=roi_neuron,
+        roi_type=roi_type,
+    )
+
+
+def _bspline3(u: np.ndarray) -> np.ndarray:
+    """Cubic B-spline kernel."""
+    a = np.abs(u)
+    return np.where(a < 1, 2 / 3 - a**2 + a**3 / 2, np.where(a < 2, (2 - a) ** 3 / 6, 0.0))
+
+
+def _shifted_crop(
+    image: np.ndarray, shift: Sequence[float], pad: int, shape: tuple[int, int]
+) -> np.ndarray:
+    """``ndimage.shift(image, shift, order=3)[pad:pad + h, pad:pad + w]``, computed fast.
+
+    Cubic-spline interpolation of a pure translation is separable with the same
+    four weights at every pixel, so after the spline prefilter it is four shifted
+    slices per axis. Needs ``pad >= |shift| + 2``.
+    """
+    coef = ndimage.spline_filter(image, order=3, mode="mirror")
+    for axis, d in enumerate(shift):
+        n = math.floor(-d)  # output i samples the input at i - d = i + n + u
+        u = -d - n
+        weights = _bspline3(u - np.arange(-1, 3))
+        start = pad + n - 1
+        if start < 0 or start + 3 + shape[axis] > coef.shape[axis]:
+            raise ValueError(f"shift {d!r} too large for pad_px={pad}")
+        index = [slice(None)] * 2
+        total = 0.0
+        for k, wk in enumerate(weights):
+            index[axis] = slice(start + k, start + k + shape[axis])
+            total = total + wk * coef[tuple(index)]
+        coef = total
+    return coef
+
+
+def _render_frame(session: DemoSession, t: int) -> np.ndarray:
+    """Camera counts of frame ``t``; depends on nothing but the session and ``t``."""
+    pad = session.pad_px
+    h, w = session.frame_shape
+    scene = session.neuropil * (1.0 + session.neuropil_dff[t])
+    somata = session.somata
+    for i in range(somata.n_neurons):
+        weight = session.brightness[i] * (1.0 + session.dff[i, t])
+        _add_patch(scene, somata.patches[i], somata.origins[i] + pad, weight)
+    dy, dx = session.shifts[t]
+    if dy != 0 or dx != 0:
+        scene = _shifted_crop(scene, (dy, dx), pad, (h, w))
+    else:
+        scene = scene[pad : pad + h, pad : pad + w]
+    electrons = scene * session.bleach[t] + session.drift[t]
+    rng = np.random.default_rng([session.seed, _STREAM_CAMERA, t])
+    counts = session.gain * rng.poisson(np.clip(electrons, 0.0, None))
+    counts = counts + session.offset + session.read_noise * rng.standard_normal((h, w))
+    return np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
+
+
+def render_frames(session: DemoSession, start: int, stop: int, /) -> np.ndarray:
+    """Camera frames ``start`` to ``stop`` (exclusive) of a session.
+
+    Every frame is computed on its own (its noise comes from its own seeded
+    stream), so the result does not depend on how the movie is chunked.
+
+    Parameters
+    ----------
+    session : DemoSession
+        The session, from :func:`simulate_session`.
+    start, stop : int
+        Frame range, ``0 <= start <= stop <= session.n_frames``.
+
+    Returns
+    -------
+    ndarray, shape (stop - start, y, x), uint16
+        Camera counts.
+    """
+    if not 0 <= start <= stop <= session.n_frames:
+        raise ValueError(
+            f"need 0 <= start <= stop <= n_frames={session.n_frames}, got {start!r}, {stop!r}"
+        )
+    out = np.empty((stop - start, *session.frame_shape), dtype=np.uint16)
+    for k, t in enumerate(range(start, stop)):
+        out[k] = _render_frame(session, t)
+    return out
+
+
+def iter_frames(session: DemoSession, /, *, chunk_frames: int = 50) -> Iterator[np.ndarray]:
+    """Yield a session's frames in time order, ``chunk_frames`` at a time.
+
+    Parameters
+    ----------
+    session : DemoSession
+        The session.
+    chunk_frames : int, optional
+        Frames per block (the last block may be shorter). Default is 50.
+
+    Yields
+    ------
+    ndarray, shape (<= chunk_frames, y, x), uint16
+        Consecutive blocks of camera frames.
+    """
+    if chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames!r}")
+    for start in range(0, session.n_frames, chunk_frames):
+        yield render_frames(session, start, min(start + chunk_frames, session.n_frames))
+
+
+def session_truth(session: DemoSession, /) -> dict[str, np.ndarray]:
+    """Ground truth of a session as plain arrays (the fields of ``truth.npz``).
+
+    Parameters
+    ----------
+    session : DemoSession
+        The session.
+
+    Returns
+    -------
+    dict of str to ndarray
+        See ``TRUTH_FIELDS`` for the list, shapes and units.
+    """
+    pad = session.pad_px
+    h, w = session.frame_shape
+    neuropil = session.neuropil[pad : pad + h, pad : pad + w]
+    lengths = [len(p) for p in session.roi_polygons]
+    spikes = session.spikes
+    return {
+        "footprints": session.somata.dense(),
+        "centers_yx": session.somata.centers,
+        "semi_axes_px": session.somata.semi_axes,
+        "angles_rad": session.somata.angles,
+        "brightness": session.brightness,
+        "roi_neuron": session.roi_neuron,
+        "roi_names": np.asarray(session.roi_names, dtype=str),
+        "roi_vertices_xy": (np.concatenate(session.roi_polygons) if lengths else np.zeros((0, 2))),
+        "roi_vertex_offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        "spike_times_s": spikes.times_s,
+        "spike_neuron": spikes.neuron,
+        "spike_amplitude": spikes.amplitude,
+        "spike_in_burst": spikes.in_burst,
+        "burst_times_s": spikes.burst_times_s,
+        "time_s": session.time_s,
+        "dff": session.dff.astype(np.float32),
+        "neuropil": neuropil.astype(np.float32),
+        "neuropil_mean": np.float64(neuropil.mean()),
+        "neuropil_dff": session.neuropil_dff,
+        "bleach": session.bleach,
+        "drift": session.drift,
+        "shifts": session.shifts,
+        "pixel_size_um": np.float64(session.pixel_size_um),
+        "frame_interval_s": np.float64(session.frame_interval_s),
+        "seed": np.int64(session.seed),
+        "gain": np.float64(session.gain),
+        "read_noise": np.float64(session.read_noise),
+        "offset": np.float64(session.offset),
+        "tau_rise_s": np.float64(session.tau_rise_s),
+        "tau_decay_s": np.float64(session.tau_decay_s),
+    }
+
+
+TRUTH_FIELDS = """\
+truth.npz -- ground truth of one synthetic CALIM session (numpy .npz, no pickles).
+n = neurons (= ROIs), T = frames, (y, x) = frame shape. Electrons = photo-electrons per
+pixel per frame; camera counts = offset + gain * Poisson(electrons) + read noise.
+Pixel (row, col) has its centre at numpy (row, col) and at Fiji (x, y) = (col + .5, row + .5).
+
+footprints          (n, y, x) float32  soma footprints, peak 1, at the unshifted position
+centers_yx          (n, 2)    float64  soma centres (row, col), pixels
+semi_axes_px        (n, 2)    float64  ellipse semi-axes, pixels
+angles_rad          (n,)      float64  ellipse orientation from +x towards +y, radians
+brightness          (n,)      float64  resting soma fluorescence at footprint 1, electrons
+roi_neuron          (n,)      int64    neuron index of the k-th ROI of the zip (ROI k+1)
+roi_names           (n,)      str      Fiji name of the k-th ROI
+roi_vertices_xy     (V, 2)    float64  ROI vertices (x, y), Fiji coordinates, all ROIs
+roi_vertex_offsets  (n+1,)    int64    ROI k is roi_vertices_xy[off[k]:off[k+1]]
+spike_times_s       (S,)      float64  spike times, seconds (frame t starts at t * dt)
+spike_neuron        (S,)      int64    neuron of each spike
+spike_amplitude     (S,)      float64  peak dF/F of each spike's transient
+spike_in_burst      (S,)      bool     spike belongs to a network burst
+burst_times_s       (B,)      float64  network-burst onsets, seconds
+time_s              (T,)      float64  frame start times, seconds
+dff                 (n, T)    float32  noise-free dF/F per neuron, averaged over each frame
+neuropil            (y, x)    float32  resting neuropil, electrons (unshifted)
+neuropil_mean       ()        float64  its mean over the frame, electrons
+neuropil_dff        (T,)      float64  relative change of the neuropil over time
+bleach              (T,)      float64  multiplicative bleaching, 1 at frame 0
+drift               (T,)      float64  additive drift, electrons (all pixels)
+shifts              (T, 2)    float64  applied rigid shift (dy, dx), pixels: frame_t(y, x) =
+                                       scene_t(y - dy, x - dx); register with (-dy, -dx)
+pixel_size_um, frame_interval_s, seed, gain, read_noise, offset, tau_rise_s, tau_decay_s
+                    ()                 scalars (seed = the session's seed)
+
+Model: scene_t = neuropil * (1 + neuropil_dff[t])
+                 + sum_i brightness[i] * footprint_i * (1 + dff[i, t])
+       electrons_t = shift(scene_t, shifts[t]) * bleach[t] + drift[t]
+session.json beside truth.npz repeats the scalars and names the ROI file.
+"""

@@ -1,0 +1,247 @@
+"""``calim run``: the notebooks executed with papermill, once per experiment.
+
+Each notebook handles all selected sessions of its experiment; they run in the order
+of their numbers (:data:`NOTEBOOKS`). The executed notebooks are the run record:
+``OUT/<experiment>/notebooks/NN_name.ipynb``, each rendered to HTML beside it. When
+several experiments are given, the last one's ``05_aggregate`` also compares them all
+(``OUT/comparison/``).
+
+What the kernels write to stderr -- the ``calim`` log records and warnings -- is
+forwarded line by line to the ``calim.kernel`` logger of this process, so progress
+shows in the terminal while the notebooks run.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from calim_helpers import io, resources
+from calim_helpers.workflow.experiment import Experiment
+from calim_helpers.workflow.record import run_record
+
+__all__ = ["NOTEBOOKS", "STEP_OF", "ExperimentRun", "execute_notebook", "run_experiments"]
+
+log = logging.getLogger("calim.run")
+kernel_log = logging.getLogger("calim.kernel")
+
+#: The notebooks ``calim run`` executes, in order.
+NOTEBOOKS = ("01_load", "02_rois", "03_arpls", "04_analysis", "05_aggregate")
+#: The per-session step each notebook runs (its status table: ``status/<step>.csv``).
+STEP_OF = {"01_load": "load", "02_rois": "rois", "03_arpls": "arpls",
+           "04_analysis": "analysis"}
+#: Parameters that are not in ``default.yaml``: where the data is and what to compare.
+RUN_PARAMETERS = ("experiment_dir", "out_dir", "compare")
+
+
+@dataclass
+class ExperimentRun:
+    """What happened to one experiment: notebook failures and per-session statuses."""
+
+    name: str
+    failed_notebook: str = ""
+    error: str = ""
+    statuses: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        """One line per failed or skipped session and step, and a failed notebook."""
+        lines = []
+        for step, table in self.statuses.items():
+            for r in table.itertuples():
+                if r.status != "ok":
+                    lines.append(f"{r.status}: {self.name} {r.session} at step '{step}': "
+                                 f"{r.reason}")
+        if self.failed_notebook:
+            lines.append(f"failed: {self.name} notebook {self.failed_notebook}: {self.error}")
+        return lines
+
+    @property
+    def failed(self) -> bool:
+        """Whether a notebook or a session failed."""
+        return bool(self.failed_notebook) or any(
+            (t["status"] == "failed").any() for t in self.statuses.values())
+
+    @property
+    def produced(self) -> bool:
+        """Whether the experiment's tables were written (its aggregate notebook ran)."""
+        return not self.failed_notebook or self.failed_notebook == "05_aggregate.ipynb"
+
+
+class _LineForwarder:
+    """A file-like sink for a kernel's stderr: each complete line becomes a log record."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._buffer = ""
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        *lines, self._buffer = self._buffer.replace("\r", "\n").split("\n")
+        for line in lines:
+            if line.strip():
+                kernel_log.info("%s%s", self.prefix, line.rstrip())
+        return len(text)
+
+    def flush(self) -> None:
+        """Emit a trailing partial line."""
+        if self._buffer.strip():
+            kernel_log.info("%s%s", self.prefix, self._buffer.rstrip())
+        self._buffer = ""
+
+
+def _render_html(notebook_path: Path) -> Path:
+    import nbconvert
+    import nbformat
+
+    body, _ = nbconvert.HTMLExporter().from_notebook_node(nbformat.read(notebook_path, 4))
+    return io.write_text(notebook_path.with_suffix(".html"), body)
+
+
+def notebook_from_source(name: str, folder: Path, /) -> Path:
+    """Write ``<folder>/<name>.ipynb`` from the packaged jupytext source ``<name>.py``."""
+    import jupytext
+
+    nb = jupytext.read(resources.notebook_dir() / f"{name}.py")
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    path = folder / f"{name}.ipynb"
+    jupytext.write(nb, path)
+    return path
+
+
+def execute_notebook(
+    name: str,
+    params: Mapping[str, Any],
+    output: Path,
+    /,
+    *,
+    source_dir: Path,
+    html: bool = True,
+    prefix: str = "",
+) -> str:
+    """Execute one notebook with papermill; return "" or the failure (cell and error).
+
+    Parameters
+    ----------
+    name : str
+        Notebook name, e.g. ``"03_arpls"`` (its source is ``notebooks/<name>.py``).
+    params : mapping
+        Parameter values; only those the notebook declares are passed.
+    output : pathlib.Path
+        The executed notebook, written atomically (also on failure).
+    source_dir : pathlib.Path
+        A scratch folder for the generated ``.ipynb``.
+    html : bool, optional
+        Also render the executed notebook to HTML beside it. Default is True.
+    prefix : str, optional
+        Put before each forwarded line of the kernel's stderr. Default is "".
+    """
+    import papermill as pm
+
+    src = notebook_from_source(name, source_dir)
+    declared = pm.inspect_notebook(str(src))
+    values = {k: v for k, v in params.items() if k in declared}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = io.atomic_path(output).with_suffix(".ipynb")
+    error = ""
+    sink = _LineForwarder(prefix)
+    try:
+        pm.execute_notebook(str(src), str(tmp), parameters=values, kernel_name="python3",
+                            progress_bar=False, log_output=False, stderr_file=sink,
+                            cwd=str(output.parent),
+                            # the kernel's own warnings (loopback transport) are not ours
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    except pm.PapermillExecutionError as exc:
+        error = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}".strip()
+    except Exception as exc:  # noqa: BLE001 - a dead kernel fails this experiment, not the run
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        sink.flush()
+        if tmp.exists():
+            io.commit(tmp, output)
+            if html:
+                _render_html(output)
+    return error
+
+
+def run_experiments(
+    experiments: Sequence[Path],
+    out_dir: Path,
+    params: Mapping[str, Any],
+    /,
+    *,
+    command: list[str] | None = None,
+) -> list[ExperimentRun]:
+    """Run the notebooks on each experiment; compare the experiments when there are several.
+
+    Before the notebooks, ``OUT/<experiment>/run_record.json`` records the command, the
+    whole parameter tree, package versions and input checksums.
+
+    Parameters
+    ----------
+    experiments : sequence of pathlib.Path
+        Experiment folders.
+    out_dir : pathlib.Path
+        Output root.
+    params : mapping
+        The validated parameter tree (:func:`calim_helpers.params.load_params`).
+    command : list of str, optional
+        The command line, for the run record. Default is ``sys.argv``.
+
+    Returns
+    -------
+    list of ExperimentRun
+    """
+    from tqdm.auto import tqdm
+
+    runs = []
+    done: list[str] = []
+    bar = tqdm(total=len(experiments) * len(NOTEBOOKS), desc="calim run", unit="notebook",
+               disable=None, leave=False)
+    try:
+        with tempfile.TemporaryDirectory(prefix="calim-nb-") as tmp:
+            for k, exp_dir in enumerate(experiments):
+                exp_dir = Path(exp_dir).resolve()
+                run = ExperimentRun(exp_dir.name)
+                runs.append(run)
+                values = dict(params) | {"experiment_dir": str(exp_dir),
+                                         "out_dir": str(Path(out_dir).resolve())}
+                last = k == len(experiments) - 1
+                try:
+                    run_record(Experiment.open(exp_dir, out_dir, params["sessions"]), params,
+                               command=command)
+                except Exception as exc:  # noqa: BLE001 - reported like a failed notebook
+                    run.failed_notebook, run.error = "run_record", f"{type(exc).__name__}: {exc}"
+                    log.error("%s: cannot start: %s", exp_dir.name, run.error)
+                    bar.update(len(NOTEBOOKS))
+                    continue
+                for name in NOTEBOOKS:
+                    if name == "05_aggregate":
+                        values["compare"] = list(done) if last else []
+                    bar.set_postfix_str(f"{exp_dir.name} {name}")
+                    log.info("%s: %s", exp_dir.name, name)
+                    output = Path(out_dir) / exp_dir.name / "notebooks" / f"{name}.ipynb"
+                    error = execute_notebook(name, values, output, source_dir=Path(tmp),
+                                             prefix="  ")
+                    bar.update(1)
+                    step = STEP_OF.get(name)
+                    status = Path(out_dir) / exp_dir.name / "status" / f"{step}.csv"
+                    if step and status.exists():
+                        run.statuses[step] = pd.read_csv(status, keep_default_na=False)
+                    if error:
+                        run.failed_notebook, run.error = f"{name}.ipynb", error
+                        log.error("%s: notebook %s.ipynb failed at %s (see %s)", exp_dir.name,
+                                  name, error, output.with_suffix(".html"))
+                        bar.update(len(NOTEBOOKS) - 1 - NOTEBOOKS.index(name))
+                        break
+                else:
+                    done.append(exp_dir.name)
+    finally:
+        bar.close()
+    return runs

@@ -1,0 +1,506 @@
+"""The pipeline's steps for one session: read the inputs, call the science, write the outputs.
+
+Each step body takes the :class:`~calim_helpers.workflow.experiment.Experiment`, one
+session and the parameter sections it uses (as keyword arguments, exactly as in
+``params/default.yaml``), and returns a small summary row for the status table. The
+science lives in the modules named for each step; nothing here computes more than a
+file name. :func:`calim_helpers.workflow.runner.run_step` runs a step over every session.
+
+==========  =====================================================  ======================
+step        science it calls                                       writes
+==========  =====================================================  ======================
+load        io.open_movie, registration.correct_motion,            ``_load.zarr``,
+            denoise.denoise, downsample.downsample                 shifts, figures
+rois        rois.read_rois / detection.detect_rois,                ``_traces.zarr``,
+            traces.extract_traces                                  ROI map
+arpls       correction.correct_traces                              ``_result.zarr``,
+                                                                   per-ROI figures
+analysis    analysis.analyze_session                               tables, figures
+==========  =====================================================  ======================
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from calim_helpers import aggregate, analysis, correction, io, plots, stats, traces
+from calim_helpers import denoise as dn
+from calim_helpers import detection as det
+from calim_helpers import registration as reg
+from calim_helpers import rois as roi_io
+from calim_helpers.downsample import downsample as block_mean
+from calim_helpers.workflow.experiment import Experiment
+
+__all__ = ["STEPS", "Skip", "aggregate_step", "analysis_step", "arpls_step",
+           "collect_analysis_step", "compare_step", "load_step", "rois_step", "session_title"]
+
+log = logging.getLogger("calim.workflow")
+
+#: Per-session tables written by the analysis step (``<session>_<kind>.csv``).
+ANALYSIS_TABLES = ("events", "features", "network_events", "spectra")
+
+
+class Skip(Exception):
+    """A session that cannot go through this step for a reported, expected reason."""
+
+
+def session_title(session: io.Session, /) -> str:
+    """Figure title of a session: ``<experiment> <date>_<session>``."""
+    return f"{session.experiment} {session.id}"
+
+
+def _require(experiment: Experiment, session: io.Session, kind: str, step: str) -> None:
+    if not experiment.has(session, kind):
+        raise Skip(f"no result of step '{step}' ({experiment.path(session, kind).name}); "
+                   f"see status/{step}.csv")
+
+
+def time_unit(*datasets: xr.Dataset | xr.DataArray) -> str:
+    """Return ``"s"`` when every store's frame interval is known, else ``"frame"``."""
+    return "s" if all(ds.attrs.get("frame_interval_s_downsampled") for ds in datasets) \
+        else "frame"
+
+
+# --------------------------------------------------------------------------- load
+
+
+def load_step(experiment: Experiment, session: io.Session, /, *, load: Mapping[str, Any],
+              registration: Mapping[str, Any], denoise: Mapping[str, Any],
+              downsample: Mapping[str, int], figures: Mapping[str, Any]) -> dict[str, Any]:
+    """Open the stack lazily, correct motion, denoise, block-mean downsample; store it.
+
+    Writes ``<session>_load.zarr`` (``movie`` downsampled float32, ``mip`` native MIP
+    after correction; with motion correction also ``mean_before``, ``mean_after``,
+    ``shifts`` and ``bad_frame``), and with motion correction ``shifts.csv``,
+    ``<session>_shifts.png`` and ``<session>_registration.png``.
+    """
+    movie = io.open_movie(session, chunks={"time": int(load["chunk_time"])})
+    try:
+        motion = None
+        corrected = movie
+        if registration["enabled"]:
+            motion = reg.correct_motion(movie, **{k: v for k, v in registration.items()
+                                                  if k != "enabled"})
+            corrected = motion.corrected
+        cleaned = dn.denoise(corrected, **denoise)
+        small = block_mean(cleaned, dict(downsample))
+        ds = xr.Dataset({"movie": small, "mip": cleaned.max("time").rename(y="row", x="col")})
+        summary: dict[str, Any] = {}
+        if motion is not None:
+            shifts = motion.shifts
+            ds["mean_before"] = movie.mean("time").astype(np.float32).rename(y="row", x="col")
+            ds["mean_after"] = cleaned.mean("time").astype(np.float32).rename(y="row", x="col")
+            ds["shifts"] = shifts.rename(time="native_time").reset_coords("bad", drop=True)
+            ds["bad_frame"] = ("native_time", shifts["bad"].values)
+            centred = shifts.values - np.median(shifts.values, axis=0)
+            summary = {"shift_rms_px": round(float(np.sqrt(np.mean(np.sum(centred**2, 1)))), 3),
+                       "max_shift_px": round(float(np.abs(shifts.values).max()), 3),
+                       "bad_frames": int(shifts["bad"].values.sum())}
+        for v in ds.data_vars:
+            ds[v].attrs = {}
+        interval = movie.attrs["frame_interval_s"]
+        ds.attrs = dict(small.attrs) | {
+            "experiment": session.experiment, "date": session.date, "session": session.name,
+            "native_shape": list(movie.shape), "dtype": str(movie.dtype),
+            "frame_interval_s_downsampled": (interval * int(downsample["time"])
+                                             if interval else None),
+            "registration": json.dumps(dict(registration)),
+            "denoise": json.dumps(dict(denoise)),
+        } | ({"shift_rms_px": summary["shift_rms_px"]} if summary else {})
+        t_chunk = max(1, int(load["chunk_time"]) // int(downsample["time"]))
+        ds["movie"] = ds["movie"].chunk({"time": t_chunk, "y": -1, "x": -1})
+        io.write_store(ds, experiment.path(session, "load"))
+    finally:
+        movie.close()
+    if motion is not None:
+        _registration_outputs(experiment, session, figures=figures)
+    return {"frames": movie.sizes["time"], "native": "x".join(map(str, movie.shape)),
+            "downsampled": "x".join(map(str, small.shape)),
+            "frame_interval_s": movie.attrs["frame_interval_s"],
+            "pixel_size_um": movie.attrs["pixel_size_um"]} | summary
+
+
+def _registration_outputs(experiment: Experiment, session: io.Session, *,
+                          figures: Mapping[str, Any]) -> None:
+    stored = experiment.open_store(session, "load")
+    shifts = stored["shifts"].rename(native_time="time").load()
+    bad = stored["bad_frame"].values
+    table = pd.DataFrame({"frame": np.arange(shifts.sizes["time"]),
+                          "time_s": shifts["time"].values,
+                          "dy": shifts.sel(axis="dy").values, "dx": shifts.sel(axis="dx").values,
+                          "bad": bad})
+    io.write_text(experiment.session_dir(session) / "shifts.csv", table.to_csv(index=False))
+    dpi = int(figures["dpi"])
+    title = session_title(session)
+    unit = time_unit(stored)
+    io.save_figure(plots.shifts_figure(shifts, bad=bad, title=title, time_unit=unit),
+                   experiment.file(session, "shifts.png"), dpi=dpi)
+    io.save_figure(plots.registration_figure(stored["mean_before"].values,
+                                             stored["mean_after"].values, title=title),
+                   experiment.file(session, "registration.png"), dpi=dpi)
+
+
+# --------------------------------------------------------------------------- rois
+
+
+def factors_used(attrs: Mapping[str, Any], /) -> dict[str, int]:
+    """Return the block-mean factors the load step applied (its store's ``downsample_factors``)."""
+    return {k: int(v) for k, v in (item.split("=") for item in attrs["downsample_factors"])}
+
+
+def rois_step(experiment: Experiment, session: io.Session, /, *, rois: Mapping[str, Any],
+              detection: Mapping[str, Any], background: Mapping[str, Any],
+              figures: Mapping[str, Any]) -> dict[str, Any]:
+    """ROIs (expert or detected) carried to the downsampled grid; ROI and background traces.
+
+    Writes ``<session>_traces.zarr`` (``raw`` (roi, time), ``background`` (time),
+    ``labels`` native ROI label image, the background pixel indices), ``ROIs_auto.zip``
+    when detection ran, and ``<session>_rois.png`` (ROI map over the MIP).
+    """
+    _require(experiment, session, "load", "load")
+    source = rois["source"]
+    if source == "expert" and session.roi_file is None:
+        raise Skip("no ROI set (ROIs/ROIs.zip, Rois/Rois.zip or RoiSet.zip) and rois.source "
+                   "is 'expert'")
+    loaded = experiment.open_store(session, "load")
+    # the downsampled movie is small (float32, 1/40 of the native pixels): read it once
+    # for the detection images and the traces instead of once per pass
+    movie = loaded["movie"].load()
+    native = tuple(loaded.attrs["native_shape"][1:])
+    factors = factors_used(loaded.attrs)
+    expert = roi_io.read_rois(session.roi_file) if session.roi_file is not None else None
+    summary: dict[str, Any] = {"roi_source": "expert" if expert else "auto",
+                               "n_expert": len(expert or [])}
+    auto: list = []
+    if source != "expert":  # auto, or auto_if_missing: detect, and compare with experts
+        try:
+            auto = detection_outputs(experiment, session, movie, loaded.attrs,
+                                     factors=factors, detection=detection)
+        except ValueError as exc:
+            if source == "auto" or expert is None:
+                raise
+            summary["auto_note"] = f"detection for comparison failed: {exc}"
+        summary["n_auto"] = len(auto)
+        if expert and auto:
+            m = det.match_rois(roi_io.label_image(auto, native),
+                                     roi_io.label_image(expert, native),
+                                     iou_threshold=float(detection["iou_threshold"]))
+            summary |= {f"auto_vs_expert_{k}": round(float(m[k]), 3)
+                        for k in ("precision", "recall", "f1")}
+        if source == "auto":
+            summary["roi_source"] = "auto"
+    roi_list = auto if summary["roi_source"] == "auto" else expert
+    if not roi_list:
+        raise Skip("automatic detection found no neuron and there is no expert ROI set")
+    tr = traces.extract_traces(
+        movie, roi_list, native_shape=native, factors=factors,
+        background_fraction=float(background["fraction"]), seed=int(background["seed"]))
+    tr = tr.compute()  # small: (roi, time) traces; one pass over the downsampled movie
+    labels = roi_io.label_image(roi_list, native)
+    tr["labels"] = (("row", "col"), labels)
+    tr.attrs |= {k: loaded.attrs[k] for k in ("experiment", "date", "session", "native_shape",
+                                               "frame_interval_s_downsampled", "pixel_size_um",
+                                               "source_files", "metadata_file", "shift_rms_px")
+                 if k in loaded.attrs}
+    tr.attrs["roi_source"] = summary["roi_source"]
+    tr.attrs["roi_file"] = (str(session.roi_file) if summary["roi_source"] == "expert"
+                            else str(experiment.session_dir(session) / "ROIs_auto.zip"))
+    io.write_store(tr, experiment.path(session, "traces"))
+    fig = plots.roi_overlay(loaded["mip"].values, labels, names=[r.name for r in roi_list],
+                            title=f"{session_title(session)}: {summary['roi_source']} ROIs "
+                                  "over the MIP")
+    io.save_figure(fig, experiment.file(session, "rois.png"), dpi=int(figures["dpi"]))
+    return {"n_rois": len(roi_list), "n_background_pixels": int(tr.attrs["n_background_pixels"])
+            } | summary
+
+
+def detection_outputs(experiment: Experiment, session: io.Session, movie: xr.DataArray,
+                      attrs: Mapping[str, Any], /, *, factors: Mapping[str, int],
+                      detection: Mapping[str, Any]) -> list:
+    """Detect somata on the downsampled movie and write them as ``ROIs_auto.zip``."""
+    auto = detection_rois(movie, attrs, factors=factors, detection=detection)
+    path = experiment.session_dir(session) / "ROIs_auto.zip"
+    if auto:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = io.atomic_path(path).with_suffix(".zip")
+        roi_io.write_rois(tmp, auto)
+        io.commit(tmp, path)
+    return auto
+
+
+def detection_rois(movie: xr.DataArray, attrs: Mapping[str, Any], /, *,
+                   factors: Mapping[str, int], detection: Mapping[str, Any]) -> list:
+    """:func:`calim_helpers.detection.detect_rois` with the ``detection`` section.
+
+    ``iou_threshold`` of the section is for comparing with expert ROIs, not detection.
+    """
+    return det.detect_rois(movie, diameter_um=float(detection["diameter_um"]),
+                                 pixel_size_um=attrs.get("pixel_size_um"), factors=factors)
+
+
+# --------------------------------------------------------------------------- arpls
+
+
+def arpls_step(experiment: Experiment, session: io.Session, /, *, arpls: Mapping[str, Any],
+               normalize: str, trim_start: int, figures: Mapping[str, Any]) -> dict[str, Any]:
+    """Drift correction and normalization of the session's traces.
+
+    Writes ``<session>_result.zarr`` and, with ``figures.per_roi``, the lab's three
+    PNGs per ROI (``<session>_mask<n>.png``, ``..._mask_arpls_clean_<n>.png``,
+    ``..._mask_arpls_NORM_<n>.png``; ``n`` zero-padded so that files sort in ROI order).
+    """
+    _require(experiment, session, "traces", "rois")
+    tr = experiment.open_store(session, "traces").load()
+    ds = correction.correct_traces(tr, **arpls, normalize=normalize, trim_start=trim_start)
+    io.write_store(ds, experiment.path(session, "result"))
+    if figures["per_roi"]:
+        roi_figures(experiment, session, ds, dpi=int(figures["dpi"]))
+    return {"n_rois": ds.sizes["roi"], "lam": round(ds.attrs["lam"], 6),
+            "cutoff_s": ds.attrs["cutoff_s"],
+            "not_converged": int((~ds["converged"].values).sum()),
+            "not_converged_raw": int((~ds["converged_raw"].values).sum())}
+
+
+def roi_file_names(session_name: str, rois: list[int], /) -> dict[int, tuple[str, str, str]]:
+    """Return the three per-ROI PNG names of each ROI number, zero-padded to sort in ROI order.
+
+    Examples
+    --------
+    >>> roi_file_names("230404_5", [1, 10])[1]
+    ('230404_5_mask01.png', '230404_5_mask_arpls_clean_01.png', '230404_5_mask_arpls_NORM_01.png')
+    """
+    width = len(str(max(rois))) if rois else 1
+    return {n: (f"{session_name}_mask{n:0{width}d}.png",
+                f"{session_name}_mask_arpls_clean_{n:0{width}d}.png",
+                f"{session_name}_mask_arpls_NORM_{n:0{width}d}.png") for n in rois}
+
+
+def roi_figures(experiment: Experiment, session: io.Session, ds: xr.Dataset, /, *,
+                dpi: int) -> None:
+    """Save the lab's three PNGs per ROI (raw, clean, normalized)."""
+    folder = experiment.session_dir(session)
+    names = roi_file_names(session.name, ds["roi"].values.tolist())
+    unit = time_unit(ds)
+    for n, files in names.items():
+        for fig_fn, fname in zip((plots.roi_raw_figure, plots.roi_clean_figure,
+                                  plots.roi_norm_figure), files, strict=True):
+            io.save_figure(fig_fn(ds, n, time_unit=unit), folder / fname, dpi=dpi)
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def analysis_step(experiment: Experiment, session: io.Session, /, *,
+                  events: Mapping[str, Any], synchrony: Mapping[str, Any],
+                  qc: Mapping[str, Any], heatmap: Mapping[str, float],
+                  figures: Mapping[str, Any]) -> dict[str, Any]:
+    """Events, synchrony, clusters, features and the QC page of one session.
+
+    Writes ``<session>_{events,features,network_events,spectra}.csv`` and
+    ``<session>_{raster,correlation,clusters,summary,qc}.png``.
+    """
+    _require(experiment, session, "result", "arpls")
+    ds = experiment.open_store(session, "result").load()
+    res = analysis.analyze_session(ds, events=events, synchrony=synchrony)
+    io.write_text(experiment.file(session, "events.csv"), res.events.to_csv(index=False))
+    io.write_text(experiment.file(session, "features.csv"), res.features.to_csv(index=False))
+    io.write_text(experiment.file(session, "network_events.csv"),
+                  res.network_table.to_csv(index=False))
+    if res.spectra is not None:
+        io.write_text(experiment.file(session, "spectra.csv"),
+                      res.spectra.to_pandas().T.to_csv(index_label="frequency_hz"))
+    dpi = int(figures["dpi"])
+    for suffix, fig in session_analysis_figures(experiment, session, ds, res, qc=qc,
+                                                heatmap=heatmap).items():
+        io.save_figure(fig, experiment.file(session, f"{suffix}.png"), dpi=dpi)
+    snr = res.features["snr"].to_numpy(float)
+    return {"n_events": len(res.events), "n_network_events": len(res.network_table),
+            "network_threshold": round(float(res.network.threshold), 3),
+            "n_clusters": int(np.unique(res.clusters).size),
+            "low_snr_rois": int(np.sum(~(snr >= float(qc["snr_threshold"]))))}
+
+
+def session_analysis_figures(experiment: Experiment, session: io.Session, ds: xr.Dataset,
+                             res: analysis.SessionAnalysis, /, *, qc: Mapping[str, Any],
+                             heatmap: Mapping[str, float]) -> dict[str, Any]:
+    """Return the analysis figures of one session: raster, correlation, clusters, summary, QC."""
+    title = session_title(session)
+    amplitude = analysis.AMPLITUDE_UNITS.get(ds.attrs.get("normalize"), "normalized")
+    unit = time_unit(ds)
+    labels = [f"{n} {nm}" for n, nm in zip(ds["roi"].values.tolist(),
+                                             ds["roi_name"].values.tolist(), strict=True)]
+    order = np.asarray(res.order)
+    load = experiment.open_store(session, "load")
+    tr = experiment.open_store(session, "traces")
+    shifts = load["shifts"].rename(native_time="time").load() if "shifts" in load else None
+    bad = load["bad_frame"].values if "bad_frame" in load else None
+    return {
+        "raster": plots.raster_figure(res.events, ds.sizes["roi"], ds["time"].values,
+                                      network=res.network_table, order=order,
+                                      roi_labels=labels, title=title, time_unit=unit),
+        "correlation": plots.correlation_figure(res.corr, order=order, clusters=res.clusters,
+                                                labels=labels, title=title),
+        "clusters": plots.cluster_heatmap_figure(
+            ds["norm"].transpose("roi", "time").values, ds["time"].values, order=order,
+            clusters=res.clusters, vmin=float(heatmap["vmin"]), vmax=float(heatmap["vmax"]),
+            label=plots.NORM_LABELS.get(ds.attrs.get("normalize"), "normalized"), title=title,
+            time_unit=unit),
+        "summary": plots.session_summary_figure(res.features, amplitude_label=amplitude,
+                                                title=title, time_unit=unit),
+        "qc": plots.qc_figure(load["mip"].values, tr["labels"].values, shifts,
+                              ds["background"], ds["converged"].values,
+                              res.features["snr"].to_numpy(float),
+                              snr_threshold=float(qc["snr_threshold"]), bad_frames=bad,
+                              title=title, time_unit=unit),
+    }
+
+
+#: Step name -> step body.
+STEPS = {"load": load_step, "rois": rois_step, "arpls": arpls_step, "analysis": analysis_step}
+
+
+# --------------------------------------------------------------------------- experiment
+
+
+def session_results(experiment: Experiment, /) -> tuple[list[xr.Dataset], list[str]]:
+    """Return the loaded result stores of the selected sessions, and the ids of those without."""
+    results, missing = [], []
+    for s in experiment.sessions:
+        if experiment.has(s, "result"):
+            results.append(experiment.open_store(s, "result").load())
+        else:
+            missing.append(s.id)
+    return results, missing
+
+
+def aggregate_step(experiment: Experiment, /, *, heatmap: Mapping[str, float]) -> xr.Dataset:
+    """Write the experiment's tables and figures from its sessions' results (SPEC §3).
+
+    Writes under ``OUT/<experiment>/``: ``results_raw.csv`` (corrected signal) and
+    ``results_norm.csv`` (normalized signal; one column per ROI, one row per
+    downsampled frame), ``results_long.csv`` (tidy), ``heatmap.pdf``, ``hist_cum.pdf``
+    with ``hist_cum.csv`` (the average trace: mean, SEM and count over cells per frame)
+    and ``experiment.zarr``.
+
+    Returns
+    -------
+    xarray.Dataset
+        The experiment Dataset (:func:`calim_helpers.aggregate.experiment_dataset`).
+    """
+    results, missing = session_results(experiment)
+    if missing:
+        log.warning("%s aggregate: left out (no result): %s", experiment.name,
+                    ", ".join(missing))
+    exp = aggregate.experiment_dataset(results)
+    root = experiment.root
+    io.write_text(root / "results_raw.csv",
+                  aggregate.wide_table(exp, "corrected").to_csv(index=False))
+    io.write_text(root / "results_norm.csv", aggregate.wide_table(exp, "norm").to_csv(index=False))
+    io.write_text(root / "results_long.csv", aggregate.tidy_table(exp).to_csv(index=False))
+    io.write_text(root / "hist_cum.csv", aggregate.average_trace(exp).to_csv(index=False))
+    for name, fig in experiment_figures(exp, heatmap=heatmap).items():
+        io.save_figure(fig, root / f"{name}.pdf")
+    io.write_store(exp, root / "experiment.zarr")
+    log.info("%s aggregate: %d ROIs from %d session(s)", experiment.name, exp.sizes["cell"],
+             len(results))
+    return exp
+
+
+def experiment_figures(exp: xr.Dataset, /, *, heatmap: Mapping[str, float]) -> dict[str, Any]:
+    """``heatmap`` and ``hist_cum`` figures of an experiment Dataset."""
+    unit = time_unit(exp)
+    return {"heatmap": plots.heatmap_figure(exp, vmin=float(heatmap["vmin"]),
+                                            vmax=float(heatmap["vmax"]), time_unit=unit),
+            "hist_cum": plots.hist_cum_figure(exp, time_unit=unit)}
+
+
+def collect_analysis_step(experiment: Experiment, /, *,
+                          statistics: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """Gather the sessions' analysis tables into the experiment's CSVs.
+
+    Writes ``events.csv``, ``features.csv`` (one row per ROI, ready for machine
+    learning), ``network_events.csv`` and, when there are several sessions,
+    ``sessions_summary.pdf`` with ``sessions_tests.csv`` (sessions side by side, a
+    rank test per metric with each ROI a sample: the only unit within one condition)
+    under ``OUT/<experiment>/``. Tables without rows keep their header.
+    """
+    tables: dict[str, list[pd.DataFrame]] = {k: [] for k in ANALYSIS_TABLES[:3]}
+    for s in experiment.sessions:
+        for kind, parts in tables.items():
+            path = experiment.file(s, f"{kind}.csv")
+            if path.exists():
+                part = pd.read_csv(path)
+                if kind == "network_events":
+                    part.insert(0, "session", s.name)
+                    part.insert(0, "date", s.date)
+                parts.append(part)
+    out = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in tables.items()}
+    for kind, table in out.items():
+        io.write_text(experiment.root / f"{kind}.csv", table.to_csv(index=False))
+    feats = out["features"]
+    if len(feats) and feats[["date", "session"]].drop_duplicates().shape[0] > 1:
+        by_session = {f"{d}_{s}": g for (d, s), g in feats.groupby(["date", "session"],
+                                                                     sort=False)}
+        tests = stats.condition_tests(by_session, unit="cell")
+        io.write_text(experiment.root / "sessions_tests.csv", tests.to_csv(index=False))
+        io.save_figure(sessions_summary_figure(by_session, tests), experiment.root /
+                       "sessions_summary.pdf")
+    return out
+
+
+def sessions_summary_figure(by_session: Mapping[str, pd.DataFrame], tests: pd.DataFrame,
+                            /) -> Any:
+    """Sessions of one experiment side by side (per-ROI features, each ROI a sample)."""
+    first = next(iter(by_session.values()))
+    unit = analysis.AMPLITUDE_UNITS.get(str(first["normalize"].iloc[0]), "normalized")
+    return plots.condition_summary_figure(by_session, amplitude_label=unit,
+                                          group_label="session", tests=tests)
+
+
+def compare_step(out_dir: Path, names: Sequence[str], /, *,
+                 statistics: Mapping[str, Any]) -> pd.DataFrame:
+    """Put experiments (conditions) side by side under ``OUT/comparison/``.
+
+    Writes ``comparison.pdf`` (average traces, per-cell summaries),
+    ``comparison_cells.csv`` and, when the experiments have ``features.csv``,
+    ``condition_summary.pdf`` with ``condition_tests.csv``: event rate, amplitude and
+    participation per condition, Mann-Whitney for two experiments, Kruskal-Wallis for
+    more, with the statistical unit ``statistics.unit`` (``session``: each session's
+    median over its ROIs is one sample; ``cell``: each ROI is one).
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`calim_helpers.aggregate.cell_summaries` of the experiments.
+    """
+    out_dir = Path(out_dir)
+    exps = {n: io.open_store(out_dir / n / "experiment.zarr").load() for n in names}
+    table = aggregate.cell_summaries(exps)
+    io.write_text(out_dir / "comparison" / "comparison_cells.csv", table.to_csv(index=False))
+    io.save_figure(plots.comparison_figure(exps, time_unit=time_unit(*exps.values())),
+                   out_dir / "comparison" / "comparison.pdf")
+    features = {}
+    for n in names:
+        path = out_dir / n / "features.csv"
+        if path.exists():
+            f = pd.read_csv(path)
+            if len(f):
+                features[n] = f
+    if len(features) > 1:
+        tests = stats.condition_tests(features, unit=statistics["unit"])
+        io.write_text(out_dir / "comparison" / "condition_tests.csv", tests.to_csv(index=False))
+        units = {analysis.AMPLITUDE_UNITS.get(str(f["normalize"].iloc[0]), "normalized")
+                 for f in features.values()}
+        io.save_figure(plots.condition_summary_figure(
+            features, amplitude_label=units.pop() if len(units) == 1 else "normalized",
+            group_label="experiment", tests=tests),
+            out_dir / "comparison" / "condition_summary.pdf")
+    return table
