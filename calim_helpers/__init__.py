@@ -30,6 +30,6 @@ synthetic experiment with known ground truth).
 
 from calim_helpers.errors import CalimInputError, CalimParameterError, CalimWarning
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["CalimInputError", "CalimParameterError", "CalimWarning", "__version__"]

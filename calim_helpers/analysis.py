@@ -87,6 +87,9 @@ def analyze_session(ds: xr.Dataset, /, *, events: Mapping[str, Any],
     corr = syn.correlation_matrix(norm.values)
     clusters, order = syn.cluster_rois(corr, threshold=float(synchrony["cluster_threshold"]))
     features = syn.session_features(ds, ev, network, corr=corr, clusters=clusters)
+    if "fit_status" in ds:  # converged | stable | failed (calim_helpers.baseline.arpls)
+        features.insert(features.columns.get_loc("converged") + 1, "fit_status",
+                        ds["fit_status"].values.astype(str))
     for t in (ev, features):
         t["normalize"] = ds.attrs.get("normalize")  # the unit of peak_dff and amplitudes
         t["trim_start"] = ds.attrs.get("trim_start")

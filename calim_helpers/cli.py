@@ -108,8 +108,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from calim_helpers.params import check_against_sessions, load_params
     from calim_helpers.workflow import papermill
 
+    overrides = list(args.param) + ([("compute.resume", "false")] if args.force else [])
     try:
-        params = load_params(args.params_file, args.param)
+        params = load_params(args.params_file, overrides)
     except CalimParameterError as exc:
         print(f"calim run: {exc}", file=sys.stderr)
         return 2
@@ -153,6 +154,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print("\nNo results were produced.")
     for line in problems:
         print(f"  {line}")
+    warned = [line for r in runs for line in r.warnings()]
+    if warned:
+        print("Warnings (also in each experiment's run_record.json):")
+        for line in warned:
+            print(f"  {line}")
     return 1 if any(r.failed for r in runs) else 0
 
 
@@ -193,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(every key is documented in params/default.yaml)")
     r.add_argument("-p", "--param", nargs=2, action="append", default=[],
                    metavar=("KEY", "VALUE"), help="set one parameter, e.g. -p downsample.time 5")
+    r.add_argument("--force", action="store_true",
+                   help="recompute every step of every session, even those an earlier run "
+                   "into the same --out completed with the same inputs and parameters")
     r.add_argument("-q", "--quiet", action="store_true",
                    help="no progress lines, only warnings and the final summary")
     r.set_defaults(func=_cmd_run)

@@ -9,6 +9,9 @@ to the normalized signal, in one call::
     baseline_raw = arPLS(raw)
     norm      = normalize(corrected, baseline_raw)   (dff | session | zscore)
 
+Each ROI keeps the status of its two arPLS fits (``fit_status``, ``fit_status_raw``:
+``"converged"``, ``"stable"`` or ``"failed"``); :func:`fit_status` reads them.
+
 Examples
 --------
 >>> import numpy as np, xarray as xr
@@ -32,7 +35,7 @@ from calim_helpers import baseline as bl
 from calim_helpers import normalize as nm
 from calim_helpers.errors import CalimInputError
 
-__all__ = ["correct_traces", "resolve_lam"]
+__all__ = ["correct_traces", "fit_status", "resolve_lam"]
 
 # trace attributes passed on to the result
 _KEEP_ATTRS = ("experiment", "date", "session", "pixel_size_um", "frame_interval_s_downsampled",
@@ -110,10 +113,16 @@ def correct_traces(
         ``raw``, ``background``, ``signal``, ``baseline``, ``corrected``,
         ``baseline_raw``, ``dff = corrected / baseline_raw``, ``dff_raw = (raw -
         baseline_raw) / baseline_raw``, ``norm`` (the chosen normalization), all
-        float32 (roi, time) except ``background`` (time); per ROI ``converged``,
-        ``n_iter``, ``converged_raw``, ``n_iter_raw``; attrs record ``lam``,
-        ``cutoff_s`` (None when unknown), ``tol``, ``max_iter``, ``normalize``,
-        ``trim_start`` and ``session_scale``. The ratios are NaN where the baseline
+        float32 (roi, time) except ``background`` (time); per ROI, for the fit of
+        ``signal`` and (suffix ``_raw``) of ``raw``: ``converged`` and
+        ``converged_raw`` (bool, ``tol`` reached), ``n_iter`` and ``n_iter_raw``
+        (int32), ``fit_status`` and ``fit_status_raw`` (str: ``"converged"``,
+        ``"stable"`` -- ``max_iter`` reached but the baseline no longer moves -- or
+        ``"failed"``, see :func:`calim_helpers.baseline.arpls`), ``weight_change``
+        and ``weight_change_raw`` (float64, the final relative weight change, NaN when
+        it could not be computed); attrs record ``lam``, ``cutoff_s`` (None when
+        unknown), ``tol``, ``max_iter``, ``normalize``, ``trim_start`` and
+        ``session_scale``. The ratios are NaN where the baseline
         is not positive (with a CalimWarning).
     """
     frame_s = tr.attrs.get("frame_interval_s_downsampled")
@@ -143,6 +152,11 @@ def correct_traces(
         "n_iter": ("roi", np.atleast_1d(info["n_iter"]).astype(np.int32)),
         "converged_raw": ("roi", np.atleast_1d(info_raw["converged"])),
         "n_iter_raw": ("roi", np.atleast_1d(info_raw["n_iter"]).astype(np.int32)),
+        "fit_status": ("roi", np.atleast_1d(info["status"]).astype(str)),
+        "fit_status_raw": ("roi", np.atleast_1d(info_raw["status"]).astype(str)),
+        "weight_change": ("roi", np.atleast_1d(info["weight_change"]).astype(np.float64)),
+        "weight_change_raw": ("roi", np.atleast_1d(info_raw["weight_change"])
+                              .astype(np.float64)),
     }, coords=coords)
     scale = ninfo.get("session_scale")
     out.attrs = {k: v for k, v in tr.attrs.items() if k in _KEEP_ATTRS} | {
@@ -152,3 +166,43 @@ def correct_traces(
         "session_scale": None if scale is None else float(scale),
     }
     return out
+
+
+def fit_status(ds: xr.Dataset, /, *, raw: bool = False) -> np.ndarray:
+    """Per-ROI status of the arPLS fits of a result Dataset, as strings.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A result of :func:`correct_traces` (or one ROI of it).
+    raw : bool, optional
+        The fit of ``raw`` (``fit_status_raw``) instead of that of ``signal``
+        (``fit_status``). Default is False.
+
+    Returns
+    -------
+    numpy.ndarray of str, shape of ``ds["converged"]``
+        ``"converged"``, ``"stable"`` or ``"failed"`` (see
+        :func:`calim_helpers.baseline.arpls`). A Dataset written before the status was
+        stored has only ``converged``: True reads as ``"converged"``, False as
+        ``"failed"`` (what those results flagged).
+
+    Raises
+    ------
+    ValueError
+        If ``ds`` has neither the status nor ``converged`` of that fit.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> old = xr.Dataset({"converged": ("roi", [True, False])})
+    >>> fit_status(old).tolist()
+    ['converged', 'failed']
+    """
+    suffix = "_raw" if raw else ""
+    if f"fit_status{suffix}" in ds:
+        return np.asarray(ds[f"fit_status{suffix}"].values).astype(str)
+    if f"converged{suffix}" in ds:
+        return np.where(np.asarray(ds[f"converged{suffix}"].values, dtype=bool),
+                        "converged", "failed")
+    raise ValueError(f"ds has neither fit_status{suffix} nor converged{suffix}")

@@ -1,8 +1,15 @@
-"""Finding sessions and opening Micro-Manager stacks: the only module that opens image files.
+"""Finding sessions and opening image stacks: the only module that opens image files.
 
 An *experiment* folder holds *date* folders (``dd-mm-yy``) holding *session* folders
 (``<yymmdd>_<n>``), each with a Micro-Manager OME-TIFF stack (possibly split into
 continuation files), its ``metadata.txt`` and a Fiji ROI set (SPEC §1).
+
+Accepted stacks: Micro-Manager 1.4 and 2.0 files (``<prefix>_MMStack_Pos0.ome.tif``,
+``<prefix>_MMStack_Default.ome.tif``, ``<prefix>_MMStack_1-Pos_000_000.ome.tif``, each
+with continuation files ``..._1.ome.tif``, ``..._2.ome.tif``), and plain ImageJ or OME
+TIFF stacks exported from Fiji, whose frame interval and pixel size come from their own
+metadata. Projections saved beside the stack (Fiji's ``MAX_``, ``AVG_``, ... files) and
+other TIFFs that are not part of it are left aside with a :class:`CalimWarning`.
 
 Examples
 --------
@@ -13,9 +20,21 @@ Examples
 >>> movie.dims  # doctest: +SKIP
 ('time', 'y', 'x')
 
-Reading relies on tifffile's Micro-Manager (``mmstack``) and OME support and on its
-zarr store; nothing here parses TIFF structures. Files in the Micro-Manager layout are
-written by :func:`calim_helpers.synthetic.mmstack.write_mmstack` (demo data, tests).
+Which file names make up one Micro-Manager acquisition:
+
+>>> m = STACK_RE.match("230404_5_MMStack_1-Pos_000_000_2.ome.tif")
+>>> m["prefix"], m["pos"], m["part"]
+('230404_5', '1-Pos_000_000', '2')
+>>> STACK_RE.match("230404_5_MMStack_Default.ome.tif")["pos"]
+'Default'
+>>> PROJECTION_RE.match("MAX_230404_5_MMStack_Pos0.ome.tif")[1]
+'MAX'
+
+Reading relies on tifffile's Micro-Manager (``mmstack``), OME and ImageJ support and on
+its zarr store; nothing here decodes TIFF structures, except that the link to the next
+page is read once to tell a truncated file from a short one. Files in the Micro-Manager
+layout are written by :func:`calim_helpers.synthetic.mmstack.write_mmstack` (demo data,
+tests).
 """
 
 from __future__ import annotations
@@ -58,9 +77,18 @@ __all__ = [
 
 DATE_RE = re.compile(r"^(\d{2})-(\d{2})-(\d{2})$")
 SESSION_RE = re.compile(r"^(\d{6})_(\d+)$")
+# Micro-Manager stack file names: the position label is Pos<n> (1.4 and 2.0), Default
+# (2.0 without a position list) or <n>-Pos_<col>_<row> (1.4 position grids); continuation
+# files past 4 GB add _<k>.
 STACK_RE = re.compile(
-    r"^(?P<prefix>.+)_MMStack_(?P<pos>Pos\d+)(?:_(?P<part>\d+))?\.ome\.tiff?$", re.IGNORECASE
+    r"^(?P<prefix>.+)_MMStack_(?P<pos>Pos\d+|Default|\d+-Pos_\d+_\d+)(?:_(?P<part>\d+))?"
+    r"\.ome\.tiff?$",
+    re.IGNORECASE,
 )
+# Fiji's Image > Stacks > Z Project... names its result <method>_<title>.
+PROJECTION_RE = re.compile(r"^(MAX|AVG|MIN|SUM|STD|MED)_", re.IGNORECASE)
+_PROJECTIONS = {"MAX": "maximum", "AVG": "average", "MIN": "minimum", "SUM": "sum",
+                "STD": "standard-deviation", "MED": "median"}
 # ROI-set locations accepted (compared case-insensitively), in order of preference.
 ROI_LOCATIONS = ("rois/rois.zip", "roiset.zip", "rois/roiset.zip", "rois.zip")
 
@@ -88,6 +116,10 @@ class Session:
     problem : str
         Why the session folder cannot be used (no stack, a gap in the continuation
         files, several ROI sets), or ``""``. :func:`open_movie` raises it.
+    notes : tuple of str
+        Files of the session folder left aside, each with the reason (a projection saved
+        beside the stack, a TIFF that is not part of it). :func:`find_sessions` also
+        warns with each.
     """
 
     experiment: str
@@ -98,6 +130,7 @@ class Session:
     metadata_file: Path | None
     roi_file: Path | None
     problem: str = ""
+    notes: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -111,9 +144,16 @@ class Session:
 def find_stack_files(folder: str | os.PathLike, /) -> tuple[tuple[Path, ...], Path | None]:
     """Return the stack files of one session folder, in order, and its metadata file.
 
-    Micro-Manager writes ``<prefix>_MMStack_Pos0.ome.tif`` and, past 4 GB,
-    continuation files ``<prefix>_MMStack_Pos0_1.ome.tif``, ``..._2...``. A folder
-    without any ``_MMStack_`` file but with exactly one ``.tif``/``.tiff`` uses that file.
+    Micro-Manager writes ``<prefix>_MMStack_<pos>.ome.tif`` and, past 4 GB,
+    continuation files ``<prefix>_MMStack_<pos>_1.ome.tif``, ``..._2...``, where
+    ``<pos>`` is ``Pos0`` (1.4 and 2.0), ``Default`` (2.0 without a position list) or
+    ``1-Pos_000_000`` (1.4 position grids). A folder without any such file uses its
+    TIFF time series: a plain ImageJ or OME-TIFF stack exported from Fiji.
+
+    Projections saved beside the stack (Fiji's ``MAX_``, ``AVG_``, ``MIN_``, ``SUM_``,
+    ``STD_``, ``MED_`` files), TIFFs that are not part of the Micro-Manager
+    acquisition and, when there is no Micro-Manager stack, single images are left aside
+    with a warning; they are never taken for the stack.
 
     Parameters
     ----------
@@ -123,37 +163,53 @@ def find_stack_files(folder: str | os.PathLike, /) -> tuple[tuple[Path, ...], Pa
     Returns
     -------
     stack_files : tuple of pathlib.Path
-        Main file first, then continuation files in order.
+        Main file first, then continuation files in numeric order.
     metadata_file : pathlib.Path or None
-        ``<prefix>_MMStack_<pos>_metadata.txt`` if present.
+        ``<prefix>_MMStack_<pos>_metadata.txt`` if present (for a plain TIFF stack, the
+        folder's only ``*metadata.txt`` when the stack is the folder's only TIFF).
 
     Raises
     ------
     CalimInputError
-        No stack, stacks of several positions, or a gap in the continuation files.
+        No stack, stacks of several acquisitions or positions, several plain TIFF time
+        series, or a gap in the continuation files.
+
+    Warns
+    -----
+    CalimWarning
+        For each file left aside, naming it and why.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CalimInputError(f"{folder}: session folder not found")
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    parts: dict[tuple[str, str], dict[int, Path]] = {}
+    stack_files, metadata_file, notes = _scan_folder(Path(folder))
+    for note in notes:
+        warnings.warn(note, CalimWarning, stacklevel=2)
+    return stack_files, metadata_file
+
+
+def _is_tiff(path: Path) -> bool:
+    return path.suffix.lower() in (".tif", ".tiff")
+
+
+def _projection_note(path: Path, method: str) -> str:
+    kind = _PROJECTIONS[method.upper()]
+    return (f"{path}: ignored, a {kind}-intensity projection saved beside the stack "
+            f"(Fiji's '{method}_' prefix), not a time series")
+
+
+def _mm_groups(files: list[Path]) -> tuple[dict[tuple[str, str], dict[int, Path]], list[Path]]:
+    """Micro-Manager files by (prefix, position) and part number; the other files."""
+    groups: dict[tuple[str, str], dict[int, Path]] = {}
+    others = []
     for p in files:
         m = STACK_RE.match(p.name)
         if m:
-            key = (m["prefix"], m["pos"])
-            parts.setdefault(key, {})[int(m["part"] or 0)] = p
-    if not parts:
-        tiffs = [p for p in files if p.suffix.lower() in (".tif", ".tiff")]
-        if len(tiffs) == 1:
-            return (tiffs[0],), _find_metadata_txt(folder, None)
-        found = ", ".join(p.name for p in tiffs) or "no TIFF file"
-        raise CalimInputError(
-            f"{folder}: no Micro-Manager stack '*_MMStack_Pos0.ome.tif' found ({found})"
-        )
-    if len(parts) > 1:
-        names = ", ".join(f"{a}_MMStack_{b}" for a, b in sorted(parts))
-        raise CalimInputError(f"{folder}: stacks of several acquisitions/positions: {names}")
-    (prefix, pos), numbered = next(iter(parts.items()))
+            groups.setdefault((m["prefix"], m["pos"]), {})[int(m["part"] or 0)] = p
+        else:
+            others.append(p)
+    return groups, others
+
+
+def _mm_parts_in_order(folder: Path, prefix: str, pos: str,
+                       numbered: Mapping[int, Path]) -> tuple[Path, ...]:
     expected = list(range(max(numbered) + 1))
     if sorted(numbered) != expected:
         missing = [f"{prefix}_MMStack_{pos}{'_' + str(k) if k else ''}.ome.tif"
@@ -161,8 +217,95 @@ def find_stack_files(folder: str | os.PathLike, /) -> tuple[tuple[Path, ...], Pa
         raise CalimInputError(
             f"{folder}: continuation file(s) missing: {', '.join(missing)}"
         )
-    stack_files = tuple(numbered[k] for k in expected)
-    return stack_files, _find_metadata_txt(folder, f"{prefix}_MMStack_{pos}_metadata.txt")
+    return tuple(numbered[k] for k in expected)
+
+
+def _not_a_time_series(path: Path) -> str | None:
+    """Why a TIFF cannot be a session's time series, or None when it may be one.
+
+    A file that cannot be read, or whose metadata declare several images (a truncated
+    stack), may be the stack: :func:`open_movie` then says what is wrong with it.
+    """
+    logging.getLogger("tifffile").setLevel(logging.ERROR)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            n_images = math.prod(n for ax, n in zip(series.axes, series.shape, strict=True)
+                                 if ax not in "YXSC")
+            declared = _declared_images(tif)
+    except Exception:  # noqa: BLE001 - tifffile raises many kinds on corrupt files
+        return None
+    if n_images > 1 or (declared is not None and declared[0] > 1):
+        return None
+    return f"a single image (axes {series.axes}, shape {series.shape}), not a time series"
+
+
+def _scan_folder(folder: Path) -> tuple[tuple[Path, ...], Path | None, list[str]]:
+    """:func:`find_stack_files` without warnings: also returns the notes on files left aside."""
+    if not folder.is_dir():
+        raise CalimInputError(f"{folder}: session folder not found")
+    tiffs = sorted(p for p in folder.iterdir() if p.is_file() and _is_tiff(p))
+    notes = []
+    candidates = []
+    for p in tiffs:
+        proj = PROJECTION_RE.match(p.name)
+        if proj:
+            notes.append(_projection_note(p, proj[1]))
+        else:
+            candidates.append(p)
+    groups, others = _mm_groups(candidates)
+    if len(groups) > 1:
+        names = ", ".join(f"{a}_MMStack_{b}" for a, b in sorted(groups))
+        raise CalimInputError(f"{folder}: stacks of several acquisitions/positions: {names}")
+    if groups:
+        (prefix, pos), numbered = next(iter(groups.items()))
+        stack_files = _mm_parts_in_order(folder, prefix, pos, numbered)
+        notes += [f"{p}: ignored, not part of the Micro-Manager stack {prefix}_MMStack_{pos}"
+                  for p in others]
+        return (stack_files, _find_metadata_txt(folder, f"{prefix}_MMStack_{pos}_metadata.txt"),
+                notes)
+    if not others:
+        found = ", ".join(p.name for p in tiffs) or "no TIFF file"
+        raise CalimInputError(
+            f"{folder}: no Micro-Manager stack '*_MMStack_Pos0.ome.tif' and no other TIFF "
+            f"stack found ({found})"
+        )
+    if len(others) == 1:
+        return (others[0],), _find_metadata_txt(folder, None), notes
+    series = []
+    single = []
+    for p in others:
+        why = _not_a_time_series(p)
+        if why is None:
+            series.append(p)
+        else:
+            single.append(f"{p.name} is {why}")
+            notes.append(f"{p}: ignored, {why}")
+    if len(series) == 1:
+        return (series[0],), None, notes
+    if not series:
+        raise CalimInputError(
+            f"{folder}: no Micro-Manager stack and no TIFF time series: {'; '.join(single)}"
+        )
+    names = ", ".join(p.name for p in series)
+    raise CalimInputError(
+        f"{folder}: several TIFF time series ({names}); keep one per session folder or "
+        "open the file by name"
+    )
+
+
+def _stack_files_of(path: Path) -> tuple[tuple[Path, ...], Path | None]:
+    """Stack files for a file named by the user: its Micro-Manager acquisition, or itself."""
+    folder = path.parent
+    m = STACK_RE.match(path.name)
+    if m and not PROJECTION_RE.match(path.name):
+        groups, _ = _mm_groups(sorted(p for p in folder.iterdir() if p.is_file()))
+        key = (m["prefix"], m["pos"])
+        files = _mm_parts_in_order(folder, *key, groups[key])
+        return files, _find_metadata_txt(folder, f"{key[0]}_MMStack_{key[1]}_metadata.txt")
+    alone = [p for p in folder.iterdir()
+             if p.is_file() and _is_tiff(p) and not PROJECTION_RE.match(p.name)] == [path]
+    return (path,), _find_metadata_txt(folder, None) if alone else None
 
 
 def _find_metadata_txt(folder: Path, preferred: str | None) -> Path | None:
@@ -209,9 +352,10 @@ def find_sessions(experiment_dir: str | os.PathLike, /) -> list[Session]:
     -----
     CalimWarning
         A session whose ``yymmdd`` does not match its date folder, a session without an
-        ROI set (it will need automatic detection or be skipped), or a session folder
-        that cannot be used (no stack, a gap in its continuation files, several ROI
-        sets): it is listed with its ``problem``, so that it fails alone.
+        ROI set (it will need automatic detection or be skipped), a file left aside in a
+        session folder (see :func:`find_stack_files`; also in ``Session.notes``), or a
+        session folder that cannot be used (no stack, a gap in its continuation files,
+        several ROI sets): it is listed with its ``problem``, so that it fails alone.
     """
     root = Path(experiment_dir)
     if not root.is_dir():
@@ -232,18 +376,20 @@ def find_sessions(experiment_dir: str | os.PathLike, /) -> list[Session]:
                     CalimWarning, stacklevel=2,
                 )
             try:
-                stack_files, metadata_file = find_stack_files(sdir)
+                stack_files, metadata_file, notes = _scan_folder(sdir)
                 roi_file = _find_roi_file(sdir)
             except CalimInputError as exc:
                 warnings.warn(str(exc), CalimWarning, stacklevel=2)
                 sessions.append(Session(root.name, date_dir.name, sdir.name, sdir, (), None,
                                         None, problem=str(exc)))
                 continue
+            for note in notes:
+                warnings.warn(note, CalimWarning, stacklevel=2)
             if roi_file is None:
                 warnings.warn(f"{sdir}: no ROI set (ROIs/ROIs.zip, Rois/Rois.zip, RoiSet.zip)",
                               CalimWarning, stacklevel=2)
             sessions.append(Session(root.name, date_dir.name, sdir.name, sdir,
-                                    stack_files, metadata_file, roi_file))
+                                    stack_files, metadata_file, roi_file, notes=tuple(notes)))
     if not sessions:
         raise CalimInputError(
             f"{root}: no session found (expected dd-mm-yy/<yymmdd>_<n>/ folders)"
@@ -294,8 +440,31 @@ def _frame_interval_from_frames(meta: Mapping[str, Any]) -> float | None:
     return step if step > 0 else None
 
 
-_LENGTH_TO_UM = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "m": 1e6}
-_TIME_TO_S = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "min": 60.0, "h": 3600.0}
+# Units of lengths (to µm) and times (to s) as OME, ImageJ and TIFF write them. ImageJ
+# escapes non-ASCII characters in its description ("\u00B5m"); "Âµm" is the same unit
+# read with the wrong encoding.
+_LENGTH_TO_UM = {
+    "µm": 1.0, "μm": 1.0, "um": 1.0, "Âµm": 1.0, "micron": 1.0, "microns": 1.0,
+    "micrometer": 1.0, "nm": 1e-3, "pm": 1e-6, "Å": 1e-4, "mm": 1e3, "cm": 1e4, "m": 1e6,
+    "in": 25400.0, "inch": 25400.0,
+}
+_TIME_TO_S = {
+    "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "msec": 1e-3,
+    "µs": 1e-6, "μs": 1e-6, "us": 1e-6, "usec": 1e-6, "ns": 1e-9, "min": 60.0,
+    "minute": 60.0, "minutes": 60.0, "h": 3600.0, "hr": 3600.0, "hour": 3600.0,
+    "hours": 3600.0, "d": 86400.0,
+}
+_UNCALIBRATED = ("", "pixel", "pixels", "px")
+
+
+def _unit_factor(unit: Any, table: Mapping[str, float], what: str, path: str) -> float | None:
+    """Factor of ``unit`` in ``table`` (ImageJ escapes decoded); warn and None if unknown."""
+    text = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m[1], 16)), str(unit)).strip()
+    factor = table.get(text, table.get(text.lower()))
+    if factor is None:
+        warnings.warn(f"{path}: {what} unit {unit!r} not understood; {what} ignored",
+                      CalimWarning, stacklevel=5)  # the caller of open_movie
+    return factor
 
 
 def _ome_pixels(tif: tifffile.TiffFile) -> dict[str, Any]:
@@ -320,20 +489,84 @@ def _positive(value: Any) -> float | None:
     return v if math.isfinite(v) and v > 0 else None
 
 
+def _ome_calibration(tif: tifffile.TiffFile) -> tuple[float | None, float | None, float | None]:
+    """OME pixel size (µm), ``TimeIncrement`` (s) and median ``DeltaT`` step (s)."""
+    pixels = _ome_pixels(tif)
+    pixel_um = interval_s = step_s = None
+    size = _positive(pixels.get("PhysicalSizeX"))
+    if size is not None:  # OME's default unit is the micrometre
+        factor = _unit_factor(pixels.get("PhysicalSizeXUnit", "µm"), _LENGTH_TO_UM,
+                              "OME PhysicalSizeX", tif.filehandle.path)
+        pixel_um = None if factor is None else size * factor
+    increment = _positive(pixels.get("TimeIncrement"))
+    if increment is not None:  # OME's default unit is the second
+        factor = _unit_factor(pixels.get("TimeIncrementUnit", "s"), _TIME_TO_S,
+                              "OME TimeIncrement", tif.filehandle.path)
+        interval_s = None if factor is None else increment * factor
+    planes = pixels.get("Plane", [])
+    planes = [planes] if isinstance(planes, dict) else planes
+    times = {}
+    for plane in planes:
+        if not isinstance(plane, dict) or plane.get("TheC", 0) or plane.get("TheZ", 0):
+            continue
+        factor = _TIME_TO_S.get(str(plane.get("DeltaTUnit", "s")))
+        if factor is not None and isinstance(plane.get("DeltaT"), int | float):
+            times[int(plane.get("TheT", 0))] = float(plane["DeltaT"]) * factor
+    if len(times) > 1:
+        step_s = _positive(np.median(np.diff([times[k] for k in sorted(times)])))
+    return pixel_um, interval_s, step_s
+
+
+def _imagej_calibration(tif: tifffile.TiffFile) -> tuple[float | None, float | None]:
+    """Pixel size (µm) and frame interval (s) of an ImageJ TIFF.
+
+    ImageJ writes the pixel size as the X resolution (pixels per unit) with the unit in
+    its description (``unit=micron``); without ``unit`` the image is uncalibrated,
+    whatever the TIFF resolution tags say (often 1 pixel per inch). The frame interval
+    is ``finterval`` in ``tunit`` (seconds when absent). ``spacing`` is the z step, not
+    a pixel size.
+    """
+    meta = tif.imagej_metadata
+    if not meta:
+        return None, None
+    path = tif.filehandle.path
+    pixel_um = interval_s = None
+    page = tif.pages.first
+    unit = str(meta.get("unit", "")).strip()
+    per_unit = _positive(page.resolution[0]) if page.resolution else None
+    if per_unit is not None and unit.lower() not in _UNCALIBRATED:
+        factor = _unit_factor(unit, _LENGTH_TO_UM, "ImageJ pixel size", path)
+        pixel_um = None if factor is None else factor / per_unit
+    finterval = _positive(meta.get("finterval"))
+    if finterval is not None:
+        factor = _unit_factor(meta.get("tunit", "sec"), _TIME_TO_S, "ImageJ frame interval",
+                              path)
+        interval_s = None if factor is None else finterval * factor
+    return pixel_um, interval_s
+
+
 def _physical_metadata(
     tif: tifffile.TiffFile, mm_summary: Mapping[str, Any], file_meta: Mapping[str, Any]
 ) -> tuple[float | None, float | None, list[str]]:
-    """Pixel size (µm) and frame interval (s), with the sources they came from."""
+    """Pixel size (µm) and frame interval (s), with the sources they came from.
+
+    First found wins: OME ``PhysicalSizeX``/``TimeIncrement``; ImageJ calibration; the
+    Micro-Manager summary in the file, then in ``metadata.txt``; the median step of
+    ``ElapsedTime-ms`` in ``metadata.txt``; the median step of OME ``DeltaT``.
+    """
     sources = []
-    pixels = _ome_pixels(tif)
-    pixel_um = _positive(pixels.get("PhysicalSizeX"))
+    pixel_um, interval_s, ome_step_s = _ome_calibration(tif)
     if pixel_um is not None:
-        pixel_um *= _LENGTH_TO_UM.get(pixels.get("PhysicalSizeXUnit", "µm"), 1.0)
         sources.append("pixel size: OME PhysicalSizeX")
-    interval_s = _positive(pixels.get("TimeIncrement"))
     if interval_s is not None:
-        interval_s *= _TIME_TO_S.get(pixels.get("TimeIncrementUnit", "s"), 1.0)
         sources.append("frame interval: OME TimeIncrement")
+    ij_pixel_um, ij_interval_s = _imagej_calibration(tif)
+    if pixel_um is None and ij_pixel_um is not None:
+        pixel_um = ij_pixel_um
+        sources.append("pixel size: ImageJ resolution and unit")
+    if interval_s is None and ij_interval_s is not None:
+        interval_s = ij_interval_s
+        sources.append("frame interval: ImageJ finterval")
     file_summary = file_meta.get("Summary", {}) if file_meta else {}
     for label, summ in (("Micro-Manager summary", mm_summary), ("metadata.txt", file_summary)):
         if pixel_um is None:
@@ -350,6 +583,9 @@ def _physical_metadata(
         if ms is not None:
             interval_s = ms / 1000.0
             sources.append("frame interval: metadata.txt ElapsedTime-ms (median step)")
+    if interval_s is None and ome_step_s is not None:
+        interval_s = ome_step_s
+        sources.append("frame interval: OME DeltaT (median step)")
     return pixel_um, interval_s, sources
 
 
@@ -360,6 +596,15 @@ def _open_tiff(path: Path) -> tifffile.TiffFile:
         return tifffile.TiffFile(path)
     except (tifffile.TiffFileError, ValueError, OSError, struct.error) as exc:
         raise CalimInputError(f"{path}: not a readable TIFF file ({exc})") from None
+
+
+def _first_series(tif: tifffile.TiffFile, path: Path) -> tifffile.TiffPageSeries:
+    try:
+        return tif.series[0]
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds on corrupt files
+        raise CalimInputError(
+            f"{path}: cannot read the image series, file corrupt or truncated ({exc})"
+        ) from None
 
 
 def _check_mmstack_files(stack_files: tuple[Path, ...], series: tifffile.TiffPageSeries) -> None:
@@ -390,18 +635,111 @@ def _check_mmstack_files(stack_files: tuple[Path, ...], series: tifffile.TiffPag
         last = int(frames.max())
 
 
-def _check_extents(series: tifffile.TiffPageSeries, path: Path) -> None:
-    """Refuse pages whose pixel data lie beyond the end of their file (truncation)."""
-    for i, page in enumerate(series.pages):
-        if page is None:
-            raise CalimInputError(f"{path}: frame {i} is missing")
+def _declared_images(tif: tifffile.TiffFile) -> tuple[int, str] | None:
+    """Return how many images the file's own metadata announce, and which metadata say so.
+
+    In order: the Micro-Manager summary in the file header (``Frames`` x ``Slices`` x
+    ``Channels``, all continuation files together), OME ``SizeT`` x ``SizeZ`` x
+    ``SizeC``, ImageJ ``images=``, tifffile's ``shape``. None when none says.
+    """
+    try:
+        mm = tif.micromanager_metadata or {}
+    except Exception:  # noqa: BLE001 - a damaged header is only lost metadata
+        mm = {}
+    summary = mm.get("Summary") if isinstance(mm.get("Summary"), dict) else {}
+    frames = summary.get("Frames")
+    if isinstance(frames, int) and frames > 0:
+        n = frames * max(int(summary.get("Slices", 1) or 1), 1) * max(
+            int(summary.get("Channels", 1) or 1), 1)
+        return n, "Micro-Manager summary 'Frames'"
+    pixels = _ome_pixels(tif)
+    sizes = [pixels.get(k) for k in ("SizeT", "SizeZ", "SizeC")]
+    if all(isinstance(v, int) and v > 0 for v in sizes):
+        return math.prod(sizes), "OME SizeT"
+    ij = tif.imagej_metadata or {}
+    if isinstance(ij.get("images"), int) and ij["images"] > 0:
+        return ij["images"], "ImageJ images="
+    shaped = tif.shaped_metadata
+    page = tif.pages.first
+    if shaped and isinstance(shaped[0].get("shape"), list) and page.size:
+        return math.prod(shaped[0]["shape"]) // page.size, "tifffile shape"
+    return None
+
+
+def _complete_images(series: tifffile.TiffPageSeries) -> tuple[int, int]:
+    """Images of a series whose pixels lie wholly in their file, counted from the first.
+
+    Returns ``(complete, announced)``: ``announced`` is the series' number of images.
+    """
+    keyframe = series.keyframe
+    announced = math.prod(series.shape) // max(keyframe.size, 1)
+    pages = series.pages
+    if len(pages) == 1 and announced > 1 and pages[0] is not None:
+        # one page whose image data continue contiguously (ImageJ, large stacks)
+        page = pages[0]
+        room = page.parent.filehandle.size - page.dataoffsets[0]
+        return min(announced, max(room, 0) // max(keyframe.nbytes, 1)), announced
+    for i, page in enumerate(pages):
+        if page is None or not page.dataoffsets:
+            return i, announced
         size = page.parent.filehandle.size
         for off, n in zip(page.dataoffsets, page.databytecounts, strict=True):
             if off == 0 or off + n > size:
-                raise CalimInputError(
-                    f"{page.parent.filehandle.path}: frame {i} lies beyond the end of the "
-                    f"file ({size} bytes): file truncated"
-                )
+                return i, announced
+    return len(pages), announced
+
+
+def _page_chain_cut(tif: tifffile.TiffFile) -> bool:
+    """Tell whether the last page tifffile found links to a page beyond the end of the file.
+
+    A complete TIFF ends its chain of pages with a zero link; tifffile stops (and only
+    logs) at a link past the end of the file, which is how a truncated file that lost its
+    metadata looks like a shorter, valid one. This reads that one link, stored right
+    after the last page's tag list.
+    """
+    fmt, fh = tif.tiff, tif.filehandle
+    last = tif.pages[len(tif.pages) - 1]
+    with fh.lock:
+        try:
+            fh.seek(last.offset)
+            (n_tags,) = struct.unpack(fmt.tagnoformat, fh.read(fmt.tagnosize))
+            fh.seek(last.offset + fmt.tagnosize + n_tags * fmt.tagsize)
+            (link,) = struct.unpack(fmt.offsetformat, fh.read(fmt.offsetsize))
+        except (struct.error, OSError):
+            return True
+    return link >= fh.size
+
+
+def _check_complete(parts: list[tuple[tifffile.TiffPageSeries, tifffile.TiffFile, Path]],
+                    declared: tuple[int, str] | None) -> None:
+    """Refuse a stack shorter than its metadata announce, or cut inside or after a page.
+
+    ``parts`` are the series of the stack files in order; ``declared`` what the first
+    file's metadata announce for all of them (:func:`_declared_images`).
+    """
+    found = 0
+    cut = None
+    for series, tif, path in parts:
+        complete, announced = _complete_images(series)
+        found += complete
+        if complete < announced:
+            cut = (path, f"frame {found} lies beyond the end of the file "
+                         f"({tif.filehandle.size} bytes)")
+            break
+        if _page_chain_cut(tif):
+            cut = (path, f"the file ends where its frame {found} should begin "
+                         f"({tif.filehandle.size} bytes)")
+            break
+    if cut is None and (declared is None or found >= declared[0]):
+        return
+    if declared is not None and found < declared[0]:
+        where = (f" in {len(parts)} files: a file is truncated or a continuation file is "
+                 "missing" if len(parts) > 1 else "")
+        raise CalimInputError(
+            f"{cut[0] if cut else parts[0][2]}: file truncated: expected {declared[0]} "
+            f"frames ({declared[1]}), found {found}{where}"
+        )
+    raise CalimInputError(f"{cut[0]}: file truncated: {cut[1]}; found {found} complete frames")
 
 
 def _squeeze_to_tyx(arr: da.Array, axes: str, path: Path) -> tuple[da.Array, str]:
@@ -447,7 +785,9 @@ def open_movie(
     Parameters
     ----------
     session_or_path : Session or path-like
-        A :class:`Session`, a session folder, or the main stack file.
+        A :class:`Session`, a session folder (see :func:`find_stack_files`), or a stack
+        file. A Micro-Manager file opens its whole acquisition (main and continuation
+        files); any other TIFF opens alone. Other TIFFs in its folder do not matter.
     chunks : mapping of str to int, optional
         Dask chunk sizes per dimension (``"time"``, ``"y"``, ``"x"``); dimensions not
         given span the whole axis. Default is ``{"time": 100}``.
@@ -462,13 +802,26 @@ def open_movie(
         the pixel size is known (``row × pixel size``), else pixel indices.
         ``attrs``: ``source_files``, ``frame_interval_s``, ``pixel_size_um`` (NaN when
         unknown), ``metadata_sources`` and ``acquisition_metadata`` (the Micro-Manager
-        summary as JSON text).
+        summary as JSON text). Pixel size and frame interval come from OME
+        (``PhysicalSizeX``, ``TimeIncrement``, with their units), ImageJ (resolution and
+        ``unit``, ``finterval`` and ``tunit``), the Micro-Manager summary or
+        ``metadata.txt``, or measured frame times, in that order of preference. Any
+        number of frames opens; the pipeline's own minimum is checked elsewhere.
 
     Raises
     ------
     CalimInputError
-        A missing, truncated or corrupt file, a stack that is not 3-D, continuation
-        files missing or out of order, zero-filled missing frames, unreadable metadata.
+        A missing or corrupt file; a truncated file (``file truncated: expected N
+        frames (<metadata>), found M`` when the Micro-Manager summary, OME ``SizeT`` or
+        ImageJ ``images=`` say how many there should be); a stack that is not 3-D;
+        continuation files missing or out of order; zero-filled missing frames;
+        unreadable metadata.
+
+    Warns
+    -----
+    CalimWarning
+        Frame interval unknown (time in frames); a calibration unit not understood;
+        files of a session folder left aside (see :func:`find_stack_files`).
     """
     if isinstance(session_or_path, Session):
         session = session_or_path
@@ -482,9 +835,7 @@ def open_movie(
         elif not p.exists():
             raise CalimInputError(f"{p}: stack file not found")
         else:
-            stack_files, metadata_file = find_stack_files(p.parent)
-            if p not in stack_files and p.resolve() not in [f.resolve() for f in stack_files]:
-                stack_files = (p,)
+            stack_files, metadata_file = _stack_files_of(p)
         session = None
     for f in stack_files:
         if not Path(f).is_file():
@@ -496,12 +847,7 @@ def open_movie(
     tif = _open_tiff(Path(stack_files[0]))
     opened = [tif]
     try:
-        try:
-            series = tif.series[0]
-        except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds on corrupt files
-            raise CalimInputError(
-                f"{stack_files[0]}: cannot read the image series, file corrupt or truncated ({exc})"
-            ) from None
+        series = _first_series(tif, Path(stack_files[0]))
         mm = tif.micromanager_metadata if tif.is_micromanager else None
         mm_summary = (mm or {}).get("Summary", {}) or file_meta.get("Summary", {})
         want = {"time": 100, **(chunks or {})}
@@ -512,31 +858,21 @@ def open_movie(
         if series.kind == "mmstack":
             _check_mmstack_files(stack_files, series)
             arr = _series_to_dask(series, chunk_time)
-        elif len(stack_files) > 1 and not series.is_multifile:
-            parts = [_series_to_dask(series, chunk_time)]
-            _check_extents(series, Path(stack_files[0]))
-            for f in stack_files[1:]:
-                t2 = _open_tiff(Path(f))
-                opened.append(t2)
-                s2 = t2.series[0]
-                _check_extents(s2, Path(f))
-                parts.append(_series_to_dask(s2, chunk_time))
+        else:
+            parts = [(series, tif, Path(stack_files[0]))]
+            if len(stack_files) > 1 and not series.is_multifile:
+                for f in stack_files[1:]:
+                    t2 = _open_tiff(Path(f))
+                    opened.append(t2)
+                    parts.append((_first_series(t2, Path(f)), t2, Path(f)))
+            _check_complete(parts, _declared_images(tif))
             try:
-                arr = da.concatenate(parts, axis=0)
+                arr = da.concatenate([_series_to_dask(s, chunk_time) for s, _, _ in parts],
+                                     axis=0)
             except ValueError as exc:
                 raise CalimInputError(
                     f"{stack_files[0]}: continuation files do not match ({exc})") from None
-        else:
-            _check_extents(series, Path(stack_files[0]))
-            arr = _series_to_dask(series, chunk_time)
         arr, _ = _squeeze_to_tyx(arr, series.axes, Path(stack_files[0]))
-
-        declared = mm_summary.get("Frames")
-        if isinstance(declared, int) and declared > 1 and declared != arr.shape[0]:
-            raise CalimInputError(
-                f"{stack_files[0]}: holds {arr.shape[0]} frames but its metadata declares "
-                f"{declared}: a continuation file is missing or the acquisition was cut short"
-            )
 
         pixel_um, interval_s, sources = _physical_metadata(tif, mm_summary, file_meta)
         nt, ny, nx = arr.shape

@@ -95,6 +95,10 @@ def _section(**properties: dict[str, Any]) -> dict[str, Any]:
 
 
 _BOOL: dict[str, Any] = {"type": "boolean"}
+_TEXT: dict[str, Any] = {"type": ["string", "null"]}
+_TEXTS: dict[str, Any] = {"anyOf": [{"type": "null"}, {"type": "string"},
+                                    {"type": "array", "items": {"type": "string"}}],
+                          "x-messages": {"anyOf": "must be text, a list of text, or null"}}
 
 SCHEMA: dict[str, Any] = _section(
     sessions={
@@ -110,7 +114,8 @@ SCHEMA: dict[str, Any] = _section(
         scheduler={"type": "string", "pattern": _SCHEDULER, _MESSAGES: {
             "pattern": "must be threads, synchronous or a dask cluster address such as "
                        "tcp://host:8786"}},
-        parallel_sessions=_int(ge=1)),
+        parallel_sessions=_int(ge=1),
+        resume=_BOOL),
     load=_section(chunk_time=_int(ge=1)),
     registration=_section(
         enabled=_BOOL,
@@ -143,6 +148,16 @@ SCHEMA: dict[str, Any] = _section(
     qc=_section(snr_threshold=_number(ge=0)),
     heatmap=_section(vmin=_number(), vmax=_number()),
     statistics=_section(unit=_choice("session", "cell")),
+    outputs=_section(nwb=_BOOL),
+    nwb=_section(
+        **{k: _TEXT for k in ("subject_id", "species", "sex", "age", "subject_description",
+                              "lab", "institution", "indicator", "location",
+                              "experiment_description", "pharmacology", "protocol",
+                              "surgery", "virus", "strain", "genotype", "weight", "device",
+                              "device_description", "device_model", "device_manufacturer")},
+        experimenter=_TEXTS, keywords=_TEXTS, related_publications=_TEXTS,
+        excitation_lambda_nm=_number(gt=0, null=True),
+        emission_lambda_nm=_number(gt=0, null=True)),
     figures=_section(per_roi=_BOOL, dpi=_int(ge=20, le=1200)),
 )
 

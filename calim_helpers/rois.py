@@ -15,6 +15,19 @@ inside, on a top edge -> outside, on a bottom edge -> inside. Ovals follow
 ``ij.gui.OvalRoi.getMask`` (an implicit ellipse equation, not a polygon) and
 rectangles fill their integer bounds (``ij.gui.Roi``).
 
+ROI numbers
+-----------
+A ROI's number is its position in the ROI set (the zip), from 1: the position at which
+Fiji's ROI Manager lists it (``roiManager("select", n - 1)`` selects ROI ``n``), which
+is what the lab compares with.
+:func:`read_rois` leaves out lines, points, angles and other ROIs that are not areas,
+and :func:`drop_outside` ROIs that lie entirely outside the frame, each named in a
+warning. Each ROI read carries its zip number as ``roi.number``; :func:`roi_numbers`
+gives them for a list (positions for ROIs made in memory, e.g. by automatic detection),
+and ``label_image(..., numbers=roi_numbers(rois))`` labels with them. The pipeline's
+tables and figures (so far) number the ROIs they keep 1..n in zip order and keep
+their Fiji names beside the numbers: after a left-out ROI the two numberings differ.
+
 Examples
 --------
 >>> import numpy as np
@@ -31,6 +44,18 @@ array([[0, 1, 1, 1, 1, 1, 0],
 >>> coverage_weights(mask, factors={"y": 2, "x": 2})[:2]
 array([[0.  , 0.5 , 0.5 , 0.25],
        [0.  , 1.  , 1.  , 0.5 ]], dtype=float32)
+
+A ROI set from which a measuring line was left out keeps Fiji's numbers:
+
+>>> import os, tempfile
+>>> line = ImagejRoi(roitype=ROI_TYPE.LINE, name="scale bar", x1=0, y1=0, x2=5, y2=0)
+>>> other = ImagejRoi.frompoints([[1, 1], [4, 1], [4, 3]], name="cell 2")
+>>> with tempfile.TemporaryDirectory() as folder:
+...     write_rois(os.path.join(folder, "RoiSet.zip"), [roi, line, other])
+...     everything = read_rois(os.path.join(folder, "RoiSet.zip"), area_only=False)
+>>> kept, left_out = split_area_rois(everything)
+>>> [(n, r.name) for n, r in zip(roi_numbers(kept), kept)], [r.name for r in left_out]
+([(1, 'cell'), (3, 'cell 2')], ['scale bar'])
 """
 
 from __future__ import annotations
@@ -38,6 +63,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+import warnings
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -47,14 +73,17 @@ import numpy as np
 import roifile
 from roifile import ROI_OPTIONS, ROI_SUBTYPE, ROI_TYPE, ImagejRoi
 
-from calim_helpers.errors import CalimInputError
+from calim_helpers.errors import CalimInputError, CalimWarning
 
 __all__ = [
     "coverage_weights",
+    "drop_outside",
     "label_image",
     "polygon_mask",
     "rasterize",
     "read_rois",
+    "roi_numbers",
+    "split_area_rois",
     "write_rois",
 ]
 
@@ -68,12 +97,14 @@ _DEFAULT_FACTORS: Mapping[str, int] = MappingProxyType({"y": 2, "x": 2})
 _ELLIPSE_VERTICES = 72
 
 _POLYGON_TYPES = (ROI_TYPE.POLYGON, ROI_TYPE.FREEHAND, ROI_TYPE.TRACED)
+_AREA_TYPES = (ROI_TYPE.RECT, ROI_TYPE.OVAL, *_POLYGON_TYPES)
+_OVERLAY_SUBTYPES = (ROI_SUBTYPE.TEXT, ROI_SUBTYPE.ARROW, ROI_SUBTYPE.IMAGE)
 
 
 # --------------------------------------------------------------------------- I/O
 
 
-def read_rois(path: str | os.PathLike[str], /) -> list[ImagejRoi]:
+def read_rois(path: str | os.PathLike[str], /, *, area_only: bool = True) -> list[ImagejRoi]:
     """Read a Fiji ROI set (``.zip``) or a single ROI file (``.roi``).
 
     Parameters
@@ -81,20 +112,32 @@ def read_rois(path: str | os.PathLike[str], /) -> list[ImagejRoi]:
     path : str or os.PathLike
         A ``RoiSet.zip`` as written by the ROI Manager (*More > Save*), or one
         ``.roi`` file.
+    area_only : bool, keyword-only
+        Leave out, with a warning, the ROIs that are not areas: lines, polylines,
+        freelines, angles, points, arrows, text and image overlays (left over from
+        measuring; see :func:`split_area_rois`). Default is True.
 
     Returns
     -------
     list of roifile.ImagejRoi
-        The ROIs in the order of the zip entries (the ROI Manager's order).
-        Each ROI keeps its Fiji name; a ROI without a stored name is named
-        after its zip entry (or file) without ``.roi``, as ImageJ does.
+        The ROIs in the order of the zip entries (the ROI Manager's order). Each
+        carries its position in the zip, from 1, as ``roi.number`` (a ROI left out
+        leaves a gap in the numbers: they stay those of Fiji's ROI Manager). Each ROI
+        keeps its Fiji name; a ROI without a stored name is named after its zip entry
+        (or file) without ``.roi``, as ImageJ does.
 
     Raises
     ------
     CalimInputError
         If the file does not exist, is empty, is not a zip / ROI file, holds
-        no ``.roi`` entries, or an entry cannot be decoded. The message names
-        the file (and the entry).
+        no ``.roi`` entries, an entry cannot be decoded, or (``area_only``) no ROI
+        is an area. The message names the file (and the entry).
+
+    Warns
+    -----
+    CalimWarning
+        With ``area_only``, once per file, naming each ROI left out: its number, name
+        and type.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -102,13 +145,100 @@ def read_rois(path: str | os.PathLike[str], /) -> list[ImagejRoi]:
     if os.path.getsize(path) == 0:
         raise CalimInputError(f"ROI file {path!r} is empty")
     if path.lower().endswith(".zip"):
-        return _read_zip(path)
-    if path.lower().endswith(".roi"):
+        rois = _read_zip(path)
+    elif path.lower().endswith(".roi"):
         with open(path, "rb") as fh:
             data = fh.read()
-        roi = _decode(data, path, os.path.basename(path))
-        return [roi]
-    raise CalimInputError(f"ROI file {path!r}: expected a .zip ROI set or a .roi file")
+        rois = [_decode(data, path, os.path.basename(path))]
+    else:
+        raise CalimInputError(f"ROI file {path!r}: expected a .zip ROI set or a .roi file")
+    for number, roi in enumerate(rois, start=1):
+        roi.number = number
+    if not area_only:
+        return rois
+    kept, left_out = split_area_rois(rois)
+    described = ", ".join(_describe(r) for r in left_out)
+    if not kept:
+        raise CalimInputError(f"ROI file {path!r} holds no area ROI, only {described}")
+    if left_out:
+        warnings.warn(
+            f"ROI file {path!r}: left out {len(left_out)} ROI(s) that are not areas (no "
+            f"pixels to average): {described}; the other ROIs keep their numbers",
+            CalimWarning, stacklevel=2,
+        )
+    return kept
+
+
+def _kind(roi: ImagejRoi) -> str:
+    """ROI type as Fiji names it: ``"line"``, ``"point"``, ``"rectangle"``, ``"ellipse"``..."""
+    if roi.subtype in (*_OVERLAY_SUBTYPES, ROI_SUBTYPE.ELLIPSE, ROI_SUBTYPE.ROTATED_RECT):
+        kind = roi.subtype.name.lower().replace("_", " ")
+    elif roi.roitype == ROI_TYPE.RECT and roi.composite:
+        kind = "composite"
+    else:
+        kind = getattr(roi.roitype, "name", str(roi.roitype)).lower()
+    return kind.replace("rect", "rectangle")
+
+
+def _describe(roi: ImagejRoi, index: int | None = None) -> str:
+    number = getattr(roi, "number", index)
+    head = "ROI" if number is None else f"ROI {number}"
+    return f"{head} ({roi.name!r}, {_kind(roi)})"
+
+
+def split_area_rois(rois: Iterable[ImagejRoi], /) -> tuple[list[ImagejRoi], list[ImagejRoi]]:
+    """Split ROIs into area ROIs and the others (lines, points, overlays).
+
+    Area ROIs are rectangles, ovals, ellipses, rotated rectangles, polygons, freehand,
+    traced and composite ROIs: the ones with pixels inside. The others are lines,
+    polylines, freelines, angles, points, arrows and text or image overlays. Area ROIs
+    that :func:`rasterize` cannot reproduce exactly (rounded corners, spline fits) count
+    as areas: they are cells, and :func:`rasterize` says how to fix them.
+
+    Parameters
+    ----------
+    rois : iterable of roifile.ImagejRoi
+        ROIs, e.g. from ``read_rois(path, area_only=False)``. Not modified.
+
+    Returns
+    -------
+    kept : list of roifile.ImagejRoi
+        The area ROIs, in order.
+    left_out : list of roifile.ImagejRoi
+        The others, in order.
+    """
+    kept: list[ImagejRoi] = []
+    left_out: list[ImagejRoi] = []
+    for roi in rois:
+        area = roi.roitype in _AREA_TYPES and roi.subtype not in _OVERLAY_SUBTYPES
+        (kept if area else left_out).append(roi)
+    return kept, left_out
+
+
+def roi_numbers(rois: Sequence[ImagejRoi], /) -> list[int]:
+    """ROI numbers: each ROI's ``number`` from :func:`read_rois`, else its list position.
+
+    Parameters
+    ----------
+    rois : sequence of roifile.ImagejRoi
+        ROIs read by :func:`read_rois` (numbered by their zip position, with gaps where
+        ROIs were left out) or made in memory (numbered 1, 2, ... in list order).
+
+    Returns
+    -------
+    list of int
+        One number per ROI, from 1.
+
+    Raises
+    ------
+    CalimInputError
+        If two ROIs have the same number (e.g. ROIs of two ROI sets mixed).
+    """
+    numbers = [int(getattr(roi, "number", i)) for i, roi in enumerate(rois, start=1)]
+    if len(set(numbers)) != len(numbers):
+        dupes = sorted({n for n in numbers if numbers.count(n) > 1})
+        raise CalimInputError(f"ROI numbers {dupes} occur more than once; use one ROI set")
+    return numbers
 
 
 def _read_zip(path: str) -> list[ImagejRoi]:
@@ -418,6 +548,7 @@ def _composite_path(roi: ImagejRoi, label: str) -> np.ndarray:
 
 
 def _roi_label(roi: ImagejRoi, index: int | None) -> str:
+    index = getattr(roi, "number", index)
     if index is None:
         return f"ROI {roi.name!r}"
     return f"ROI {index} ({roi.name!r})"
@@ -449,7 +580,8 @@ def rasterize(roi: ImagejRoi, shape: tuple[int, int], /, *, index: int | None = 
     shape : tuple of int
         ``(ny, nx)`` of the native-resolution frame, in pixels.
     index : int, optional
-        ROI number used in error messages. Default is None (name only).
+        ROI number used in error messages when the ROI carries none (a ROI from
+        :func:`read_rois` is named by its ``number``). Default is None (name only).
 
     Returns
     -------
@@ -465,6 +597,14 @@ def rasterize(roi: ImagejRoi, shape: tuple[int, int], /, *, index: int | None = 
     """
     ny, nx = _check_shape(shape)
     label = _roi_label(roi, index)
+    mask = _mask(roi, ny, nx, label)
+    if not mask.any():
+        raise CalimInputError(f"{label} has no pixel inside the {ny} x {nx} frame")
+    return mask
+
+
+def _mask(roi: ImagejRoi, ny: int, nx: int, label: str) -> np.ndarray:
+    """:func:`rasterize` without the check that the mask is not empty."""
     roitype = roi.roitype
     mask = np.zeros((ny, nx), dtype=bool)
     if roi.subtype in (ROI_SUBTYPE.TEXT, ROI_SUBTYPE.ARROW, ROI_SUBTYPE.IMAGE):
@@ -508,9 +648,63 @@ def rasterize(roi: ImagejRoi, shape: tuple[int, int], /, *, index: int | None = 
     else:
         kind = getattr(roitype, "name", str(roitype)).lower()
         raise CalimInputError(f"{label} is a {kind} ROI, not an area ROI (no mask)")
-    if not mask.any():
-        raise CalimInputError(f"{label} has no pixel inside the {ny} x {nx} frame")
     return mask
+
+
+def drop_outside(
+    rois: Sequence[ImagejRoi], shape: tuple[int, int], /
+) -> tuple[list[ImagejRoi], list[ImagejRoi]]:
+    """Leave out, with a warning, the ROIs that have no pixel inside the frame.
+
+    ROIs partly outside the frame are kept (:func:`rasterize` clips them). A ROI
+    entirely outside, e.g. drawn on a larger image, has no pixel to average: it is
+    left out. (ImageJ's ROI Manager would instead move such a ROI to the image centre
+    when it puts it on the image, and measure whatever lies there.) The ROIs kept keep
+    their numbers (``roi.number``, see :func:`roi_numbers`).
+
+    Parameters
+    ----------
+    rois : sequence of roifile.ImagejRoi
+        Area ROIs in session order, e.g. from :func:`read_rois`. Not modified.
+    shape : tuple of int
+        ``(ny, nx)`` of the native-resolution frame, in pixels.
+
+    Returns
+    -------
+    kept : list of roifile.ImagejRoi
+        The ROIs with at least one pixel inside the frame, in order.
+    dropped : list of roifile.ImagejRoi
+        The others, in order.
+
+    Raises
+    ------
+    CalimInputError
+        If a ROI cannot be rasterized for another reason (see :func:`rasterize`).
+
+    Warns
+    -----
+    CalimWarning
+        Once, naming each ROI dropped: its number, name, type and bounds.
+    """
+    ny, nx = _check_shape(shape)
+    kept: list[ImagejRoi] = []
+    dropped: list[ImagejRoi] = []
+    described = []
+    for number, roi in zip(roi_numbers(rois), rois, strict=True):
+        if _mask(roi, ny, nx, _roi_label(roi, number)).any():
+            kept.append(roi)
+        else:
+            dropped.append(roi)
+            described.append(f"{_describe(roi, number)} at x {roi.left}..{roi.right}, "
+                             f"y {roi.top}..{roi.bottom}")
+    if dropped:
+        warnings.warn(
+            f"left out {len(dropped)} ROI(s) with no pixel inside the {ny} x {nx} frame: "
+            f"{', '.join(described)}. ImageJ's ROI Manager would move such a ROI to the "
+            "image centre when it puts it on the image; CALIM does not measure there",
+            CalimWarning, stacklevel=2,
+        )
+    return kept, dropped
 
 
 def _paste(mask: np.ndarray, box: tuple[int, int, np.ndarray] | None) -> None:
@@ -593,7 +787,13 @@ def coverage_weights(mask: Any, /, *, factors: Mapping[str, int] = _DEFAULT_FACT
     return blocks.mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
 
 
-def label_image(rois: Sequence[ImagejRoi], shape: tuple[int, int], /) -> np.ndarray:
+def label_image(
+    rois: Sequence[ImagejRoi],
+    shape: tuple[int, int],
+    /,
+    *,
+    numbers: Sequence[int] | None = None,
+) -> np.ndarray:
     """Label image of ROIs: 0 is background, ``n`` is the ``n``-th ROI (1-based).
 
     Parameters
@@ -602,6 +802,9 @@ def label_image(rois: Sequence[ImagejRoi], shape: tuple[int, int], /) -> np.ndar
         Area ROIs in session order (the order of the ROI zip).
     shape : tuple of int
         ``(ny, nx)`` of the native frame, in pixels.
+    numbers : sequence of int, keyword-only, optional
+        Label of each ROI, e.g. ``roi_numbers(rois)`` to label ROIs with their numbers
+        in the ROI set (the ROI Manager's). Default is None: 1, 2, ... in list order.
 
     Returns
     -------
@@ -613,10 +816,16 @@ def label_image(rois: Sequence[ImagejRoi], shape: tuple[int, int], /) -> np.ndar
     ------
     CalimInputError
         If a ROI cannot be rasterized (see :func:`rasterize`); the message
-        gives its number and name.
+        gives its number and name. If ``numbers`` does not give one positive
+        number per ROI.
     """
     ny, nx = _check_shape(shape)
     labels = np.zeros((ny, nx), dtype=np.int32)
-    for n, roi in enumerate(rois, start=1):
-        labels[rasterize(roi, (ny, nx), index=n)] = n
+    if numbers is None:
+        numbers = range(1, len(rois) + 1)
+    elif len(numbers) != len(rois) or any(int(n) < 1 for n in numbers):
+        raise CalimInputError(
+            f"numbers must give one positive label per ROI ({len(rois)}), got {list(numbers)}")
+    for n, roi in zip(numbers, rois, strict=True):
+        labels[rasterize(roi, (ny, nx), index=int(n))] = int(n)
     return labels

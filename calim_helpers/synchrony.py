@@ -684,7 +684,8 @@ def session_features(
     if "shift_rms_px" in ds and ds["shift_rms_px"].dims == ("roi",):
         shift = ds["shift_rms_px"].values.astype(np.float64)
     else:
-        shift = np.full(n_roi, float(ds.attrs.get("shift_rms_px", np.nan) or np.nan))
+        value = ds.attrs.get("shift_rms_px")  # 0.0 is a measured "no motion", not NaN
+        shift = np.full(n_roi, np.nan if value is None else float(value))
     table = pd.DataFrame({
         "experiment": rates["experiment"], "date": rates["date"],
         "session": rates["session"], "roi": rates["roi"], "roi_name": rates["roi_name"],

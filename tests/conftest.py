@@ -28,7 +28,9 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory):
-    """``calim run DEMO OTHER --out OUT`` with every default but the PNG resolution.
+    """``calim run DEMO OTHER --out OUT`` with every default but the PNG resolution, no
+    per-ROI PNGs (test_cli checks those on a smaller run) and the NWB files' species (as
+    a lab sharing its data would set it).
 
     DEMO is the default demo experiment (4 sessions of 600 x 96 x 128 frames with ground
     truth in DEMO_truth; one session moves); OTHER a tiny second condition, so that the
@@ -45,7 +47,8 @@ def e2e(tmp_path_factory):
     before = tree_digest(data)
     out = root / "out"
     code = main(["run", str(experiment), str(other), "--out", str(out), "-q",
-                 "-p", "figures.dpi", "50"])
+                 "-p", "figures.dpi", "50", "-p", "figures.per_roi", "false",
+                 "-p", "nwb.species", "Mus musculus"])
     return SimpleNamespace(code=code, data=data, before=before, out=out,
                            experiment=experiment, other=other, truth=data / "DEMO_truth",
                            root=out / experiment.name)

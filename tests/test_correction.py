@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _traces import ARPLS, traces
+from test_baseline import _walk_with_spikes
 
-from calim_helpers import baseline
+from calim_helpers import baseline, io
 from calim_helpers.correction import correct_traces, resolve_lam
-from calim_helpers.errors import CalimInputError
+from calim_helpers.errors import CalimInputError, CalimWarning
 
 
 @pytest.mark.parametrize("method", ["dff", "session", "zscore"])
@@ -79,3 +80,35 @@ def test_cutoff_sets_lam_on_the_stored_time_base():
     ref, _ = baseline.arpls(tr["raw"].values.astype(float) - tr["background"].values,
                             lam=out.attrs["lam"])
     np.testing.assert_allclose(out["baseline"], ref, rtol=1e-5)
+
+
+def test_fit_status_per_roi_for_signal_and_raw(tmp_path):
+    # ROI 1: bleach + noise; ROI 2: a random walk whose arPLS weights oscillate (the
+    # trace pinned in test_baseline; its fit of raw reaches max_iter but is stable);
+    # ROI 3: all NaN (e.g. a ROI outside the frame), which has no baseline at all
+    tr = traces(n_roi=3, n_time=150)
+    raw = tr["raw"].values.copy()
+    raw[1] = _walk_with_spikes(4) + 300.0
+    raw[2] = np.nan
+    tr["raw"][:] = raw
+    with pytest.warns(CalimWarning, match="baseline_raw"):
+        out = correct_traces(tr, **ARPLS, normalize="dff", trim_start=0)
+    for name in ("fit_status", "fit_status_raw", "weight_change", "weight_change_raw"):
+        assert out[name].dims == ("roi",), name
+    status_raw = out["fit_status_raw"].values.tolist()
+    assert status_raw[1:] == ["stable", "failed"]
+    assert status_raw[0] in ("converged", "stable")
+    assert out["fit_status"].values[2] == "failed"
+    assert not out["converged_raw"].values[1] and out["n_iter_raw"].values[1] == 100
+    assert out["weight_change_raw"].values[1] > 1e-5  # tol not reached ...
+    assert np.isnan(out["weight_change_raw"].values[2])
+    # ... and the same numbers as arpls on the two traces the step fits
+    signal = raw - tr["background"].values.astype(np.float64)
+    for fitted, suffix in ((signal, ""), (raw, "_raw")):
+        _, info = baseline.arpls(fitted[:2], lam=10.0)
+        np.testing.assert_array_equal(out[f"fit_status{suffix}"].values[:2], info["status"])
+        np.testing.assert_allclose(out[f"weight_change{suffix}"].values[:2],
+                                   info["weight_change"], rtol=1e-9)
+    # the strings survive the result store
+    back = io.open_store(io.write_store(out, tmp_path / "result.zarr")).load()
+    assert back["fit_status_raw"].values.tolist() == status_raw

@@ -89,8 +89,8 @@ def test_reference_is_in_sync_with_source(name):
 def test_notebooks_run_unedited_on_the_demo_layout(tmp_path):
     """As in JupyterLab after `make demo`: defaults ../demo/DEMO and ../out, no parameters.
 
-    One session is selected through papermill's parameters too, as a user exploring one
-    session would, and 00_explore runs unedited on what the others wrote.
+    00_explore then runs unedited on what the others wrote. (The one-session views are
+    tested in-process in test_views.py.)
     """
     from calim_helpers import demo
     from calim_helpers.workflow.papermill import execute_notebook
@@ -106,14 +106,7 @@ def test_notebooks_run_unedited_on_the_demo_layout(tmp_path):
     error = execute_notebook("00_explore", {}, nb_dir / "00_explore.ipynb",
                              source_dir=tmp_path, html=False)
     assert error == "", f"00_explore: {error}"
-    one = {"sessions": ["230404_9"]}  # the session that moves
-    for name in ("01_load", "02_rois", "03_arpls"):
-        error = execute_notebook(name, one, nb_dir / f"{name}_one.ipynb", source_dir=tmp_path,
-                                 html=False)
-        assert error == "", f"{name} with one session: {error}"
-    # its load figure, shifts and registration; ROI map and traces; 3 ROIs x 2 figures
-    for name, least in (("01_load", 3), ("02_rois", 2), ("03_arpls", 6)):
-        nb = nbformat.read(nb_dir / f"{name}_one.ipynb", 4)
-        images = [o for c in nb.cells for o in c.get("outputs", [])
-                  if "image/png" in o.get("data", {})]
-        assert len(images) >= least, f"{name} with one session shows {len(images)} figures"
+    nb = nbformat.read(nb_dir / "00_explore.ipynb", 4)
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data",
+                                                                                       {})]
+    assert len(images) >= 3, "00_explore: ROI map, re-fit and events figures"

@@ -216,6 +216,15 @@ def test_session_summary_figure():
     renders(fig)
 
 
+def test_session_summary_flags_only_failed_fits():
+    features = make_features()
+    features["converged"] = False  # max_iter reached everywhere ...
+    features["fit_status"] = "stable"  # ... but the baselines are stable
+    assert "failed fits" not in all_text(activity.session_summary_figure(features))
+    features.loc[[2, 5], "fit_status"] = "failed"
+    assert "2 failed fits" in all_text(activity.session_summary_figure(features))
+
+
 def test_session_summary_edge_cases_and_errors():
     one = make_features(1)
     renders(activity.session_summary_figure(one, title="one ROI"))

@@ -13,7 +13,7 @@ from matplotlib import patheffects
 from test_plots_movie import TITLE, all_text, frozen, image_data, make_image, make_shifts, renders
 from test_plots_traces import make_session
 
-from calim_helpers.plots import qc
+from calim_helpers.plots import COLORS, qc
 
 
 def make_qc(n_roi: int = 4):
@@ -21,37 +21,75 @@ def make_qc(n_roi: int = 4):
     labels = np.zeros(image.shape, dtype=np.int32)
     for k in range(1, n_roi + 1):
         labels[5:12, 12 * k - 8:12 * k - 2] = k
-    converged = np.ones(n_roi, dtype=bool)
-    converged[1:2] = False  # ROI 2 (if any) failed
+    status = np.full(n_roi, "converged", dtype="<U9")
+    status[1:2] = "failed"  # ROI 2 (if any)
+    status[2:3] = "stable"  # ROI 3 (if any): max_iter reached, baseline stable
     snr = np.linspace(1.0, 8.0, n_roi)  # ROI 1 below the threshold 3
     background = xr.DataArray(300 + np.arange(30.0), dims="time",
                               coords={"time": np.arange(30) * 2.0})
-    return image, labels, converged, snr, background
+    return image, labels, status, snr, background
+
+
+def _summary(fig) -> dict[str, str]:
+    """Summary box lines -> their colour (hex)."""
+    return {t.get_text(): mpl.colors.to_hex(t.get_color()) for t in fig.axes[4].texts}
 
 
 def test_qc_figure_flags_rois_and_counts():
-    image, labels, converged, snr, background = make_qc()
+    image, labels, status, snr, background = make_qc()
     shifts = make_shifts(60)
     bad = np.zeros(60, dtype=bool)
     bad[30] = True
-    args = [frozen(image), frozen(labels), shifts, background, frozen(converged),
+    args = [frozen(image), frozen(labels), shifts, background, frozen(status),
             frozen(snr)]
     fig = qc.qc_figure(*args, bad_frames=bad, title=TITLE)
     assert len(fig.axes) == 5
     mip, sh, bg, bars, summary = fig.axes
     colors = {t.get_text(): t.get_color() for t in mip.texts}
+    # ROI 1: low SNR; ROI 2: failed fit; ROI 3 reached max_iter with a stable baseline
     assert colors == {"1": "red", "2": "red", "3": "yellow", "4": "yellow"}
     outlines = [mpl.colors.to_hex(c.get_edgecolor()[0]) for c in mip.collections]
     assert outlines == ["#ff0000", "#ff0000", "#ffff00", "#ffff00"]
     np.testing.assert_array_equal(image_data(mip), image)
     np.testing.assert_array_equal(bg.get_lines()[0].get_ydata(), background)
     np.testing.assert_array_equal([p.get_height() for p in bars.patches[:4]], snr)
+    bar_colors = [mpl.colors.to_hex(p.get_facecolor()) for p in bars.patches[:4]]
+    assert bar_colors[2] == bar_colors[3] != bar_colors[1] == bar_colors[0]
+    ticks = {t.get_text(): mpl.colors.to_hex(t.get_color()) for t in bars.get_xticklabels()}
+    red = mpl.colors.to_hex(COLORS["warn"])
+    assert ticks["2"] == red and red not in (ticks["1"], ticks["3"], ticks["4"])
     assert bars.get_lines()[0].get_ydata()[0] == 3.0
     text = all_text(fig)
     assert TITLE in text
-    assert "failed fits: 1" in text and "SNR < 3: 1" in text and "flagged ROIs: 2" in text
+    assert "SNR < 3: 1" in text and "flagged ROIs: 2" in text
     assert "bad frames: 1" in text and "max |shift|" in text
+    lines = _summary(fig)
+    assert lines["failed fits: 1"] == red and lines["  ROI 2"] == red
+    grey = mpl.colors.to_hex("0.45")
+    assert lines["max_iter reached, stable: 1"] == lines["  ROI 3"] == grey
     renders(fig)
+
+
+def test_qc_figure_counts_both_fits_and_reads_booleans():
+    image, labels, status, snr, background = make_qc()
+    raw = np.array(["failed", "converged", "stable", "stable"])
+    snr = np.full(4, 10.0)
+    fig = qc.qc_figure(image, labels, None, background, status, snr, fit_status_raw=raw)
+    text = all_text(fig)
+    lines = _summary(fig)
+    assert "arPLS fits, signal/raw:" in lines
+    assert lines["failed fits: 1/1"] == mpl.colors.to_hex(COLORS["warn"])
+    assert lines["max_iter reached, stable: 1/2"] == mpl.colors.to_hex("0.45")
+    assert lines["  ROI 1, 2"] == mpl.colors.to_hex(COLORS["warn"])
+    assert lines["  ROI 3, 4"] == mpl.colors.to_hex("0.45")
+    colors = {t.get_text(): t.get_color() for t in fig.axes[0].texts}
+    assert colors == {"1": "red", "2": "red", "3": "yellow", "4": "yellow"}
+    assert "flagged ROIs: 2" in text
+    # converged as earlier versions passed it: not converged reads as failed
+    fig = qc.qc_figure(image, labels, None, background, status == "converged", snr)
+    colors = {t.get_text(): t.get_color() for t in fig.axes[0].texts}
+    assert colors == {"1": "yellow", "2": "red", "3": "red", "4": "yellow"}
+    assert "failed fits: 2" in all_text(fig)
 
 
 def test_qc_figure_without_shifts_one_roi_and_errors():
@@ -66,8 +104,13 @@ def test_qc_figure_without_shifts_one_roi_and_errors():
         qc.qc_figure(image, labels[:-1], None, background, converged, snr)
     with pytest.raises(ValueError, match="labels holds ROI numbers up to 1"):
         qc.qc_figure(image, labels, None, background, np.ones(0, bool), np.ones(0))
-    with pytest.raises(ValueError, match="converged must be boolean"):
+    with pytest.raises(ValueError, match="fit_status must hold converged, stable, failed"):
         qc.qc_figure(image, labels, None, background, np.ones(2, bool), snr)
+    with pytest.raises(ValueError, match="fit_status must hold"):
+        qc.qc_figure(image, labels, None, background, np.array(["ok"]), snr)
+    with pytest.raises(ValueError, match="fit_status_raw must hold"):
+        qc.qc_figure(image, labels, None, background, converged, snr,
+                     fit_status_raw=np.array([1.0]))
     with pytest.raises(ValueError, match="bad_frames needs shifts"):
         qc.qc_figure(image, labels, None, background, converged, snr,
                      bad_frames=np.zeros(30, bool))
@@ -78,16 +121,31 @@ def test_qc_figure_without_shifts_one_roi_and_errors():
 
 
 def test_qc_session_figure():
-    ds = make_session(not_converged=(1, 3))
+    ds = make_session(failed=(1,), stable=(3, 4))
+    ds["fit_status_raw"][1] = "failed"
     fig = qc.qc_session_figure(ds)
     assert len(fig.axes) == 3
     assert "230404_5" in fig.get_suptitle() and "GLUT_DNQX" in fig.get_suptitle()
     conv = fig.axes[0]
     heights = [p.get_height() for p in conv.patches]
-    assert heights == [2, 4, 2, 0]  # converged (signal, raw), not converged (signal, raw)
+    # (signal, raw) for converged, stable, failed
+    assert heights == [1, 3, 2, 0, 1, 1]
+    colors = [mpl.colors.to_hex(p.get_facecolor()) for p in conv.patches]
+    assert colors[4] == colors[5] == mpl.colors.to_hex(COLORS["warn"])
+    assert mpl.colors.to_hex(COLORS["warn"]) not in colors[:4]
+    labels = [t.get_text() for t in conv.get_legend().get_texts()]
+    assert labels == ["converged", "max_iter reached, stable", "failed"]
     red = [t.get_text() for t in fig.axes[2].get_xticklabels() if t.get_color() == "tab:red"]
-    assert red == ["1", "3"]
+    assert red == ["1", "2"]  # failed fit of signal (1) or of raw (2); not the stable 3, 4
     renders(fig)
+
+
+def test_qc_session_figure_of_a_dataset_without_fit_status():
+    ds = make_session(failed=(1,), stable=(3,)).drop_vars(["fit_status", "fit_status_raw"])
+    fig = qc.qc_session_figure(ds)
+    assert [p.get_height() for p in fig.axes[0].patches] == [2, 4, 0, 0, 2, 0]
+    with pytest.raises(ValueError, match="lacks a fit status"):
+        qc.qc_session_figure(ds.drop_vars("converged"))
 
 
 def test_qc_figure_roi_numbers_have_a_halo():
@@ -136,7 +194,7 @@ def test_qc_session_figure_time_unit():
 
 
 def test_qc_session_figure_edge_cases_and_no_mutation():
-    ds = make_session(n_roi=1, trim_start=0, not_converged=(1,))
+    ds = make_session(n_roi=1, trim_start=0, failed=(1,))
     ds["norm"][:] = np.nan
     ds["raw"][:] = np.nan
     before = copy.deepcopy(ds)

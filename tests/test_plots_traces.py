@@ -9,14 +9,16 @@ from __future__ import annotations
 import copy
 import warnings
 
+import matplotlib as mpl
 import numpy as np
 import pytest
 import xarray as xr
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from test_plots_movie import all_text, renders
 
 from calim_helpers.errors import CalimWarning
-from calim_helpers.plots import traces
+from calim_helpers.plots import COLORS, traces
 
 DT = 2.0  # s per downsampled frame
 
@@ -31,10 +33,15 @@ def make_session(
     normalize: str = "dff",
     trim_start: int = 5,
     seed: int = 0,
-    not_converged: tuple[int, ...] = (),
+    failed: tuple[int, ...] = (),
+    stable: tuple[int, ...] = (),
     amplitude: float = 0.3,
 ) -> xr.Dataset:
-    """A session Dataset with the pipeline's contract (SPEC §2), synthetic values."""
+    """A session Dataset with the pipeline's contract (SPEC §2), synthetic values.
+
+    ``failed`` and ``stable``: ROI numbers whose arPLS fit of ``signal`` reached
+    ``max_iter`` (100) and failed, or has a stable baseline.
+    """
     rng = np.random.default_rng(seed)
     t = np.arange(n_time) * DT
     background = 300 + 20 * np.exp(-t / 60) + rng.normal(0, 1, n_time)
@@ -56,9 +63,13 @@ def make_session(
     norm[:, :trim_start] = np.nan
     converged = np.ones(n_roi, dtype=bool)
     n_iter = np.full(n_roi, 7)
-    for r in not_converged:
+    status = np.full(n_roi, "converged", dtype="<U9")
+    change = np.full(n_roi, 3e-6)
+    for r in (*failed, *stable):
         converged[r - 1] = False
         n_iter[r - 1] = 100
+        status[r - 1] = "failed" if r in failed else "stable"
+        change[r - 1] = 0.2 if r in failed else 9.3e-4
     f32 = np.float32
     rt = ("roi", "time")
     return xr.Dataset(
@@ -76,6 +87,10 @@ def make_session(
             "n_iter": ("roi", n_iter),
             "converged_raw": ("roi", np.ones(n_roi, dtype=bool)),
             "n_iter_raw": ("roi", np.full(n_roi, 5)),
+            "fit_status": ("roi", status),
+            "fit_status_raw": ("roi", np.full(n_roi, "converged", dtype="<U9")),
+            "weight_change": ("roi", change),
+            "weight_change_raw": ("roi", np.full(n_roi, 4e-6)),
         },
         coords={
             "roi": np.arange(1, n_roi + 1),
@@ -148,19 +163,60 @@ def test_roi_norm_figure_names_normalization_and_shades_trim(normalize, name):
     renders(fig)
 
 
+def _is_red(ax) -> bool:
+    """Title and frame in the warning colour."""
+    red = mpl.colors.to_rgba(COLORS["warn"])
+    return (mpl.colors.to_rgba(ax.title.get_color()) == red
+            and all(mpl.colors.to_rgba(sp.get_edgecolor()) == red for sp in ax.spines.values()))
+
+
+def _grey_notes(ax) -> list[str]:
+    return [t.get_text() for t in ax.texts
+            if mpl.colors.to_rgba(t.get_color()) == mpl.colors.to_rgba("0.45")]
+
+
 @pytest.mark.parametrize("func", ROI_FIGURES)
-def test_roi_figures_mark_non_converged(func):
-    ds = make_session(not_converged=(2,))
-    title = func(ds, 2).axes[0].get_title()
-    assert "arPLS (signal) did not converge (n_iter = 100)" in title
-    assert "did not converge" not in func(ds, 1).axes[0].get_title()
+def test_roi_figures_red_only_for_a_failed_fit(func):
+    ds = make_session(failed=(2,), stable=(3,))
+    failed_ax = func(ds, 2).axes[0]
+    assert "arPLS (signal) failed (n_iter = 100)" in failed_ax.get_title()
+    assert _is_red(failed_ax) and _grey_notes(failed_ax) == []
+    stable_fig = func(ds, 3)
+    stable_ax = stable_fig.axes[0]
+    assert not _is_red(stable_ax) and "arPLS" not in stable_ax.get_title()
+    (note,) = _grey_notes(stable_ax)
+    assert note == "arPLS (signal): max_iter reached, stable (n_iter = 100, weight change 9.3e-04)"
+    renders(stable_fig)
+    # the note sits between the axes and the title, clear of both
+    renderer = FigureCanvasAgg(stable_fig).get_renderer()
+    stable_fig.draw(renderer)
+    (text,) = [t for t in stable_ax.texts if t.get_text() == note]
+    box, title_box = text.get_window_extent(renderer), stable_ax.title.get_window_extent(renderer)
+    assert stable_ax.get_window_extent(renderer).y1 <= box.y0 and box.y1 <= title_box.y0
+    ok_ax = func(ds, 1).axes[0]
+    assert not _is_red(ok_ax) and _grey_notes(ok_ax) == [] and "arPLS" not in ok_ax.get_title()
 
 
 def test_roi_norm_figure_flags_raw_fit_for_dff():
     ds = make_session()
-    ds["converged_raw"][0] = False
-    assert "arPLS (raw) did not converge (n_iter = 5)" in (
-        traces.roi_norm_figure(ds, 1).axes[0].get_title())
+    ds["fit_status_raw"][0] = "failed"
+    ax = traces.roi_norm_figure(ds, 1).axes[0]
+    assert "arPLS (raw) failed (n_iter = 5)" in ax.get_title() and _is_red(ax)
+    ds["fit_status_raw"][0] = "stable"
+    ax = traces.roi_norm_figure(ds, 1).axes[0]
+    assert not _is_red(ax) and _grey_notes(ax)[0].startswith("arPLS (raw): max_iter reached")
+    # zscore does not divide by the raw baseline: its fit is not mentioned
+    ds.attrs["normalize"] = "zscore"
+    assert _grey_notes(traces.roi_norm_figure(ds, 1).axes[0]) == []
+
+
+def test_roi_figures_of_datasets_without_fit_status():
+    # result stores of earlier versions have only converged: not converged reads as failed
+    ds = make_session(failed=(2,)).drop_vars(["fit_status", "fit_status_raw"])
+    assert _is_red(traces.roi_raw_figure(ds, 2).axes[0])
+    assert not _is_red(traces.roi_raw_figure(ds, 1).axes[0])
+    bare = ds.drop_vars(["converged", "converged_raw"])
+    assert not _is_red(traces.roi_raw_figure(bare, 2).axes[0])
 
 
 @pytest.mark.parametrize("func", ROI_FIGURES)
@@ -172,7 +228,7 @@ def test_roi_figures_reject_unknown_roi(func, bad):
 
 @pytest.mark.parametrize("func", ROI_FIGURES)
 def test_session_figures_edge_cases(func):
-    ds = make_session(n_roi=1, trim_start=0, not_converged=(1,))
+    ds = make_session(n_roi=1, trim_start=0, failed=(1,))
     ds["norm"][:] = np.nan
     ds["raw"][:] = np.nan
     with warnings.catch_warnings():
@@ -182,7 +238,7 @@ def test_session_figures_edge_cases(func):
 
 
 def test_session_figures_do_not_mutate_input():
-    ds = make_session(not_converged=(1,))
+    ds = make_session(failed=(1,))
     ds["norm"][0] = np.nan
     before = copy.deepcopy(ds)
     for func in ROI_FIGURES:

@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import doctest
 import shutil
+import warnings
 from fractions import Fraction
 
 import numpy as np
 import pytest
 import tifffile
 from imagej_fixtures import FIX, UNSUPPORTED, imagej_means
-from roifile import ROI_OPTIONS, ROI_TYPE, ImagejRoi
+from roifile import ROI_OPTIONS, ROI_SUBTYPE, ROI_TYPE, ImagejRoi
 
 from calim_helpers import rois as rois_mod
-from calim_helpers.errors import CalimInputError
+from calim_helpers.errors import CalimInputError, CalimWarning
 from calim_helpers.rois import (
     coverage_weights,
+    drop_outside,
     label_image,
     polygon_mask,
     rasterize,
     read_rois,
+    roi_numbers,
+    split_area_rois,
     write_rois,
 )
 
@@ -260,27 +264,149 @@ def test_label_image_fixture_zoo():
 # ------------------------------------------------------------------- errors
 
 
-NONAREA = read_rois(FIX / "nonarea.zip")
+NONAREA = read_rois(FIX / "nonarea.zip", area_only=False)
 
 
 @pytest.mark.parametrize(
     ("name", "match"),
     [
-        ("line", r"ROI 'line' is a line ROI, not an area ROI"),
-        ("polyline", r"ROI 'polyline' is a polyline ROI, not an area"),
-        ("point", r"ROI 'point' is a point ROI, not an area"),
-        ("rect_outside", r"ROI 'rect_outside' has no pixel inside the 40 x 56 frame"),
+        ("line", r"ROI 1 \('line'\) is a line ROI, not an area ROI"),
+        ("polyline", r"ROI 2 \('polyline'\) is a polyline ROI, not an area"),
+        ("point", r"ROI 3 \('point'\) is a point ROI, not an area"),
+        ("rect_outside", r"ROI 4 \('rect_outside'\) has no pixel inside the 40 x 56 frame"),
     ],
 )
-def test_nonarea_and_outside_rois_refused(name, match):
+def test_nonarea_and_outside_rois_refused_by_rasterize(name, match):
     roi = next(r for r in NONAREA if r.name == name)
     with pytest.raises(CalimInputError, match=match):
         rasterize(roi, SHAPE)
 
 
 def test_label_image_error_names_index_and_name():
+    line = ImagejRoi(roitype=ROI_TYPE.LINE, name="line", x1=1, y1=1, x2=9, y2=1)
     with pytest.raises(CalimInputError, match=r"ROI 2 \('line'\) is a line ROI"):
-        label_image([ZOO[0], NONAREA[0]], SHAPE)
+        label_image([_rect("a", 1, 1, 3, 3), line], SHAPE)
+    with pytest.raises(CalimInputError, match=r"ROI 9 \('line'\) is a line ROI"):
+        label_image([_rect("a", 1, 1, 3, 3), line], SHAPE, numbers=[5, 9])
+    with pytest.raises(CalimInputError, match=r"one positive label per ROI \(2\)"):
+        label_image([_rect("a", 1, 1, 3, 3), line], SHAPE, numbers=[1])
+
+
+# ------------------------------------------------- real-world ROI sets (issue 9)
+
+
+def _poly(name, pts, roitype=ROI_TYPE.POLYGON):
+    roi = ImagejRoi.frompoints(pts, name=name)
+    roi.roitype = roitype
+    return roi
+
+
+def _line(name, subtype=ROI_SUBTYPE.UNDEFINED):
+    return ImagejRoi(roitype=ROI_TYPE.LINE, subtype=subtype, name=name, x1=1, y1=30, x2=40,
+                     y2=30)
+
+
+def _measuring_set(path):
+    """Cells drawn between the leftovers of measuring, as the lab's ROI sets hold them."""
+    rois = [
+        _poly("cell-1", [[2, 2], [10, 2], [10, 8], [2, 8]]),  # 1
+        _rect("cell-2", 20, 4, 6, 5),  # 2
+        _line("measurement-line"),  # 3
+        _poly("pt", [[5, 5], [7, 7]], ROI_TYPE.POINT),  # 4
+        _poly("ang", [[30, 10], [40, 10], [40, 20]], ROI_TYPE.ANGLE),  # 5
+        ImagejRoi(roitype=ROI_TYPE.OVAL, name="cell-3", left=30, top=20, right=38, bottom=28),
+        _poly("path", [[1, 35], [20, 36], [30, 33]], ROI_TYPE.POLYLINE),  # 7
+        _poly("scribble", [[44, 3], [50, 9], [52, 4]], ROI_TYPE.FREELINE),  # 8
+        _line("arrow", ROI_SUBTYPE.ARROW),  # 9
+        ImagejRoi(roitype=ROI_TYPE.RECT, subtype=ROI_SUBTYPE.TEXT, name="label", left=1,
+                  top=1, right=8, bottom=5),  # 10
+        _poly("cell-4", [[44.5, 30.25], [53.5, 31.5], [49.0, 38.75]]),  # 11
+    ]
+    write_rois(path, rois)
+    return path
+
+
+def test_read_rois_leaves_out_lines_points_and_angles(tmp_path):
+    path = _measuring_set(tmp_path / "RoiSet.zip")
+    with pytest.warns(CalimWarning) as record:
+        rois = read_rois(path)
+    assert len(record) == 1
+    message = str(record[0].message)
+    for text in ("left out 7 ROI(s) that are not areas", "ROI 3 ('measurement-line', line)",
+                 "ROI 4 ('pt', point)", "ROI 5 ('ang', angle)", "ROI 7 ('path', polyline)",
+                 "ROI 8 ('scribble', freeline)", "ROI 9 ('arrow', arrow)",
+                 "ROI 10 ('label', text)"):
+        assert text in message, text
+    assert "cell" not in message
+    # the session goes on: the cells keep their numbers in the ROI set (Fiji's)
+    assert [r.name for r in rois] == ["cell-1", "cell-2", "cell-3", "cell-4"]
+    assert roi_numbers(rois) == [1, 2, 6, 11]
+    masks = [rasterize(r, SHAPE) for r in rois]
+    labels = label_image(rois, SHAPE, numbers=roi_numbers(rois))
+    assert sorted(np.unique(labels).tolist()) == [0, 1, 2, 6, 11]
+    for n, mask in zip([1, 2, 6, 11], masks, strict=True):
+        np.testing.assert_array_equal(labels == n, mask)
+    np.testing.assert_array_equal(label_image(rois, SHAPE) == 3, masks[2])  # list order
+    everything = read_rois(path, area_only=False)
+    assert roi_numbers(everything) == list(range(1, 12))
+    kept, left_out = split_area_rois(everything)
+    assert [r.name for r in kept] == [r.name for r in rois]
+    assert roi_numbers(left_out) == [3, 4, 5, 7, 8, 9, 10]
+
+
+def test_read_rois_fixture_nonarea_and_only_nonarea(tmp_path):
+    with pytest.warns(CalimWarning, match=r"ROI 1 \('line', line\), ROI 2 \('polyline', "
+                                          r"polyline\), ROI 3 \('point', point\)"):
+        (outside,) = read_rois(FIX / "nonarea.zip")
+    assert outside.name == "rect_outside" and outside.number == 4
+    write_rois(tmp_path / "lines.zip", [_line("a"), _poly("b", [[1, 1], [2, 2]], ROI_TYPE.POINT)])
+    with pytest.raises(CalimInputError, match=r"lines\.zip' holds no area ROI, only ROI 1 "
+                                              r"\('a', line\), ROI 2 \('b', point\)"):
+        read_rois(tmp_path / "lines.zip")
+
+
+def test_drop_outside_keeps_clipped_rois_and_numbers(tmp_path):
+    rois = [
+        _rect("inside", 2, 2, 5, 4),  # 1
+        _poly("corner", [[-5, -5], [4, -5], [4, 3], [-5, 3]]),  # 2: partly outside
+        _rect("right", 60, 10, 5, 5),  # 3: entirely right of the 56 columns
+        ImagejRoi(roitype=ROI_TYPE.OVAL, name="above", left=10, top=-9, right=16, bottom=-1),
+        _poly("sliver", [[55.6, 5], [56.4, 5], [56.4, 9], [55.6, 9]]),  # 5: no pixel centre
+        _line("ruler"),  # 6: left out on reading
+        ImagejRoi(roitype=ROI_TYPE.OVAL, name="edge", left=50, top=35, right=60, bottom=45),
+    ]
+    write_rois(tmp_path / "RoiSet.zip", rois)
+    with pytest.warns(CalimWarning, match="'ruler'"):
+        read = read_rois(tmp_path / "RoiSet.zip")
+    before = [r.tobytes() for r in read]
+    with pytest.warns(CalimWarning) as record:
+        kept, dropped = drop_outside(read, SHAPE)
+    assert [r.tobytes() for r in read] == before
+    assert [r.name for r in kept] == ["inside", "corner", "edge"]
+    assert roi_numbers(kept) == [1, 2, 7]
+    assert [r.name for r in dropped] == ["right", "above", "sliver"]
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert message.startswith("left out 3 ROI(s) with no pixel inside the 40 x 56 frame: ")
+    assert "ROI 3 ('right', rectangle) at x 60..65, y 10..15" in message
+    assert "ROI 4 ('above', oval) at x 10..16, y -9..-1" in message
+    assert "ROI 5 ('sliver', polygon)" in message
+    assert "move such a ROI to the image centre" in message
+    corner = rasterize(kept[1], SHAPE)  # clipped: the 4 x 3 pixels inside the frame
+    assert np.array_equal(np.argwhere(corner), np.argwhere(np.pad(np.ones((3, 4), bool),
+                                                                  ((0, 37), (0, 52)))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert drop_outside(kept, SHAPE) == (kept, [])
+    assert label_image(kept, SHAPE, numbers=roi_numbers(kept)).max() == 7
+
+
+def test_roi_numbers_of_mixed_sets_refused():
+    a = read_rois(FIX / "zoo.zip")[:2]
+    assert roi_numbers(a) == [1, 2]
+    assert roi_numbers([_rect("x", 1, 1, 2, 2), _rect("y", 3, 3, 2, 2)]) == [1, 2]
+    with pytest.raises(CalimInputError, match=r"ROI numbers \[1\] occur more than once"):
+        roi_numbers([_rect("x", 1, 1, 2, 2), a[0]])  # position 1 and number 1
 
 
 def test_read_errors(tmp_path):

@@ -330,3 +330,11 @@ def test_session_features_without_optional_information():
     assert dict(feats.dtypes.astype(str)) == FEATURE_COLUMNS
     with pytest.raises(ValueError, match="one participation value per ROI"):
         session_features(ds, events, net._replace(participation=np.ones(2)))
+
+
+def test_no_motion_is_zero_not_nan():
+    ds = _features_session()
+    ds.attrs["shift_rms_px"] = 0.0
+    events = detect_events_dataset(ds).iloc[0:0]
+    net = network_events(np.zeros((3, 100), dtype=bool), n_shuffles=20)
+    assert (session_features(ds, events, net)["shift_rms_px"] == 0.0).all()

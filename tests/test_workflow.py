@@ -247,14 +247,15 @@ def test_parallel_sessions_and_a_dask_cluster_give_the_same_results(tmp_path):
     distributed = pytest.importorskip("distributed")  # installed with the test extra
     exp_dir = demo.write_demo_experiment(tmp_path, n_frames=100, frame_shape=(40, 48), seed=6)
     serial = _run_chain(exp_dir, tmp_path / "serial", {"scheduler": "threads",
-                                                       "parallel_sessions": 1})
+                                                       "parallel_sessions": 1, "resume": True})
     parallel = _run_chain(exp_dir, tmp_path / "parallel", {"scheduler": "threads",
-                                                           "parallel_sessions": 2})
+                                                           "parallel_sessions": 2,
+                                                           "resume": True})
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
         clustered = _run_chain(exp_dir, tmp_path / "cluster",
                                {"scheduler": cluster.scheduler_address,
-                                "parallel_sessions": 1})
+                                "parallel_sessions": 1, "resume": True})
     for sid, ref in serial.items():
         for other in (parallel[sid], clustered[sid]):
             np.testing.assert_array_equal(other["norm"].values, ref["norm"].values)
@@ -269,7 +270,83 @@ def test_bad_compute_settings_are_named(tmp_path, monkeypatch):
     kw = {"load": p["load"], "registration": p["registration"], "denoise": p["denoise"],
           "downsample": p["downsample"], "figures": p["figures"]}
     with pytest.raises(CalimInputError, match="compute.scheduler must be"):
-        run_step("load", e, compute={"scheduler": "gpu", "parallel_sessions": 1}, **kw)
+        run_step("load", e, compute={"scheduler": "gpu", "parallel_sessions": 1,
+                                     "resume": True}, **kw)
     with pytest.raises(CalimInputError, match="no dask cluster at tcp://127.0.0.1:9"):
-        run_step("load", e, compute={"scheduler": "tcp://127.0.0.1:9", "parallel_sessions": 1},
-                 **kw)
+        run_step("load", e, compute={"scheduler": "tcp://127.0.0.1:9", "parallel_sessions": 1,
+                                     "resume": True}, **kw)
+
+
+def _chain(e, p, **changes):
+    """Steps 1-4 on every session; returns {step: status table}."""
+    p = p | changes
+    figures = {"per_roi": False, "dpi": 30}
+    steps_and_sections = (
+        ("load", {"load": p["load"], "registration": p["registration"],
+                  "denoise": p["denoise"], "downsample": p["downsample"], "figures": figures}),
+        ("rois", {"rois": p["rois"], "detection": p["detection"],
+                  "background": p["background"], "figures": figures}),
+        ("arpls", {"arpls": p["arpls"], "normalize": p["normalize"],
+                   "trim_start": p["trim_start"], "figures": figures}),
+        ("analysis", {"events": p["events"], "synchrony": p["synchrony"], "qc": p["qc"],
+                      "heatmap": p["heatmap"], "figures": figures, "outputs": p["outputs"],
+                      "nwb": p["nwb"]}))
+    return {step: run_step(step, e, compute=p["compute"], **kw)
+            for step, kw in steps_and_sections}
+
+
+def test_a_rerun_skips_what_is_done_and_redoes_what_changed(tmp_path):
+    exp_dir = demo.write_demo_experiment(tmp_path, n_frames=100, frame_shape=(40, 48), seed=6,
+                                         sessions=["230404_5", "230405_2"])
+    p = load_params()
+    p["registration"] = p["registration"] | {"enabled": False}
+    p["synchrony"] = p["synchrony"] | {"n_shuffles": 50}
+    p["outputs"] = {"nwb": False}
+    e = Experiment.open(exp_dir, tmp_path / "out")
+    first = _chain(e, p)
+    assert not any(t["cached"].any() for t in first.values())
+    events = {s.id: e.file(s, "events.csv").read_bytes() for s in e.sessions}
+    again = _chain(e, p)
+    assert all(t["cached"].all() and (t["status"] == "ok").all() for t in again.values())
+    assert {s.id: e.file(s, "events.csv").read_bytes() for s in e.sessions} == events
+    # a new lambda: load and rois are kept, arpls and analysis are redone
+    changed = _chain(e, p, arpls=p["arpls"] | {"lam": 100.0})
+    assert changed["load"]["cached"].all() and changed["rois"]["cached"].all()
+    assert not changed["arpls"]["cached"].any() and not changed["analysis"]["cached"].any()
+    assert e.open_store(e.sessions[0], "result").attrs["lam"] == 100.0
+    # an input file that changed is read again, and everything after it is redone
+    s = e.sessions[1]
+    roi_file = s.roi_file
+    roi_file.write_bytes(roi_file.read_bytes())  # same content, new modification time
+    import os
+    os.utime(roi_file, ns=(roi_file.stat().st_atime_ns, roi_file.stat().st_mtime_ns + 10**9))
+    touched = _chain(e, p, arpls=p["arpls"] | {"lam": 100.0})
+    rows = {step: t.set_index("session").loc[s.id] for step, t in touched.items()}
+    assert rows["load"]["cached"] and not rows["rois"]["cached"]
+    assert not rows["arpls"]["cached"] and not rows["analysis"]["cached"]
+    # resume off (calim run --force): everything is computed again
+    forced = _chain(e, p, compute=p["compute"] | {"resume": False})
+    assert not any(t["cached"].any() for t in forced.values())
+
+
+def test_a_deleted_output_is_not_taken_for_done(tmp_path):
+    exp_dir = demo.write_demo_experiment(tmp_path, n_frames=40, frame_shape=(32, 40), seed=1)
+    p = load_params()
+    p["registration"] = p["registration"] | {"enabled": False}
+    p["synchrony"] = p["synchrony"] | {"n_shuffles": 20}
+    e = Experiment.open(exp_dir, tmp_path / "out", ["230404_5"])
+    _chain(e, p)
+    shutil.rmtree(e.path(e.sessions[0], "result"))
+    again = _chain(e, p)
+    assert again["rois"]["cached"].all() and not again["arpls"]["cached"].any()
+    assert e.has(e.sessions[0], "result")
+
+
+def test_warnings_are_recorded_in_the_status_table(tmp_path):
+    exp_dir = demo.write_demo_experiment(tmp_path, n_frames=105, frame_shape=(32, 40), seed=1)
+    p = load_params()
+    e = Experiment.open(exp_dir, tmp_path / "out", ["230404_5"])
+    table = run_step("load", e, compute=p["compute"], load=p["load"],
+                     registration=p["registration"] | {"enabled": False},
+                     denoise=p["denoise"], downsample=p["downsample"], figures=p["figures"])
+    assert "dropping the last 5 of 105 time elements" in table["warnings"].iloc[0]

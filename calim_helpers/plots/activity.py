@@ -469,7 +469,8 @@ def session_summary_figure(features: pd.DataFrame, /, *, amplitude_label: str = 
         The feature table rows of one session (one row per ROI), with columns
         ``rate_per_min``, ``mean_amplitude``, ``mean_duration_s``, ``participation``
         and ``snr``; ``experiment``, ``date``, ``session`` (for the title),
-        ``n_events`` and ``converged`` are used if present.
+        ``n_events`` and ``fit_status`` (or, for older tables, ``converged``) are used
+        if present: ROIs whose fit failed are marked.
     amplitude_label : str, optional
         Unit of the amplitudes (the normalization). Default is ``"ΔF/F"``.
     title : str, optional
@@ -503,8 +504,12 @@ def session_summary_figure(features: pd.DataFrame, /, *, amplitude_label: str = 
         title = " · ".join(str(row[k]) if k != "session" else f"session {row[k]}"
                            for k in keys)
     n = len(features)
-    failed = (~features["converged"].to_numpy(dtype=bool)
-              if "converged" in features.columns else None)
+    if "fit_status" in features.columns:  # only a failed fit is flagged, not a stable one
+        failed = features["fit_status"].to_numpy(dtype=str) == "failed"
+    elif "converged" in features.columns:
+        failed = ~features["converged"].to_numpy(dtype=bool)
+    else:
+        failed = None
     extra = []
     if "n_events" in features.columns:
         n_ev = features["n_events"].to_numpy(dtype=float)

@@ -3,8 +3,12 @@
 - :func:`qc_figure` — one page per session (A4 portrait): ROIs over the MIP
   (flagged in red), motion-correction shifts, background trace, per-ROI SNR and a
   summary box
-- :func:`qc_session_figure` — arPLS convergence, background and per-ROI baselines
+- :func:`qc_session_figure` — arPLS fit status, background and per-ROI baselines
   of a session Dataset
+
+Only a *failed* arPLS fit is red. A fit that reached ``max_iter`` with a stable
+baseline (status ``"stable"``, see :func:`calim_helpers.baseline.arpls`) is as good as
+a converged one: it is counted in grey text ("max_iter reached, stable"), never flagged.
 
 Every time axis is in seconds (``time_unit="s"``, the default) or, when the frame
 interval is unknown, in frames (``time_unit="frame"``); a figure never mixes the two.
@@ -19,6 +23,8 @@ import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from calim_helpers import correction
+from calim_helpers.baseline import FIT_STATUSES
 from calim_helpers.plots._style import (
     _INTENSITY_LABEL,
     _PX,
@@ -45,6 +51,20 @@ __all__ = ["qc_figure", "qc_session_figure"]
 
 _OK_OUTLINE = "yellow"
 _BAD_OUTLINE = "red"
+_NOTE = "0.45"  # grey of neutral notes (stable fits)
+_STATUS_COLORS = {"converged": COLORS["corrected"], "stable": "0.6", "failed": COLORS["warn"]}
+
+
+def _status_array(x: object, name: str, n: int, /) -> np.ndarray:
+    """Fit status ``(n,)`` as strings; booleans (``converged``): True converged, False failed."""
+    values = x.values if isinstance(x, xr.DataArray) else x
+    a = np.array(values, copy=True)
+    if a.shape == (n,) and a.dtype == bool:
+        return np.where(a, "converged", "failed")
+    if a.shape != (n,) or a.dtype.kind not in "UO" or not np.isin(a, FIT_STATUSES).all():
+        raise ValueError(f"{name} must hold {', '.join(FIT_STATUSES)} (or be boolean, "
+                         f"converged or not) with shape ({n},), got {a.dtype} {a.shape}")
+    return a.astype(str)
 
 
 def _roi_list(numbers: np.ndarray, /, *, most: int = 12) -> str:
@@ -57,10 +77,11 @@ def qc_figure(
     labels: object,
     shifts: object,
     background: object,
-    converged: object,
+    fit_status: object,
     snr: object,
     /,
     *,
+    fit_status_raw: object = None,
     snr_threshold: float = 3.0,
     bad_frames: object = None,
     title: str = "",
@@ -69,10 +90,11 @@ def qc_figure(
     """One-page quality control of a session (A4 portrait).
 
     Panels: the MIP with each ROI outlined — red when flagged (SNR below
-    ``snr_threshold`` or missing, or its arPLS fit did not converge), yellow
-    otherwise; the motion-correction shifts with bad frames shaded; the background
-    trace; per-ROI SNR bars with the threshold; and a text box counting failed
-    fits, low-SNR ROIs, flagged ROIs and bad frames. ROI numbers sit at the ROI
+    ``snr_threshold`` or missing, or an arPLS fit failed), yellow otherwise; the
+    motion-correction shifts with bad frames shaded; the background trace; per-ROI
+    SNR bars with the threshold; and a text box counting failed fits (red),
+    fits that reached ``max_iter`` with a stable baseline (grey, not flagged),
+    low-SNR ROIs, flagged ROIs and bad frames. ROI numbers sit at the ROI
     centroids, bold with a dark halo, nudged apart when ROIs are close. The shifts
     (native frames) and the background (downsampled frames) are drawn on one time
     axis, in ``time_unit``: both need a ``time`` coordinate unless
@@ -92,10 +114,17 @@ def qc_figure(
         Background trace (counts), a DataArray with a ``time`` coordinate in
         ``time_unit``; a plain array (plotted against its index) only with
         ``time_unit="frame"``.
-    converged : array_like of bool, shape (roi,)
-        Whether each ROI's arPLS fit converged (ROI ``n`` at position ``n - 1``).
+    fit_status : array_like of str, shape (roi,)
+        Status of each ROI's arPLS fit of ``signal`` (ROI ``n`` at position
+        ``n - 1``): ``"converged"``, ``"stable"`` or ``"failed"`` (the result's
+        ``fit_status``). A boolean array (``converged``, as earlier versions took)
+        reads True as converged and False as failed.
     snr : array_like of float, shape (roi,)
         Signal-to-noise ratio of each ROI.
+    fit_status_raw : array_like of str, shape (roi,), optional
+        The same for the fit of ``raw`` (the ΔF/F denominator); when given, the
+        counts show both fits (``signal/raw``) and a failed fit of either flags the
+        ROI. Default is None (the fit of ``signal`` only).
     snr_threshold : float, optional
         ROIs with ``snr < snr_threshold`` (or NaN) are flagged. Default is 3.0.
     bad_frames : array_like of bool, shape (time,) of ``shifts``, optional
@@ -115,7 +144,8 @@ def qc_figure(
     Raises
     ------
     ValueError
-        If shapes do not match (``labels`` vs ``mip``, ``converged`` vs ``snr``,
+        If shapes or values do not match (``labels`` vs ``mip``, ``fit_status``
+        or ``fit_status_raw`` vs ``snr``,
         ROI numbers in ``labels`` beyond the number of ROIs, ``bad_frames`` vs
         ``shifts``), or ``shifts`` or ``background`` has no time coordinate while
         ``time_unit="s"``.
@@ -128,13 +158,17 @@ def qc_figure(
                          f"got {lab.dtype} {lab.shape}")
     s = _float_array(snr, "snr", 1)
     n_roi = s.size
-    ok_fit = _bool_mask(converged, "converged", n_roi)
+    fits = {"signal": _status_array(fit_status, "fit_status", n_roi)}
+    if fit_status_raw is not None:
+        fits["raw"] = _status_array(fit_status_raw, "fit_status_raw", n_roi)
     if lab.size and lab.max() > n_roi:
         raise ValueError(f"labels holds ROI numbers up to {int(lab.max())} but snr and "
-                         f"converged have {n_roi} entries")
+                         f"fit_status have {n_roi} entries")
     bg, bg_time = _series(background, "background", time_unit)
     low = ~(s >= snr_threshold)
-    flagged = low | ~ok_fit
+    failed = np.logical_or.reduce([f == "failed" for f in fits.values()])
+    stable = np.logical_or.reduce([f == "stable" for f in fits.values()]) & ~failed
+    flagged = low | failed
     rois = np.arange(1, n_roi + 1)
 
     fig = Figure(figsize=(8.27, 11.69), layout="constrained")
@@ -196,7 +230,7 @@ def qc_figure(
     ax.set_xticks(rois[::step], [str(r) for r in rois[::step]], fontsize=7,
                   rotation=90 if n_roi > 15 else 0)
     for tick, i in zip(ax.get_xticklabels(), rois[::step] - 1, strict=True):
-        if not ok_fit[i]:
+        if failed[i]:
             tick.set_color(COLORS["warn"])
             tick.set_fontweight("bold")
     ax.set_xlim(0.3, n_roi + 0.7)
@@ -211,26 +245,33 @@ def qc_figure(
 
     ax = axd["summary"]
     ax.set_axis_off()
-    lines = [
-        (f"{_count(n_roi, 'ROI')}", False),
-        (f"failed fits: {int((~ok_fit).sum())}", (~ok_fit).any()),
-        (f"  ROI {_roi_list(rois[~ok_fit])}" if (~ok_fit).any() else "", True),
-        (f"SNR < {snr_threshold:g}: {int(low.sum())}", low.any()),
-        (f"  ROI {_roi_list(rois[low])}" if low.any() else "", True),
-        (f"flagged ROIs: {int(flagged.sum())}", flagged.any()),
-        (f"bad frames: {n_bad}", n_bad > 0),
+    def per_fit(status: str) -> str:
+        return "/".join(str(int((f == status).sum())) for f in fits.values())
+
+    lines = [  # (text, colour): red for problems, grey for neutral notes
+        (f"{_count(n_roi, 'ROI')}", None),
+        ("arPLS fits, signal/raw:" if len(fits) > 1 else "", None),
+        (f"failed fits: {per_fit('failed')}", "warn" if failed.any() else None),
+        (f"  ROI {_roi_list(rois[failed])}" if failed.any() else "", "warn"),
+        (f"max_iter reached, stable: {per_fit('stable')}", "note"),
+        (f"  ROI {_roi_list(rois[stable])}" if stable.any() else "", "note"),
+        (f"SNR < {snr_threshold:g}: {int(low.sum())}", "warn" if low.any() else None),
+        (f"  ROI {_roi_list(rois[low])}" if low.any() else "", "warn"),
+        (f"flagged ROIs: {int(flagged.sum())}", "warn" if flagged.any() else None),
+        (f"bad frames: {n_bad}", "warn" if n_bad > 0 else None),
         (f"max |shift|: {max_shift}" if shifts is not None else "not motion-corrected",
-         False),
+         None),
     ]
+    parts = [(part, kind) for text, kind in lines if text
+             for part in textwrap.wrap(text, 30, subsequent_indent="    ")]
+    step = min(0.09, 0.98 / max(len(parts), 1))  # many lines: smaller, still in the box
     y = 0.98
-    for text, warn in lines:
-        if not text:
-            continue
-        for part in textwrap.wrap(text, 24, subsequent_indent="    ") or [""]:
-            ax.text(0.0, y, part, transform=ax.transAxes, ha="left", va="top", fontsize=9,
-                    color=COLORS["warn"] if warn else "black",
-                    fontweight="bold" if warn else "normal")
-            y -= 0.09
+    for part, kind in parts:
+        ax.text(0.0, y, part, transform=ax.transAxes, ha="left", va="top",
+                fontsize=9 if step >= 0.09 else 8,
+                color={"warn": COLORS["warn"], "note": _NOTE}.get(kind, "black"),
+                fontweight="bold" if kind == "warn" else "normal")
+        y -= step
     ax.set_title("summary", fontsize=10, loc="left")
     fig.suptitle(_join_title(title, "quality control"), fontsize=12)
     if lab.size and lab.max() > 0:
@@ -242,18 +283,19 @@ def qc_figure(
 
 
 def qc_session_figure(ds: xr.Dataset, /, *, time_unit: str = "s") -> Figure:
-    """Quality control of one session: fit convergence, background, per-ROI baselines.
+    """Quality control of one session: arPLS fit status, background, per-ROI baselines.
 
-    Panels: counts of converged and non-converged arPLS fits (of ``signal`` and of
-    ``raw``); the background trace; the time-mean of ``baseline_raw`` (the ΔF/F
-    denominator F0) and of ``baseline`` per ROI, with the ROI numbers of
-    non-converged fits in red.
+    Panels: counts of converged, stable (``max_iter`` reached, the baseline no longer
+    moving; grey) and failed (red) arPLS fits, of ``signal`` and of ``raw``; the
+    background trace; the time-mean of ``baseline_raw`` (the ΔF/F denominator F0)
+    and of ``baseline`` per ROI, with the ROI numbers of failed fits in red.
 
     Parameters
     ----------
     ds : xarray.Dataset
         A session Dataset with ``background``, ``baseline``, ``baseline_raw``,
-        ``converged`` and ``converged_raw``.
+        ``fit_status`` and ``fit_status_raw`` (or, from earlier versions,
+        ``converged`` and ``converged_raw``: not converged then counts as failed).
     time_unit : {"s", "frame"}, optional
         Unit of the ``time`` coordinate: ``"s"``, or ``"frame"`` when the frame
         interval is unknown. Default is ``"s"``.
@@ -269,8 +311,11 @@ def qc_session_figure(ds: xr.Dataset, /, *, time_unit: str = "s") -> Figure:
         If a variable is missing or ``time_unit`` is unknown.
     """
     time_unit = _check_time_unit(time_unit)
-    _check_vars(ds, ["background", "baseline", "baseline_raw", "converged",
-                     "converged_raw"], "ds")
+    _check_vars(ds, ["background", "baseline", "baseline_raw"], "ds")
+    try:
+        fits = {"signal": correction.fit_status(ds), "raw": correction.fit_status(ds, raw=True)}
+    except ValueError as exc:
+        raise ValueError(f"ds lacks a fit status: {exc}") from None
     a = ds.attrs
     t = _coord_time(ds, "ds", time_unit)
     n_roi = ds.sizes["roi"]
@@ -281,20 +326,19 @@ def qc_session_figure(ds: xr.Dataset, /, *, time_unit: str = "s") -> Figure:
                  f"session {a.get('session', '?')}: quality control ({n_roi} ROIs)")
 
     ax = axd["conv"]
-    conv = {"signal": np.asarray(ds["converged"].values, dtype=bool),
-            "raw": np.asarray(ds["converged_raw"].values, dtype=bool)}
-    x = np.arange(2)
-    ok = np.array([c.sum() for c in conv.values()])
-    bad = np.array([(~c).sum() for c in conv.values()])
-    b1 = ax.bar(x - 0.2, ok, width=0.4, color=COLORS["corrected"], label="converged")
-    b2 = ax.bar(x + 0.2, bad, width=0.4, color=COLORS["warn"], label="not converged")
-    ax.bar_label(b1, fontsize=8)
-    ax.bar_label(b2, fontsize=8)
-    ax.set_xticks(x, [f"fit of {k}" for k in conv])
+    x = np.arange(len(fits))
+    labels = {"converged": "converged", "stable": "max_iter reached, stable",
+              "failed": "failed"}
+    for j, status in enumerate(FIT_STATUSES):
+        counts = [int((f == status).sum()) for f in fits.values()]
+        bars = ax.bar(x + 0.27 * (j - 1), counts, width=0.27, color=_STATUS_COLORS[status],
+                      label=labels[status])
+        ax.bar_label(bars, fontsize=8, color=_NOTE if status == "stable" else "black")
+    ax.set_xticks(x, [f"fit of {k}" for k in fits])
     ax.set_ylabel("number of ROIs")
-    ax.set_ylim(0, max(n_roi, 1) * 1.2)
-    ax.set_title("arPLS convergence", fontsize=10)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.set_ylim(0, max(n_roi, 1) * 1.45)
+    ax.set_title("arPLS fits", fontsize=10)
+    ax.legend(loc="upper right", fontsize=7)
 
     ax = axd["background"]
     ax.plot(t, _values(ds["background"]), color=COLORS["background"], lw=1.2)
@@ -318,13 +362,13 @@ def qc_session_figure(ds: xr.Dataset, /, *, time_unit: str = "s") -> Figure:
     ax.axhline(0, color="0.3", lw=0.8)
     step = max(1, int(np.ceil(n_roi / 40)))
     ax.set_xticks(pos[::step], [str(r) for r in rois[::step]], fontsize=8)
-    failed = ~(conv["signal"] & conv["raw"])
+    failed = (fits["signal"] == "failed") | (fits["raw"] == "failed")
     for tick, i in zip(ax.get_xticklabels(), pos[::step], strict=True):
         if failed[i]:
             tick.set_color(COLORS["warn"])
             tick.set_fontweight("bold")
     ax.set_xlim(-0.7, n_roi - 0.3)
-    ax.set_xlabel("ROI (red: an arPLS fit did not converge)")
+    ax.set_xlabel("ROI (red: an arPLS fit failed)")
     ax.set_ylabel(f"time-mean {_INTENSITY_LABEL}")
     ax.set_title("per-ROI baselines", fontsize=10)
     ax.legend(loc="best", fontsize=8)

@@ -10,7 +10,9 @@
 Colours follow :data:`calim_helpers.plots.COLORS`: raw red, background blue,
 ROI − background purple, corrected green, baseline black dashed. The time axis is
 the Dataset's ``time`` coordinate, in seconds (``time_unit="s"``) or in frames
-(``time_unit="frame"``, when the frame interval is unknown).
+(``time_unit="frame"``, when the frame interval is unknown). A failed arPLS fit
+(``fit_status == "failed"``) turns a ROI figure's title and frame red; a fit that
+reached ``max_iter`` with a stable baseline is only noted, in grey, under the title.
 
 Examples
 --------
@@ -30,6 +32,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
+from calim_helpers import correction
 from calim_helpers.plots._style import (
     _INTENSITY_LABEL,
     COLORS,
@@ -67,27 +70,53 @@ def _roi_title(ds: xr.Dataset, one: xr.Dataset, /) -> str:
     return f'{title} "{name}"' if name else title
 
 
-def _fit_problems(one: xr.Dataset, which: Sequence[str], /) -> list[str]:
-    """Lines describing non-converged arPLS fits (``which`` ⊂ {"signal", "raw"})."""
-    lines = []
+_NOTE = "0.45"  # grey of neutral notes (stable fits)
+
+
+def _fit_notes(one: xr.Dataset, which: Sequence[str], /) -> tuple[list[str], list[str]]:
+    """Lines on the arPLS fits ``which`` ⊂ {"signal", "raw"}: (failed, stable).
+
+    Uses ``fit_status`` / ``fit_status_raw``; a Dataset without them (earlier
+    versions) reads a fit that did not converge as failed. Silent without either.
+    """
+    failed, stable = [], []
     for fit in which:
         suffix = "" if fit == "signal" else "_raw"
-        conv, n_iter = f"converged{suffix}", f"n_iter{suffix}"
-        if conv in one and not bool(one[conv]):
-            n = int(one[n_iter]) if n_iter in one else "?"
-            lines.append(f"arPLS ({fit}) did not converge (n_iter = {n})")
-    return lines
+        try:
+            status = str(correction.fit_status(one, raw=fit == "raw"))
+        except ValueError:
+            continue
+        n_iter = f"n_iter{suffix}"
+        n = int(one[n_iter]) if n_iter in one else "?"
+        change = f"weight_change{suffix}"
+        if status == "failed":
+            failed.append(f"arPLS ({fit}) failed (n_iter = {n})")
+        elif status == "stable":
+            dw = (f", weight change {float(one[change]):.1e}" if change in one else "")
+            stable.append(f"arPLS ({fit}): max_iter reached, stable (n_iter = {n}{dw})")
+    return failed, stable
 
 
-def _set_title(ax, title: str, problems: Sequence[str], /) -> None:
-    """Title; red with a warning line and red frame when a fit did not converge."""
-    if problems:
-        ax.set_title("\n".join([title, *problems]), color=COLORS["warn"], fontsize=10)
+def _set_title(ax, title: str, notes: tuple[list[str], list[str]], /) -> None:
+    """Title; red with a warning line and red frame when a fit failed.
+
+    Stable fits (``max_iter`` reached, baseline stable) are noted in small grey text
+    just above the axes, under the title; the title and frame keep their colours.
+    """
+    failed, stable = notes
+    pad = 6.0  # points, matplotlib's default
+    if stable:
+        ax.annotate("\n".join(stable), (0.5, 1.0), xycoords="axes fraction", xytext=(0, 2),
+                    textcoords="offset points", ha="center", va="bottom", color=_NOTE,
+                    fontsize=7)
+        pad = 4.0 + 9.0 * len(stable)  # the title goes above the note (7 pt lines)
+    if failed:
+        ax.set_title("\n".join([title, *failed]), color=COLORS["warn"], fontsize=10, pad=pad)
         for spine in ax.spines.values():
             spine.set_color(COLORS["warn"])
             spine.set_linewidth(1.5)
     else:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=10, pad=pad)
 
 
 def _baseline_label(ds: xr.Dataset, /) -> str:
@@ -100,14 +129,16 @@ def roi_raw_figure(ds: xr.Dataset, roi: int, /, *, time_unit: str = "s") -> Figu
 
     The top panel shows the intensities as measured (ROI mean in red, background in
     blue); the bottom panel the background-subtracted signal (purple) with the arPLS
-    baseline fitted to it (black dashed). A fit that did not converge turns the title
-    and frame red and says so with its iteration count.
+    baseline fitted to it (black dashed). A failed fit turns the title and frame red
+    and says so with its iteration count; a fit that reached ``max_iter`` with a
+    stable baseline is noted in grey.
 
     Parameters
     ----------
     ds : xarray.Dataset
         A session Dataset with dims ``(roi, time)`` and variables ``raw``,
-        ``background``, ``signal``, ``baseline``; ``converged``/``n_iter`` if present.
+        ``background``, ``signal``, ``baseline``; ``fit_status`` (or ``converged``),
+        ``n_iter`` and ``weight_change`` if present.
     roi : int
         ROI number (coordinate ``roi``, numbered from 1).
     time_unit : {"s", "frame"}, optional
@@ -143,7 +174,7 @@ def roi_raw_figure(ds: xr.Dataset, roi: int, /, *, time_unit: str = "s") -> Figu
     ax_sig.set_ylabel(f"ROI − background\n{_INTENSITY_LABEL}")
     ax_sig.set_xlabel(_time_label(time_unit))
     ax_sig.legend(loc="best", fontsize=8)
-    _set_title(ax_raw, _roi_title(ds, one), _fit_problems(one, ["signal"]))
+    _set_title(ax_raw, _roi_title(ds, one), _fit_notes(one, ["signal"]))
     return fig
 
 
@@ -191,7 +222,7 @@ def roi_clean_figure(ds: xr.Dataset, roi: int, /, *, time_unit: str = "s") -> Fi
     bx.set_ylabel(f"background\n{_INTENSITY_LABEL}")
     bx.set_xlabel(_time_label(time_unit))
     bx.legend(loc="best", fontsize=8)
-    _set_title(ax, _roi_title(ds, one), _fit_problems(one, ["signal"]))
+    _set_title(ax, _roi_title(ds, one), _fit_notes(one, ["signal"]))
     return fig
 
 
@@ -241,7 +272,7 @@ def roi_norm_figure(ds: xr.Dataset, roi: int, /, *, time_unit: str = "s") -> Fig
                 transform=ax.transAxes, ha="left", va="top", fontsize=8)
     ax.legend(loc="best", fontsize=8)
     fits = ["signal", "raw"] if normalize in ("dff", "session") else ["signal"]
-    _set_title(ax, _roi_title(ds, one), _fit_problems(one, fits))
+    _set_title(ax, _roi_title(ds, one), _fit_notes(one, fits))
     return fig
 
 

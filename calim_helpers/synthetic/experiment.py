@@ -19,6 +19,7 @@ Examples
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -225,6 +226,19 @@ def plan_experiment(
     return planned
 
 
+def _start_time(date: str, name: str) -> str:
+    """Return a Micro-Manager 2.0 ``StartTime`` for a demo session: its date, a morning hour.
+
+    Examples
+    --------
+    >>> _start_time("04-04-23", "230404_5")
+    '2023-04-04 09:35:00.000 +0200'
+    """
+    day = datetime.datetime.strptime(date, "%d-%m-%y")
+    n = int(name.rsplit("_", 1)[1])
+    return f"{day:%Y-%m-%d} {9 + n % 5:02d}:{(7 * n) % 60:02d}:00.000 +0200"
+
+
 def write_demo_experiment(
     out_dir: str | Path,
     /,
@@ -344,6 +358,7 @@ def write_demo_experiment(
             pixel_size_um=session.pixel_size_um,
             interval_ms=session.frame_interval_s * 1000.0,
             max_file_bytes=max_file_bytes,
-            summary={"Comment": f"CALIM synthetic demo {name}, seed {session.seed}"},
+            summary={"Comment": f"CALIM synthetic demo {name}, seed {session.seed}",
+                     "StartTime": _start_time(plan.date, plan.name)},
         )
     return exp_dir

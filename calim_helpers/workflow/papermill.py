@@ -24,7 +24,7 @@ import pandas as pd
 
 from calim_helpers import io, resources
 from calim_helpers.workflow.experiment import Experiment
-from calim_helpers.workflow.record import run_record
+from calim_helpers.workflow.record import finish_record, run_record
 
 __all__ = ["NOTEBOOKS", "STEP_OF", "ExperimentRun", "execute_notebook", "run_experiments"]
 
@@ -60,6 +60,18 @@ class ExperimentRun:
         if self.failed_notebook:
             lines.append(f"failed: {self.name} notebook {self.failed_notebook}: {self.error}")
         return lines
+
+    def warnings(self) -> list[str]:
+        """Each distinct warning of a session and step, once."""
+        lines = []
+        for step, table in self.statuses.items():
+            if "warnings" not in table:
+                continue
+            for r in table.itertuples():
+                for w in str(r.warnings or "").split(" | "):
+                    if w:
+                        lines.append(f"{self.name} {r.session} at step '{step}': {w}")
+        return list(dict.fromkeys(lines))
 
     @property
     def failed(self) -> bool:
@@ -181,7 +193,8 @@ def run_experiments(
     """Run the notebooks on each experiment; compare the experiments when there are several.
 
     Before the notebooks, ``OUT/<experiment>/run_record.json`` records the command, the
-    whole parameter tree, package versions and input checksums.
+    whole parameter tree, package versions and input checksums; after them, the
+    per-session timings and warnings (:mod:`calim_helpers.workflow.record`).
 
     Parameters
     ----------
@@ -242,6 +255,8 @@ def run_experiments(
                         break
                 else:
                     done.append(exp_dir.name)
+                finish_record(Path(out_dir) / exp_dir.name, run.statuses,
+                              notebook_error=run.error)
     finally:
         bar.close()
     return runs

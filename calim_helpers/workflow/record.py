@@ -1,11 +1,19 @@
-"""The run record: what was run, on what, with which parameters and packages."""
+"""The run record ``OUT/<experiment>/run_record.json``: what ran, on what, how, and when.
+
+Written when a run starts (command line, start time, CALIM version and git commit when
+CALIM runs from a git checkout, package versions, parameters as used, SHA-256 of every
+input file) and completed when it ends (end time, per-session status and timings of
+every step, every warning) by :func:`finish_record`.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import importlib.metadata
 import json
 import platform
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,7 +22,8 @@ from typing import Any
 from calim_helpers import io
 from calim_helpers.workflow.experiment import Experiment
 
-__all__ = ["PACKAGES", "package_versions", "run_record", "sha256"]
+__all__ = ["PACKAGES", "finish_record", "git_commit", "package_versions", "run_record",
+           "sha256"]
 
 #: Distributions whose versions are recorded.
 PACKAGES = ("calim", "numpy", "scipy", "tifffile", "imagecodecs", "roifile", "xarray", "dask",
@@ -42,12 +51,33 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).astimezone().isoformat(timespec="seconds")
+
+
+def git_commit() -> str | None:
+    """Return the git commit of the CALIM source when it runs from a git checkout, or None."""
+    folder = Path(__file__).resolve().parents[2]
+    if not (folder / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], check=True,
+                             capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain",
+                                "--untracked-files=no"], check=True, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+
+
 def run_record(experiment: Experiment, params: Mapping[str, Any], /, *,
                command: list[str] | None = None) -> dict[str, Any]:
-    """Write ``OUT/<experiment>/run_record.json`` and return it.
+    """Write ``OUT/<experiment>/run_record.json`` at the start of a run and return it.
 
-    Holds the command line, the parameters as used, package versions and the SHA-256
-    of every input file of the selected sessions.
+    Holds the command line, the start time, the CALIM version and git commit, package
+    versions, the parameters as used and the SHA-256 of every input file of the
+    selected sessions.
     """
     inputs = {}
     for s in experiment.sessions:
@@ -58,9 +88,44 @@ def run_record(experiment: Experiment, params: Mapping[str, Any], /, *,
                     inputs[key] = sha256(f)
                 except OSError as exc:
                     inputs[key] = f"unreadable: {exc}"
+    from calim_helpers import __version__
+
     record = {"experiment": experiment.name, "experiment_dir": str(experiment.experiment_dir),
               "command": command if command is not None else sys.argv,
+              "started": _now(), "finished": None,
+              "calim_version": __version__, "git_commit": git_commit(),
               "params": dict(params), "versions": package_versions(),
-              "inputs_sha256": inputs}
+              "inputs_sha256": inputs, "sessions": {}, "warnings": []}
     io.write_text(experiment.root / "run_record.json", json.dumps(record, indent=1))
+    return record
+
+
+def finish_record(root: Path, statuses: Mapping[str, Any], /, *,
+                  notebook_error: str = "") -> dict[str, Any]:
+    """Complete ``root/run_record.json``: end time, per-session steps, warnings.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        The experiment's output folder.
+    statuses : mapping of str to pandas.DataFrame
+        Step -> its status table (:func:`calim_helpers.workflow.runner.run_step`).
+    notebook_error : str, optional
+        The failed notebook and its error, if one failed. Default is "".
+    """
+    path = root / "run_record.json"
+    record = json.loads(path.read_text())
+    sessions: dict[str, dict[str, Any]] = {}
+    warned: list[str] = []
+    for step, table in statuses.items():
+        for row in table.to_dict("records"):
+            sessions.setdefault(str(row["session"]), {})[step] = {
+                "status": row["status"], "seconds": row["seconds"],
+                "cached": bool(row.get("cached", False)), "reason": row.get("reason", "")}
+            for w in str(row.get("warnings", "") or "").split(" | "):
+                if w:
+                    warned.append(f"{row['session']} {step}: {w}")
+    record |= {"finished": _now(), "sessions": sessions,
+               "warnings": list(dict.fromkeys(warned)), "notebook_error": notebook_error}
+    io.write_text(path, json.dumps(record, indent=1, default=str))
     return record

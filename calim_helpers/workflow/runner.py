@@ -6,25 +6,39 @@ Each session goes through the step on its own: a session that fails is reported
 session whose input (the previous step's store) is missing is reported ``skipped``.
 Progress is reported through :mod:`logging` (logger ``calim.workflow``), one record
 per finished session.
+
+Resuming: when a session's step completes, a marker
+``<session folder>/.calim/<step>.json`` records its fingerprint -- a SHA-256 over the
+step's parameter sections, the CALIM version, the identity (name, size, modification
+time) of the input files it reads and the fingerprint of the step before it -- and its
+status row. With ``compute.resume`` (the default), a later run skips the session's step
+when the fingerprint is unchanged and its outputs exist; a changed parameter changes
+that step's fingerprint and, through the chain, every later step's. A marker is written
+last, after every output of the step is in place, so a run killed at any moment leaves
+no marker for unfinished work, and the next run redoes it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import shutil
 import time
 import traceback
+import warnings
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
 from typing import Any
 
 import dask
 import pandas as pd
 
-from calim_helpers import io
+from calim_helpers import __version__, io
 from calim_helpers.errors import CalimInputError
-from calim_helpers.workflow.experiment import Experiment
+from calim_helpers.workflow.experiment import STORES, Experiment
 from calim_helpers.workflow.steps import ANALYSIS_TABLES, STEPS, Skip
 
 __all__ = ["STATUS_COLUMNS", "run_step"]
@@ -32,7 +46,7 @@ __all__ = ["STATUS_COLUMNS", "run_step"]
 log = logging.getLogger("calim.workflow")
 
 #: The first columns of every status table; the step's summary columns follow.
-STATUS_COLUMNS = ("session", "status", "seconds", "reason")
+STATUS_COLUMNS = ("session", "status", "seconds", "reason", "cached", "warnings")
 
 #: How long to wait for a dask cluster named in ``compute.scheduler`` to answer.
 CONNECT_TIMEOUT = "20s"
@@ -40,6 +54,8 @@ CONNECT_TIMEOUT = "20s"
 # the stores a step and the later ones write: removed before a step runs on a session
 _STORES_FROM = {"load": ("load", "traces", "result"), "rois": ("traces", "result"),
                 "arpls": ("result",), "analysis": ()}
+_ORDER = ("load", "rois", "arpls", "analysis")
+_UPSTREAM = {"rois": "load", "arpls": "rois", "analysis": "arpls"}
 
 
 def run_step(step: str, experiment: Experiment, /, *, compute: Mapping[str, Any],
@@ -55,7 +71,9 @@ def run_step(step: str, experiment: Experiment, /, *, compute: Mapping[str, Any]
     compute : mapping
         The ``compute`` parameter section: ``scheduler`` (``"threads"``,
         ``"synchronous"`` or a running dask cluster's address, to which each session is
-        submitted whole) and ``parallel_sessions`` (sessions at once on this machine).
+        submitted whole), ``parallel_sessions`` (sessions at once on this machine) and
+        ``resume`` (skip sessions whose step is already done with the same inputs and
+        parameters).
     **sections
         The parameter sections the step takes (see its body in
         :mod:`calim_helpers.workflow.steps`), passed on unchanged.
@@ -64,13 +82,15 @@ def run_step(step: str, experiment: Experiment, /, *, compute: Mapping[str, Any]
     -------
     pandas.DataFrame
         One row per session: ``session``, ``status`` (ok / skipped / failed),
-        ``seconds``, ``reason``, then the step's summary columns. Also written to
-        ``OUT/<experiment>/status/<step>.csv``.
+        ``seconds``, ``reason``, ``cached`` (done by an earlier run), ``warnings`` (the
+        warnings the session raised, `` | ``-separated), then the step's summary
+        columns. Also written to ``OUT/<experiment>/status/<step>.csv``.
     """
     if step not in STEPS:
         raise ValueError(f"step must be one of {tuple(STEPS)}, got {step!r}")
     scheduler = str(compute["scheduler"])
     n_parallel = int(compute["parallel_sessions"])
+    resume = bool(compute["resume"])
     if n_parallel < 1:
         raise CalimInputError(f"compute.parallel_sessions must be >= 1, got {n_parallel}")
     sessions = experiment.sessions
@@ -83,14 +103,16 @@ def run_step(step: str, experiment: Experiment, /, *, compute: Mapping[str, Any]
         done += 1
         rows[i] = row
         level = logging.WARNING if row["status"] == "failed" else logging.INFO
-        log.log(level, "%s %s [%d/%d] %s: %s in %.1f s%s", experiment.name, step, done, n,
-                row["session"], row["status"], row["seconds"],
+        how = "done earlier (unchanged)" if row.get("cached") else f"in {row['seconds']:.1f} s"
+        log.log(level, "%s %s [%d/%d] %s: %s %s%s", experiment.name, step, done, n,
+                row["session"], row["status"], how,
                 f" - {row['reason']}" if row["reason"] else "")
 
     log.info("%s %s: %d session(s)", experiment.name, step, n)
     if "://" in scheduler:
         with _cluster_client(scheduler) as client:
-            futures = {client.submit(run_session, step, experiment, s, sections, pure=False): i
+            futures = {client.submit(run_session, step, experiment, s, sections, resume=resume,
+                                     pure=False): i
                        for i, s in enumerate(sessions)}
             for future, i in futures.items():  # in session order; they run concurrently
                 report(i, future.result())
@@ -100,7 +122,8 @@ def run_step(step: str, experiment: Experiment, /, *, compute: Mapping[str, Any]
                 f"compute.scheduler must be 'threads', 'synchronous' or a dask cluster "
                 f"address such as 'tcp://host:8786', got {scheduler!r}")
         with ThreadPoolExecutor(max_workers=n_parallel) as pool:
-            futures = {pool.submit(run_session, step, experiment, s, sections, scheduler): i
+            futures = {pool.submit(run_session, step, experiment, s, sections, scheduler,
+                                   resume=resume): i
                        for i, s in enumerate(sessions)}
             for future in as_completed(futures):
                 report(futures[future], future.result())
@@ -112,25 +135,104 @@ def run_step(step: str, experiment: Experiment, /, *, compute: Mapping[str, Any]
 
 
 def run_session(step: str, experiment: Experiment, session: io.Session,
-                sections: Mapping[str, Any], scheduler: str = "threads") -> dict[str, Any]:
-    """One session through one step: a status row. Never raises (runs on cluster workers)."""
+                sections: Mapping[str, Any], scheduler: str = "threads", *,
+                resume: bool = True) -> dict[str, Any]:
+    """One session through one step: a status row. Never raises (runs on cluster workers).
+
+    The warnings the step raises are recorded in the row and raised again (so they also
+    show where the step runs). With ``parallel_sessions > 1`` on threads, a warning may
+    be recorded with a session running at the same time.
+    """
     t0 = time.perf_counter()
     row: dict[str, Any] = {"session": session.id}
+    fingerprint = step_fingerprint(step, experiment, session, sections)
+    if resume and fingerprint is not None:
+        done = _read_marker(experiment, session, step)
+        if done is not None and done.get("fingerprint") == fingerprint and _outputs_exist(
+                experiment, session, step):
+            return done["row"] | {"seconds": 0.0, "cached": True}
     clear_from(experiment, session, step)
-    try:
-        with dask.config.set(scheduler=scheduler):  # chunk work stays in this process
-            row |= {"status": "ok", "reason": ""} | STEPS[step](experiment, session, **sections)
-    except Skip as exc:
-        row |= {"status": "skipped", "reason": str(exc)}
-    except CalimInputError as exc:
-        row |= {"status": "failed", "reason": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - one session's failure must not stop others
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        row |= {"status": "failed",
-                "reason": f"{type(exc).__name__}: {exc} (in {where.name}, "
-                          f"{where.filename.rsplit('/', 1)[-1]}:{where.lineno})"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with dask.config.set(scheduler=scheduler):  # chunk work stays in this process
+                row |= {"status": "ok", "reason": ""} | STEPS[step](experiment, session,
+                                                                    **sections)
+        except Skip as exc:
+            row |= {"status": "skipped", "reason": str(exc)}
+        except CalimInputError as exc:
+            row |= {"status": "failed", "reason": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - one session's failure must not stop others
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            row |= {"status": "failed",
+                    "reason": f"{type(exc).__name__}: {exc} (in {where.name}, "
+                              f"{where.filename.rsplit('/', 1)[-1]}:{where.lineno})"}
+    messages = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    row["warnings"] = " | ".join(messages)
+    row["cached"] = False
     row["seconds"] = round(time.perf_counter() - t0, 1)
+    if row["status"] == "ok" and fingerprint is not None:
+        _write_marker(experiment, session, step, fingerprint, row)
     return row
+
+
+def _file_identity(path: Any) -> list[Any] | None:
+    if path is None:
+        return None
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return [str(path), None]
+    return [Path(path).name, st.st_size, st.st_mtime_ns]
+
+
+def step_fingerprint(step: str, experiment: Experiment, session: io.Session,
+                     sections: Mapping[str, Any]) -> str | None:
+    """SHA-256 identifying a session's step: parameters, version, inputs, the step before.
+
+    None when the step before it has no completed marker (nothing to compare with).
+    """
+    content: dict[str, Any] = {"step": step, "version": __version__,
+                               "sections": {k: sections[k] for k in sorted(sections)}}
+    if step == "load":
+        content["inputs"] = [_file_identity(f) for f in (*session.stack_files,
+                                                         session.metadata_file)]
+    else:
+        before = _read_marker(experiment, session, _UPSTREAM[step])
+        if before is None:
+            return None
+        content["upstream"] = before["fingerprint"]
+    if step == "rois":
+        content["roi_file"] = _file_identity(session.roi_file)
+    text = json.dumps(content, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _marker(experiment: Experiment, session: io.Session, step: str) -> Path:
+    return experiment.session_dir(session) / ".calim" / f"{step}.json"
+
+
+def _read_marker(experiment: Experiment, session: io.Session, step: str) -> dict | None:
+    try:
+        return json.loads(_marker(experiment, session, step).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_marker(experiment: Experiment, session: io.Session, step: str, fingerprint: str,
+                  row: Mapping[str, Any]) -> None:
+    safe = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()
+            if k not in ("seconds", "cached")}
+    io.write_text(_marker(experiment, session, step),
+                  json.dumps({"fingerprint": fingerprint, "row": safe}, default=str))
+
+
+def _outputs_exist(experiment: Experiment, session: io.Session, step: str) -> bool:
+    if step == "analysis":
+        return experiment.file(session, "features.csv").exists()
+    return experiment.has(session, STORES[step])
 
 
 def clear_from(experiment: Experiment, session: io.Session, step: str) -> None:
@@ -139,10 +241,16 @@ def clear_from(experiment: Experiment, session: io.Session, step: str) -> None:
     A session that fails or is skipped now must not pass stale results of a previous
     run (possibly with other parameters) on to the next steps and the experiment tables.
     """
+    for later in _ORDER[_ORDER.index(step):]:  # markers first: never a marker without outputs
+        _marker(experiment, session, later).unlink(missing_ok=True)
     for kind in _STORES_FROM[step]:
         shutil.rmtree(experiment.path(session, kind), ignore_errors=True)
     for kind in ANALYSIS_TABLES:
         experiment.file(session, f"{kind}.csv").unlink(missing_ok=True)
+    folder = experiment.session_dir(session)
+    if folder.exists():  # temporary files of a run that was killed while writing
+        for part in folder.glob(".*.part-*"):
+            shutil.rmtree(part) if part.is_dir() else part.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -34,8 +34,10 @@ import xarray as xr
 from calim_helpers import aggregate, analysis, correction, io, plots, stats, traces
 from calim_helpers import denoise as dn
 from calim_helpers import detection as det
+from calim_helpers import events as evt
 from calim_helpers import registration as reg
 from calim_helpers import rois as roi_io
+from calim_helpers import synchrony as syn
 from calim_helpers.downsample import downsample as block_mean
 from calim_helpers.workflow.experiment import Experiment
 
@@ -65,8 +67,11 @@ def _require(experiment: Experiment, session: io.Session, kind: str, step: str) 
 
 def time_unit(*datasets: xr.Dataset | xr.DataArray) -> str:
     """Return ``"s"`` when every store's frame interval is known, else ``"frame"``."""
-    return "s" if all(ds.attrs.get("frame_interval_s_downsampled") for ds in datasets) \
-        else "frame"
+    def known(ds: xr.Dataset | xr.DataArray) -> bool:
+        value = ds.attrs.get("frame_interval_s_downsampled")
+        return value is not None and bool(np.isfinite(value)) and value > 0
+
+    return "s" if all(known(ds) for ds in datasets) else "frame"
 
 
 # --------------------------------------------------------------------------- load
@@ -111,7 +116,7 @@ def load_step(experiment: Experiment, session: io.Session, /, *, load: Mapping[s
             "experiment": session.experiment, "date": session.date, "session": session.name,
             "native_shape": list(movie.shape), "dtype": str(movie.dtype),
             "frame_interval_s_downsampled": (interval * int(downsample["time"])
-                                             if interval else None),
+                                             if interval and np.isfinite(interval) else None),
             "registration": json.dumps(dict(registration)),
             "denoise": json.dumps(dict(denoise)),
         } | ({"shift_rms_px": summary["shift_rms_px"]} if summary else {})
@@ -176,7 +181,8 @@ def rois_step(experiment: Experiment, session: io.Session, /, *, rois: Mapping[s
     movie = loaded["movie"].load()
     native = tuple(loaded.attrs["native_shape"][1:])
     factors = factors_used(loaded.attrs)
-    expert = roi_io.read_rois(session.roi_file) if session.roi_file is not None else None
+    expert = (session_rois(session.roi_file, native) if session.roi_file is not None
+              else None)
     summary: dict[str, Any] = {"roi_source": "expert" if expert else "auto",
                                "n_expert": len(expert or [])}
     auto: list = []
@@ -222,6 +228,17 @@ def rois_step(experiment: Experiment, session: io.Session, /, *, rois: Mapping[s
             } | summary
 
 
+def session_rois(path: Path, native_shape: tuple[int, int], /) -> list:
+    """Read the area ROIs of a ROI set that touch the frame, in zip order.
+
+    Lines, points and other non-area ROIs (:func:`calim_helpers.rois.read_rois`) and
+    ROIs entirely outside the frame (:func:`calim_helpers.rois.drop_outside`) are left
+    out with a warning naming each; the kept ROIs are numbered 1..n in zip order.
+    """
+    kept, _ = roi_io.drop_outside(roi_io.read_rois(path), native_shape)
+    return kept
+
+
 def detection_outputs(experiment: Experiment, session: io.Session, movie: xr.DataArray,
                       attrs: Mapping[str, Any], /, *, factors: Mapping[str, int],
                       detection: Mapping[str, Any]) -> list:
@@ -263,10 +280,13 @@ def arpls_step(experiment: Experiment, session: io.Session, /, *, arpls: Mapping
     io.write_store(ds, experiment.path(session, "result"))
     if figures["per_roi"]:
         roi_figures(experiment, session, ds, dpi=int(figures["dpi"]))
+    signal, raw = correction.fit_status(ds), correction.fit_status(ds, raw=True)
     return {"n_rois": ds.sizes["roi"], "lam": round(ds.attrs["lam"], 6),
             "cutoff_s": ds.attrs["cutoff_s"],
-            "not_converged": int((~ds["converged"].values).sum()),
-            "not_converged_raw": int((~ds["converged_raw"].values).sum())}
+            "fits_failed": int((signal == "failed").sum()),
+            "fits_stable": int((signal == "stable").sum()),
+            "fits_failed_raw": int((raw == "failed").sum()),
+            "fits_stable_raw": int((raw == "stable").sum())}
 
 
 def roi_file_names(session_name: str, rois: list[int], /) -> dict[int, tuple[str, str, str]]:
@@ -301,11 +321,13 @@ def roi_figures(experiment: Experiment, session: io.Session, ds: xr.Dataset, /, 
 def analysis_step(experiment: Experiment, session: io.Session, /, *,
                   events: Mapping[str, Any], synchrony: Mapping[str, Any],
                   qc: Mapping[str, Any], heatmap: Mapping[str, float],
-                  figures: Mapping[str, Any]) -> dict[str, Any]:
+                  figures: Mapping[str, Any], outputs: Mapping[str, Any],
+                  nwb: Mapping[str, Any]) -> dict[str, Any]:
     """Events, synchrony, clusters, features and the QC page of one session.
 
-    Writes ``<session>_{events,features,network_events,spectra}.csv`` and
-    ``<session>_{raster,correlation,clusters,summary,qc}.png``.
+    Writes ``<session>_{events,features,network_events,spectra}.csv``,
+    ``<session>_{raster,correlation,clusters,summary,qc}.png`` and, with
+    ``outputs.nwb``, ``<session>.nwb`` (:func:`nwb_output`).
     """
     _require(experiment, session, "result", "arpls")
     ds = experiment.open_store(session, "result").load()
@@ -321,11 +343,39 @@ def analysis_step(experiment: Experiment, session: io.Session, /, *,
     for suffix, fig in session_analysis_figures(experiment, session, ds, res, qc=qc,
                                                 heatmap=heatmap).items():
         io.save_figure(fig, experiment.file(session, f"{suffix}.png"), dpi=dpi)
+    if outputs["nwb"]:
+        nwb_output(experiment, session, ds, res.events, nwb=nwb,
+                   sections={"events": events, "synchrony": synchrony, "qc": qc})
     snr = res.features["snr"].to_numpy(float)
     return {"n_events": len(res.events), "n_network_events": len(res.network_table),
             "network_threshold": round(float(res.network.threshold), 3),
             "n_clusters": int(np.unique(res.clusters).size),
             "low_snr_rois": int(np.sum(~(snr >= float(qc["snr_threshold"]))))}
+
+
+def nwb_output(experiment: Experiment, session: io.Session, result: xr.Dataset,
+               events: pd.DataFrame, /, *, nwb: Mapping[str, Any],
+               sections: Mapping[str, Any]) -> Path:
+    """Write ``<session>.nwb`` (:func:`calim_helpers.nwb.session_nwbfile`).
+
+    The ROI masks are rasterized again from the ROI set the traces used (the label image
+    cannot hold overlapping ROIs). The parameters recorded in the file are the run's
+    (``run_record.json``) when there is one, else the sections this step received.
+    """
+    from calim_helpers import __version__
+    from calim_helpers import nwb as nwb_io
+
+    load = experiment.open_store(session, "load")
+    tr = experiment.open_store(session, "traces").load()
+    shape = tuple(load.attrs["native_shape"][1:])
+    roi_list = session_rois(tr.attrs["roi_file"], shape)  # the ROIs the traces used
+    masks = np.stack([roi_io.rasterize(r, shape) for r in roi_list])
+    record = experiment.root / "run_record.json"
+    params = (json.loads(record.read_text())["params"] if record.exists()
+              else {"nwb": dict(nwb)} | dict(sections))
+    nwbfile = nwb_io.session_nwbfile(load, tr, result, events=events, masks=masks, nwb=nwb,
+                                     params=params, version=__version__)
+    return nwb_io.write_nwb(nwbfile, experiment.session_dir(session) / f"{session.name}.nwb")
 
 
 def session_analysis_figures(experiment: Experiment, session: io.Session, ds: xr.Dataset,
@@ -356,8 +406,9 @@ def session_analysis_figures(experiment: Experiment, session: io.Session, ds: xr
         "summary": plots.session_summary_figure(res.features, amplitude_label=amplitude,
                                                 title=title, time_unit=unit),
         "qc": plots.qc_figure(load["mip"].values, tr["labels"].values, shifts,
-                              ds["background"], ds["converged"].values,
+                              ds["background"], correction.fit_status(ds),
                               res.features["snr"].to_numpy(float),
+                              fit_status_raw=correction.fit_status(ds, raw=True),
                               snr_threshold=float(qc["snr_threshold"]), bad_frames=bad,
                               title=title, time_unit=unit),
     }
@@ -442,7 +493,8 @@ def collect_analysis_step(experiment: Experiment, /, *,
                     part.insert(0, "session", s.name)
                     part.insert(0, "date", s.date)
                 parts.append(part)
-    out = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in tables.items()}
+    out = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame(columns=_EMPTY[k])
+           for k, v in tables.items()}
     for kind, table in out.items():
         io.write_text(experiment.root / f"{kind}.csv", table.to_csv(index=False))
     feats = out["features"]
@@ -454,6 +506,13 @@ def collect_analysis_step(experiment: Experiment, /, *,
         io.save_figure(sessions_summary_figure(by_session, tests), experiment.root /
                        "sessions_summary.pdf")
     return out
+
+
+# the header of each experiment table when no session has a row
+_RECORDED = ["normalize", "trim_start"]
+_EMPTY = {"events": [*evt.DATASET_COLUMNS, *_RECORDED],
+          "features": [*syn.FEATURE_COLUMNS, "fit_status", *_RECORDED],
+          "network_events": ["date", "session", *syn.NETWORK_COLUMNS, "start_s", "end_s"]}
 
 
 def sessions_summary_figure(by_session: Mapping[str, pd.DataFrame], tests: pd.DataFrame,

@@ -245,18 +245,32 @@ def show_arpls(experiment: Experiment, /, *, heatmap: Mapping[str, float]) -> Fi
 
 
 def convergence_table(experiment: Experiment, /) -> pd.DataFrame:
-    """ROIs whose arPLS fit (of ``signal`` or of ``raw``) stopped at ``max_iter``."""
+    """ROIs whose arPLS fit (of ``signal`` or of ``raw``) did not converge.
+
+    One row per such ROI: per fit, its status (``converged``; ``stable``: ``max_iter``
+    reached, the baseline stable; ``failed``, see :func:`calim_helpers.baseline.arpls`),
+    iterations and final relative weight change. The ``failed`` and ``stable`` counts
+    are those of the arpls status table, :func:`summary_arpls` and the QC page.
+    """
     rows = []
     for s in _with(experiment, "result"):
         ds = experiment.open_store(s, "result")
+        fits = {"signal": correction.fit_status(ds), "raw": correction.fit_status(ds, raw=True)}
         for i, roi in enumerate(ds["roi"].values.tolist()):
-            conv, conv_raw = bool(ds["converged"][i]), bool(ds["converged_raw"][i])
-            if not (conv and conv_raw):
-                rows.append({"session": s.id, "roi": roi,
-                             "roi_name": str(ds["roi_name"].values[i]),
-                             "signal_fit": "ok" if conv else f"{int(ds['n_iter'][i])} it.",
-                             "raw_fit": "ok" if conv_raw else f"{int(ds['n_iter_raw'][i])} it."})
-    return pd.DataFrame(rows, columns=["session", "roi", "roi_name", "signal_fit", "raw_fit"])
+            if all(f[i] == "converged" for f in fits.values()):
+                continue
+            row = {"session": s.id, "roi": roi, "roi_name": str(ds["roi_name"].values[i])}
+            for fit, status in fits.items():
+                suffix = "" if fit == "signal" else "_raw"
+                change = (float(ds[f"weight_change{suffix}"][i])
+                          if f"weight_change{suffix}" in ds else float("nan"))
+                row |= {f"{fit}_fit": str(status[i]),
+                        f"{fit}_n_iter": int(ds[f"n_iter{suffix}"][i]),
+                        f"{fit}_weight_change": change}
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["session", "roi", "roi_name",
+                                       "signal_fit", "signal_n_iter", "signal_weight_change",
+                                       "raw_fit", "raw_n_iter", "raw_weight_change"])
 
 
 def summary_arpls(experiment: Experiment, status: pd.DataFrame, /) -> str:
@@ -265,9 +279,12 @@ def summary_arpls(experiment: Experiment, status: pd.DataFrame, /) -> str:
     for s in _with(experiment, "result"):
         ds = experiment.open_store(s, "result").load()
         n = ds.sizes["roi"]
+        fits = [correction.fit_status(ds), correction.fit_status(ds, raw=True)]
+        failed, stable = ("/".join(str(int((f == k).sum())) for f in fits)
+                          for k in ("failed", "stable"))
         lines.append(f"{s.id}: {n} ROIs x {ds.sizes['time']} frames, "
-                     f"lam {ds.attrs['lam']:g}, fits converged: signal "
-                     f"{int(ds['converged'].sum())}/{n}, raw {int(ds['converged_raw'].sum())}/{n}"
+                     f"lam {ds.attrs['lam']:g}, fits (signal/raw) failed {failed}, "
+                     f"stable at max_iter {stable}"
                      f", median {ds.attrs['normalize']} {float(ds['norm'].median()):.3f}")
     return "\n".join(lines)
 
