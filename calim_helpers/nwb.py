@@ -378,9 +378,8 @@ def _nwb_metadata(nwb: Mapping[str, Any], ids: Mapping[str, str]) -> dict[str, A
     for k in missing:
         out[k] = NWB_KEYS[k]
     if missing:
-        shown = ", ".join(f"{k}={NWB_KEYS[k]!r}" for k in missing)
-        warnings.warn(f"nwb: missing {', '.join(missing)}; placeholders used ({shown}). "
-                      f"Set them in the nwb: parameter section before sharing on DANDI",
+        warnings.warn(f"NWB file: {', '.join(missing)} not given, placeholders written; "
+                      f"set them in the nwb: parameter section before sharing on DANDI",
                       CalimWarning, stacklevel=3)
     if isinstance(out["subject_id"], str):
         try:

@@ -252,10 +252,11 @@ def test_nwbinspector_finds_nothing_critical(written):
 
 
 def test_placeholders_warn_once_and_pass_the_inspector(tmp_path):
-    with pytest.warns(CalimWarning, match="nwb: missing subject_id, species") as record:
+    with pytest.warns(CalimWarning, match="NWB file: subject_id, species") as record:
         f = _build(nwb={})
-    assert len([w for w in record if "nwb: missing" in str(w.message)]) == 1
-    assert "indicator='unknown'" in str(record[0].message)
+    assert len([w for w in record if "placeholders written" in str(w.message)]) == 1
+    message = str(record[0].message)
+    assert "indicator" in message and "nwb: parameter section" in message
     assert f.subject.sex == "U" and f.subject.age == "P0D/"
     path = nwbmod.write_nwb(f, tmp_path / "placeholders.nwb")
     assert not [m for m in _inspect(path) if m.importance in BAD]

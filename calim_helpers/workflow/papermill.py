@@ -62,16 +62,17 @@ class ExperimentRun:
         return lines
 
     def warnings(self) -> list[str]:
-        """Each distinct warning of a session and step, once."""
-        lines = []
+        """Each distinct warning once, with the sessions and step that raised it."""
+        where: dict[tuple[str, str], list[str]] = {}
         for step, table in self.statuses.items():
             if "warnings" not in table:
                 continue
             for r in table.itertuples():
                 for w in str(r.warnings or "").split(" | "):
                     if w:
-                        lines.append(f"{self.name} {r.session} at step '{step}': {w}")
-        return list(dict.fromkeys(lines))
+                        where.setdefault((step, w), []).append(str(r.session))
+        return [f"{self.name} {', '.join(dict.fromkeys(sessions))} at step '{step}': {w}"
+                for (step, w), sessions in where.items()]
 
     @property
     def failed(self) -> bool:
