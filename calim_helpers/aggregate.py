@@ -6,8 +6,7 @@
 - :func:`tidy_table` -- ``results_long.csv``: one row per cell and frame;
 - :func:`average_trace` -- the lab's "average histogram" (``hist_cum``): mean, SEM and
   count over all ROIs of all sessions per frame;
-- :func:`cell_summaries` -- per-cell summaries for comparisons across experiments;
-- :func:`session_means` -- one trace per session, the mean over its ROIs.
+- :func:`cell_summaries` -- per-cell summaries for comparisons across experiments.
 
 Statistics across sessions and conditions are in :mod:`calim_helpers.stats`.
 """
@@ -23,8 +22,7 @@ import xarray as xr
 
 from calim_helpers.errors import CalimInputError, CalimWarning
 
-__all__ = ["average_trace", "cell_summaries", "experiment_dataset", "session_means",
-           "tidy_table", "wide_table"]
+__all__ = ["average_trace", "cell_summaries", "experiment_dataset", "tidy_table", "wide_table"]
 
 # the trace variables of a session result, in the order of the tidy table
 TRACE_VARIABLES = ("raw", "background", "signal", "baseline", "corrected", "baseline_raw",
@@ -143,17 +141,6 @@ def average_trace(exp: xr.Dataset, /) -> pd.DataFrame:
                          "mean": mean, "sem": sem, "n_cells": n,
                          "normalize": exp.attrs.get("normalize"),
                          "trim_start": exp.attrs.get("trim_start")})
-
-
-def session_means(exp: xr.Dataset, /) -> xr.DataArray:
-    """Mean ``norm`` over each session's ROIs: (session, time), sessions in order."""
-    ids = [f"{d}_{s}" for d, s in zip(exp["date"].values, exp["session"].values, strict=True)]
-    exp = exp.assign_coords(session_id=("cell", ids))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        means = exp["norm"].groupby("session_id").mean("cell")
-    order = list(dict.fromkeys(ids))
-    return means.sel(session_id=order).rename(session_id="session")
 
 
 def cell_summaries(experiments: Mapping[str, xr.Dataset], /) -> pd.DataFrame:

@@ -24,7 +24,8 @@ examples:
   calim demo-data demo                  a small synthetic experiment in demo/DEMO
   calim sessions demo/DEMO              what was found in it, and what is missing
   calim run demo/DEMO --out out         the whole pipeline; results under out/DEMO/
-  calim run A B --out out -p arpls.lam 100 -p sessions 230404_5,230404_9
+  calim run A B --out out -p arpls.lam 100   two conditions, compared; another lambda
+  calim run A --out out -p sessions 230404_5,230404_9   two sessions of A only
 
 Every parameter, its default and its meaning: params/default.yaml (installed as
 calim_helpers/data/default.yaml)."""

@@ -787,7 +787,7 @@ def detect_rois(
         One polygon per detected neuron, named ``auto<k>``; empty when none is found.
     """
     fy, fx = int(factors.get("y", 1)), int(factors.get("x", 1))
-    if pixel_size_um:
+    if pixel_size_um is not None and math.isfinite(pixel_size_um) and pixel_size_um > 0:
         diameter_px = float(diameter_um) / (float(pixel_size_um) * fy)
     else:
         warnings.warn(f"pixel size unknown: detection assumes a soma diameter of "

@@ -72,6 +72,7 @@ __all__ = [
     "read_mm_metadata_file",
     "save_figure",
     "write_store",
+    "write_movie",
     "write_text",
 ]
 
@@ -1001,3 +1002,50 @@ def open_store(path: str | os.PathLike, /) -> xr.Dataset:
     if not path.exists():
         raise CalimInputError(f"{path}: not found (did the step that writes it fail?)")
     return xr.open_zarr(path, consolidated=True)
+
+
+def write_movie(movie: xr.DataArray, path: str | os.PathLike, /, *,
+                pixel_size_um: tuple[float, float] | None,
+                frame_interval_s: float | None) -> Path:
+    """Write a (time, y, x) movie as an OME-TIFF that Fiji opens calibrated, atomically.
+
+    Frames are written one dask/numpy time block at a time, so a lazy movie never sits
+    in memory whole. ``PhysicalSizeX/Y`` (µm) and ``TimeIncrement`` (s) are set when
+    known.
+
+    Parameters
+    ----------
+    movie : xarray.DataArray
+        (time, y, x), any real dtype (float32 for the pipeline's corrected movie).
+    path : path-like
+        Destination, e.g. ``<session>_corrected.ome.tif``.
+    pixel_size_um : (float, float) or None
+        Pixel height and width of ``movie``'s own grid, µm; None when unknown.
+    frame_interval_s : float or None
+        Seconds per frame of ``movie``; None when unknown.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata: dict[str, Any] = {"axes": "TYX"}
+    if pixel_size_um is not None and all(math.isfinite(v) for v in pixel_size_um):
+        metadata |= {"PhysicalSizeY": float(pixel_size_um[0]), "PhysicalSizeYUnit": "µm",
+                     "PhysicalSizeX": float(pixel_size_um[1]), "PhysicalSizeXUnit": "µm"}
+    if frame_interval_s and math.isfinite(frame_interval_s):
+        metadata |= {"TimeIncrement": float(frame_interval_s), "TimeIncrementUnit": "s"}
+    data = movie.transpose("time", "y", "x").data
+    chunks = data.chunks[0] if hasattr(data, "chunks") and data.chunks else (data.shape[0],)
+
+    def blocks():
+        start = 0
+        for n in chunks:
+            block = np.asarray(data[start:start + n])
+            start += n
+            yield from block
+
+    tmp = atomic_path(path).with_suffix(".tif")
+    try:
+        tifffile.imwrite(tmp, blocks(), shape=data.shape, dtype=data.dtype, ome=True,
+                         metadata=metadata, photometric="minisblack")
+        return commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

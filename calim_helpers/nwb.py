@@ -78,7 +78,7 @@ from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 from pynwb.base import Images
 from pynwb.device import Device, DeviceModel
 from pynwb.file import Subject
-from pynwb.image import GrayscaleImage
+from pynwb.image import GrayscaleImage, ImageSeries
 from pynwb.ophys import DfOverF, Fluorescence, ImageSegmentation, OpticalChannel
 
 from calim_helpers import io
@@ -469,6 +469,11 @@ def _check_shifts(shifts: xr.DataArray, n_native: int) -> tuple[np.ndarray, np.n
 # --------------------------------------------------------------------------- builder
 
 
+def _float_or_nan(value: Any) -> float:
+    """Return a stored attribute as a float: None (how stores keep NaN) becomes NaN."""
+    return float("nan") if value is None else float(value)
+
+
 def session_nwbfile(
     load: xr.Dataset,
     traces: xr.Dataset,
@@ -481,6 +486,7 @@ def session_nwbfile(
     nwb: Mapping[str, Any],
     params: Mapping[str, Any],
     version: str,
+    movie_file: str | None = None,
 ) -> NWBFile:
     """Build the NWB file of one session, in memory (no file is read or written).
 
@@ -517,6 +523,10 @@ def session_nwbfile(
         identifier.
     version : str
         The CALIM version (``calim_helpers.__version__``).
+    movie_file : str, optional
+        The corrected, downsampled movie (an OME-TIFF), as a path relative to the NWB
+        file: linked as an external ``ImageSeries`` ``corrected_movie`` in ``ophys``,
+        never copied. Default is None: no movie.
 
     Returns
     -------
@@ -661,7 +671,7 @@ def session_nwbfile(
                      + (f" {channel_names[0]!r} (Micro-Manager)" if channel_names else "")),
         emission_lambda=meta["emission_lambda_nm"],
     )
-    pixel_um = float(load.attrs.get("pixel_size_um", float("nan")))
+    pixel_um = _float_or_nan(load.attrs.get("pixel_size_um"))
     spacing = ({"grid_spacing": [pixel_um * 1e-6, pixel_um * 1e-6],
                 "grid_spacing_unit": "meters"} if np.isfinite(pixel_um) and pixel_um > 0
                else {})
@@ -793,6 +803,18 @@ def session_nwbfile(
                              "trusted: its shift reached max_shift_px or its correlation with "
                              "the template was below half the session's median"),
             ))
+
+    # ---- the corrected movie, linked (external file), never copied
+    if movie_file is not None:
+        n_time = int(result.sizes["time"])
+        ophys.add(ImageSeries(
+            name="corrected_movie", external_file=[str(movie_file)], format="external",
+            starting_frame=[0], num_samples=n_time,
+            rate=1.0 / float(load.attrs["frame_interval_s_downsampled"]),
+            starting_time=float(result["time"].values[0]) if n_time else 0.0,
+            unit="n.a.",
+            description=("the motion-corrected movie, block-mean downsampled as the traces "
+                         "were (float32 OME-TIFF beside this file)")))
 
     # ---- summary image
     if "mip" in load:

@@ -148,7 +148,7 @@ SCHEMA: dict[str, Any] = _section(
     qc=_section(snr_threshold=_number(ge=0)),
     heatmap=_section(vmin=_number(), vmax=_number()),
     statistics=_section(unit=_choice("session", "cell")),
-    outputs=_section(nwb=_BOOL),
+    outputs=_section(nwb=_BOOL, movie=_choice("downsampled", "none"), nwb_movie=_BOOL),
     nwb=_section(
         **{k: _TEXT for k in ("subject_id", "species", "sex", "age", "subject_description",
                               "lab", "institution", "indicator", "location",
@@ -287,6 +287,12 @@ def _cross_check(params: Mapping[str, Any]) -> None:
     if not vmin < vmax:
         raise CalimParameterError(
             f"parameter heatmap.vmin = {_show(vmin)}: must be < heatmap.vmax = {_show(vmax)}")
+    outputs = params["outputs"]
+    if outputs["nwb_movie"] and not (outputs["nwb"] and outputs["movie"] == "downsampled"):
+        raise CalimParameterError(
+            "parameter outputs.nwb_movie = true: needs outputs.nwb = true and "
+            f"outputs.movie = downsampled (got {_show(outputs['nwb'])} and "
+            f"{_show(outputs['movie'])})")
 
 
 # ----------------------------------------------------------------------------- public API

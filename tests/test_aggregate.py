@@ -77,14 +77,10 @@ def test_average_trace_equals_a_brute_force_mean():
     assert avg["n_cells"][0] == 0 and np.isnan(avg["mean"][0])  # trimmed frames
 
 
-def test_session_means_and_cell_summaries():
+def test_cell_summaries():
     a = _result(n_roi=2, n_time=40)
     b = _result(n_roi=3, n_time=40, seed=1, session="230404_9")
     exp = aggregate.experiment_dataset([a, b])
-    means = aggregate.session_means(exp)
-    assert list(means["session"].values) == ["04-04-23_230404_5", "04-04-23_230404_9"]
-    np.testing.assert_allclose(means.values[1, 3:], b["norm"].values[:, 3:].mean(axis=0),
-                               rtol=1e-5)
     cells = aggregate.cell_summaries({"E": exp})
     assert len(cells) == 5 and set(cells["session"]) == {"230404_5", "230404_9"}
     assert cells["mean_norm"].iloc[0] == pytest.approx(np.nanmean(a["norm"].values[0]),

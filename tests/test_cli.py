@@ -14,7 +14,7 @@ import pytest
 import xarray as xr
 from conftest import tree_digest
 
-from calim_helpers import demo
+from calim_helpers import demo, io
 from calim_helpers.cli import build_parser, main
 from calim_helpers.workflow.papermill import NOTEBOOKS
 
@@ -58,6 +58,10 @@ def test_every_spec_output_exists(e2e):
             assert (folder / f"{s}_{suffix}.png").exists(), suffix
         assert (folder / "shifts.csv").exists() and (folder / "ROIs_auto.zip").exists()
         assert (folder / f"{s}.nwb").stat().st_size > 1000
+        corrected = io.open_movie(folder / f"{s}_corrected.ome.tif")  # outputs.movie
+        np.testing.assert_array_equal(corrected.values,
+                                      xr.open_zarr(folder / f"{s}_load.zarr")["movie"].values)
+        assert corrected.attrs["frame_interval_s"] == pytest.approx(1.0)  # 10 x 0.1 s
         assert ds.sizes["roi"] > 0
 
 

@@ -601,3 +601,23 @@ def test_close_releases_the_files(tmp_path):
     assert str(files[0]) in open_fds()
     movie.close()
     assert str(files[0]) not in open_fds()
+
+
+def test_write_movie_round_trips_with_its_calibration(tmp_path):
+    import dask.array as da
+    import xarray as xr
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(100, 5, (7, 6, 8)).astype(np.float32)
+    movie = xr.DataArray(da.from_array(values, chunks=(3, 6, 8)), dims=("time", "y", "x"))
+    path = io.write_movie(movie, tmp_path / "s_corrected.ome.tif", pixel_size_um=(1.3, 1.3),
+                          frame_interval_s=0.5)
+    back = io.open_movie(path)
+    np.testing.assert_array_equal(back.values, values)
+    assert back.attrs["pixel_size_um"] == pytest.approx(1.3)
+    assert back.attrs["frame_interval_s"] == pytest.approx(0.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s_corrected.ome.tif"]
+    plain = io.write_movie(movie, tmp_path / "u.ome.tif", pixel_size_um=None,
+                           frame_interval_s=None)
+    with pytest.warns(CalimWarning, match="frame interval unknown"):
+        assert io.open_movie(plain).sizes["time"] == 7

@@ -464,3 +464,21 @@ def test_every_session_of_a_calim_run_has_its_nwb_file(e2e):
                                        result["norm"].values.T)
             assert f.subject.species == "Mus musculus"
         assert not [m for m in _inspect(path, config=dandi) if m.importance in BAD]
+
+
+def test_the_corrected_movie_is_linked_not_copied(tmp_path):
+    from calim_helpers import io
+
+    load, traces, result, events = _session()
+    movie = tmp_path / "230404_5_corrected.ome.tif"
+    io.write_movie(load["movie"], movie, pixel_size_um=(1.3, 1.3), frame_interval_s=1.0)
+    f = nwbmod.session_nwbfile(load, traces, result, events=events, masks=_masks(),
+                               nwb=FULL_NWB, params=PARAMS, version="0.2.0",
+                               movie_file=movie.name)
+    path = nwbmod.write_nwb(f, tmp_path / "230404_5.nwb")
+    with NWBHDF5IO(str(path), "r") as nwb_io:
+        series = nwb_io.read().processing["ophys"]["corrected_movie"]
+        assert list(series.external_file[:]) == [movie.name]
+        assert series.data.size == 0  # linked, no copy of the pixels
+        assert series.rate == pytest.approx(1 / result.attrs["frame_interval_s_downsampled"])
+    assert not [m for m in _inspect(path) if m.importance in BAD]

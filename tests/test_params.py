@@ -442,3 +442,11 @@ def test_trim_start_must_leave_a_frame():
     with pytest.raises(CalimParameterError, match=r"^parameter trim_start = 150: must be < 150, "
                                                   r"the downsampled frames of session 230404_5"):
         check_against_sessions(p, {"230404_5": 1500})
+
+
+def test_a_movie_link_needs_the_movie_and_the_nwb_file():
+    with pytest.raises(CalimParameterError, match="outputs.nwb_movie = true: needs"):
+        load_params(None, [("outputs.nwb_movie", "true"), ("outputs.movie", "none")])
+    with pytest.raises(CalimParameterError, match="outputs.nwb_movie = true: needs"):
+        load_params(None, [("outputs.nwb_movie", "true"), ("outputs.nwb", "false")])
+    assert load_params(None, [("outputs.nwb_movie", "true")])["outputs"]["nwb_movie"]

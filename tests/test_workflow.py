@@ -223,9 +223,17 @@ def test_a_step_clears_what_it_and_later_steps_wrote(tmp_path):
     for kind in ("load", "traces", "result"):
         e.path(s, kind).mkdir(parents=True)
     e.file(s, "events.csv").write_text("x\n")
+    folder = e.session_dir(s)
+    stale = ["230404_5_rois.png", "ROIs_auto.zip", "230404_5_mask01.png",
+             "230404_5_mask_arpls_NORM_01.png", "230404_5_qc.png", "230404_5.nwb",
+             "230404_5_corrected.ome.tif", ".230404_5_result.zarr.part-123"]
+    kept = ["shifts.csv", "230404_5_shifts.png", "230404_5_registration.png"]
+    for name in stale + kept:
+        (folder / name).write_text("x")
     clear_from(e, s, "rois")
     assert e.has(s, "load") and not e.has(s, "traces") and not e.has(s, "result")
     assert not e.file(s, "events.csv").exists()
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == sorted(kept)
 
 
 def _run_chain(exp_dir, out, compute):
@@ -301,9 +309,10 @@ def test_a_rerun_skips_what_is_done_and_redoes_what_changed(tmp_path):
     p = load_params()
     p["registration"] = p["registration"] | {"enabled": False}
     p["synchrony"] = p["synchrony"] | {"n_shuffles": 50}
-    p["outputs"] = {"nwb": False}
+    p["outputs"] = p["outputs"] | {"nwb": False}
     e = Experiment.open(exp_dir, tmp_path / "out")
     first = _chain(e, p)
+    assert all((t["status"] == "ok").all() for t in first.values())
     assert not any(t["cached"].any() for t in first.values())
     events = {s.id: e.file(s, "events.csv").read_bytes() for s in e.sessions}
     again = _chain(e, p)

@@ -8,7 +8,7 @@ modified. Figures with a time axis take ``time_unit="s"`` (default) or
 ``time_unit="frame"`` when the frame interval is unknown; their axes then say
 "frame", never "s". Statistics live in :mod:`calim_helpers.stats`.
 
-Modules and what they hold (all names are re-exported here):
+Modules and what they hold (re-exported here unless said otherwise):
 
 - :mod:`calim_helpers.plots.movie` — :func:`load_figure`, :func:`shifts_figure`,
   :func:`registration_figure`, :func:`roi_overlay`
@@ -21,6 +21,8 @@ Modules and what they hold (all names are re-exported here):
   :func:`hist_cum_figure`, :func:`comparison_figure`,
   :func:`condition_summary_figure`
 - :mod:`calim_helpers.plots.qc` — :func:`qc_figure`, :func:`qc_session_figure`
+- :mod:`calim_helpers.plots.overview` (not re-exported; the notebooks' views use it) —
+  several sessions at a glance and the exploration notebook's figures
 - ``calim_helpers.plots._style`` (private) — the shared :data:`COLORS`,
   :data:`EXPERIMENT_COLORS`, :data:`NORM_LABELS`, :data:`METRIC_LABELS`,
   :data:`TIME_UNITS` and helpers

@@ -80,10 +80,8 @@ class ExperimentRun:
         return bool(self.failed_notebook) or any(
             (t["status"] == "failed").any() for t in self.statuses.values())
 
-    @property
-    def produced(self) -> bool:
-        """Whether the experiment's tables were written (its aggregate notebook ran)."""
-        return not self.failed_notebook or self.failed_notebook == "05_aggregate.ipynb"
+    produced: bool = False
+    """Whether the experiment's tables were written (``experiment.zarr`` exists)."""
 
 
 class _LineForwarder:
@@ -256,6 +254,7 @@ def run_experiments(
                         break
                 else:
                     done.append(exp_dir.name)
+                run.produced = (Path(out_dir) / exp_dir.name / "experiment.zarr").exists()
                 finish_record(Path(out_dir) / exp_dir.name, run.statuses,
                               notebook_error=run.error)
     finally:

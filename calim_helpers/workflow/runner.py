@@ -55,6 +55,12 @@ CONNECT_TIMEOUT = "20s"
 _STORES_FROM = {"load": ("load", "traces", "result"), "rois": ("traces", "result"),
                 "arpls": ("result",), "analysis": ()}
 _ORDER = ("load", "rois", "arpls", "analysis")
+# the files each step writes in a session's folder (beside its store), as glob patterns
+_FILES = {"load": ("shifts.csv", "{s}_shifts.png", "{s}_registration.png"),
+          "rois": ("{s}_rois.png", "ROIs_auto.zip"),
+          "arpls": ("{s}_mask*.png",),
+          "analysis": ("{s}_raster.png", "{s}_correlation.png", "{s}_clusters.png",
+                       "{s}_summary.png", "{s}_qc.png", "{s}.nwb", "{s}_corrected.ome.tif")}
 _UPSTREAM = {"rois": "load", "arpls": "rois", "analysis": "arpls"}
 
 
@@ -248,6 +254,10 @@ def clear_from(experiment: Experiment, session: io.Session, step: str) -> None:
     for kind in ANALYSIS_TABLES:
         experiment.file(session, f"{kind}.csv").unlink(missing_ok=True)
     folder = experiment.session_dir(session)
+    for later in _ORDER[_ORDER.index(step):]:
+        for pattern in _FILES[later]:
+            for path in folder.glob(pattern.format(s=session.name)):
+                path.unlink(missing_ok=True)
     if folder.exists():  # temporary files of a run that was killed while writing
         for part in folder.glob(".*.part-*"):
             shutil.rmtree(part) if part.is_dir() else part.unlink(missing_ok=True)

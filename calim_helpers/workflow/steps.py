@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from calim_helpers import registration as reg
 from calim_helpers import rois as roi_io
 from calim_helpers import synchrony as syn
 from calim_helpers.downsample import downsample as block_mean
+from calim_helpers.errors import CalimWarning
 from calim_helpers.workflow.experiment import Experiment
 
 __all__ = ["STEPS", "Skip", "aggregate_step", "analysis_step", "arpls_step",
@@ -203,9 +205,11 @@ def rois_step(experiment: Experiment, session: io.Session, /, *, rois: Mapping[s
                         for k in ("precision", "recall", "f1")}
         if source == "auto":
             summary["roi_source"] = "auto"
+    if source == "expert" and not expert:
+        raise Skip("no ROI of the set is an area inside the frame (see the warnings)")
     roi_list = auto if summary["roi_source"] == "auto" else expert
     if not roi_list:
-        raise Skip("automatic detection found no neuron and there is no expert ROI set")
+        raise Skip("automatic detection found no neuron and there is no usable expert ROI")
     tr = traces.extract_traces(
         movie, roi_list, native_shape=native, factors=factors,
         background_fraction=float(background["fraction"]), seed=int(background["seed"]))
@@ -326,8 +330,10 @@ def analysis_step(experiment: Experiment, session: io.Session, /, *,
     """Events, synchrony, clusters, features and the QC page of one session.
 
     Writes ``<session>_{events,features,network_events,spectra}.csv``,
-    ``<session>_{raster,correlation,clusters,summary,qc}.png`` and, with
-    ``outputs.nwb``, ``<session>.nwb`` (:func:`nwb_output`).
+    ``<session>_{raster,correlation,clusters,summary,qc}.png``, with
+    ``outputs.movie: downsampled`` the corrected movie ``<session>_corrected.ome.tif``
+    (:func:`movie_output`) and with ``outputs.nwb`` ``<session>.nwb``
+    (:func:`nwb_output`).
     """
     _require(experiment, session, "result", "arpls")
     ds = experiment.open_store(session, "result").load()
@@ -343,9 +349,16 @@ def analysis_step(experiment: Experiment, session: io.Session, /, *,
     for suffix, fig in session_analysis_figures(experiment, session, ds, res, qc=qc,
                                                 heatmap=heatmap).items():
         io.save_figure(fig, experiment.file(session, f"{suffix}.png"), dpi=dpi)
-    if outputs["nwb"]:
+    movie = None
+    if outputs["movie"] == "downsampled":
+        movie = movie_output(experiment, session)
+    if outputs["nwb"] and time_unit(ds) == "frame":
+        warnings.warn(f"{session.id}: frame interval unknown, no NWB file written (NWB "
+                      "needs the imaging rate)", CalimWarning, stacklevel=2)
+    elif outputs["nwb"]:
         nwb_output(experiment, session, ds, res.events, nwb=nwb,
-                   sections={"events": events, "synchrony": synchrony, "qc": qc})
+                   sections={"events": events, "synchrony": synchrony, "qc": qc},
+                   movie=movie if outputs["nwb_movie"] else None)
     snr = res.features["snr"].to_numpy(float)
     return {"n_events": len(res.events), "n_network_events": len(res.network_table),
             "network_threshold": round(float(res.network.threshold), 3),
@@ -353,9 +366,25 @@ def analysis_step(experiment: Experiment, session: io.Session, /, *,
             "low_snr_rois": int(np.sum(~(snr >= float(qc["snr_threshold"]))))}
 
 
+def movie_output(experiment: Experiment, session: io.Session, /) -> Path:
+    """Write the stored corrected, downsampled movie as ``<session>_corrected.ome.tif``.
+
+    It is the movie the traces were extracted from (motion-corrected, denoised if asked,
+    block-mean downsampled), float32, with its pixel size and frame interval, for Fiji.
+    """
+    load = experiment.open_store(session, "load")
+    factors = factors_used(load.attrs)
+    pixel = load.attrs.get("pixel_size_um")
+    return io.write_movie(
+        load["movie"], experiment.file(session, "corrected.ome.tif"),
+        pixel_size_um=(float(pixel) * factors["y"], float(pixel) * factors["x"])
+        if pixel and np.isfinite(float(pixel)) else None,
+        frame_interval_s=load.attrs.get("frame_interval_s_downsampled"))
+
+
 def nwb_output(experiment: Experiment, session: io.Session, result: xr.Dataset,
                events: pd.DataFrame, /, *, nwb: Mapping[str, Any],
-               sections: Mapping[str, Any]) -> Path:
+               sections: Mapping[str, Any], movie: Path | None = None) -> Path:
     """Write ``<session>.nwb`` (:func:`calim_helpers.nwb.session_nwbfile`).
 
     The ROI masks are rasterized again from the ROI set the traces used (the label image
@@ -374,7 +403,8 @@ def nwb_output(experiment: Experiment, session: io.Session, result: xr.Dataset,
     params = (json.loads(record.read_text())["params"] if record.exists()
               else {"nwb": dict(nwb)} | dict(sections))
     nwbfile = nwb_io.session_nwbfile(load, tr, result, events=events, masks=masks, nwb=nwb,
-                                     params=params, version=__version__)
+                                     params=params, version=__version__,
+                                     movie_file=None if movie is None else movie.name)
     return nwb_io.write_nwb(nwbfile, experiment.session_dir(session) / f"{session.name}.nwb")
 
 
@@ -473,8 +503,7 @@ def experiment_figures(exp: xr.Dataset, /, *, heatmap: Mapping[str, float]) -> d
             "hist_cum": plots.hist_cum_figure(exp, time_unit=unit)}
 
 
-def collect_analysis_step(experiment: Experiment, /, *,
-                          statistics: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+def collect_analysis_step(experiment: Experiment, /) -> dict[str, pd.DataFrame]:
     """Gather the sessions' analysis tables into the experiment's CSVs.
 
     Writes ``events.csv``, ``features.csv`` (one row per ROI, ready for machine
@@ -505,6 +534,9 @@ def collect_analysis_step(experiment: Experiment, /, *,
         io.write_text(experiment.root / "sessions_tests.csv", tests.to_csv(index=False))
         io.save_figure(sessions_summary_figure(by_session, tests), experiment.root /
                        "sessions_summary.pdf")
+    else:  # not two sessions to compare: nothing of an earlier run may stay
+        for name in ("sessions_tests.csv", "sessions_summary.pdf"):
+            (experiment.root / name).unlink(missing_ok=True)
     return out
 
 
@@ -562,4 +594,7 @@ def compare_step(out_dir: Path, names: Sequence[str], /, *,
             features, amplitude_label=units.pop() if len(units) == 1 else "normalized",
             group_label="experiment", tests=tests),
             out_dir / "comparison" / "condition_summary.pdf")
+    else:
+        for name in ("condition_tests.csv", "condition_summary.pdf"):
+            (out_dir / "comparison" / name).unlink(missing_ok=True)
     return table

@@ -294,7 +294,7 @@ def summary_arpls(experiment: Experiment, status: pd.DataFrame, /) -> str:
 
 def show_analysis(experiment: Experiment, /) -> Figures | str:
     """Sessions side by side (features); for one session its raster, QC and clusters."""
-    done = [s for s in experiment.sessions if experiment.file(s, "qc.png").exists()]
+    done = [s for s in experiment.sessions if experiment.file(s, "features.csv").exists()]
     if not done:
         return "no session was analysed"
     if _one(experiment):
