@@ -359,3 +359,14 @@ def test_warnings_are_recorded_in_the_status_table(tmp_path):
                      registration=p["registration"] | {"enabled": False},
                      denoise=p["denoise"], downsample=p["downsample"], figures=p["figures"])
     assert "dropping the last 5 of 105 time elements" in table["warnings"].iloc[0]
+
+
+def test_empty_experiment_tables_keep_their_header(tmp_path):
+    exp_dir = demo.write_demo_experiment(tmp_path, n_frames=20, frame_shape=(32, 40), seed=1)
+    e = Experiment.open(exp_dir, tmp_path / "out")
+    tables = steps.collect_analysis_step(e)  # no session was analysed
+    for kind in ("events", "features", "network_events"):
+        table = pd.read_csv(e.root / f"{kind}.csv")
+        assert len(table) == 0 and list(table.columns) == list(tables[kind].columns), kind
+    assert {"roi", "frame", "time_s", "amplitude"} <= set(pd.read_csv(e.root / "events.csv"))
+    assert not (e.root / "sessions_tests.csv").exists()
