@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DEMO   ?= demo
 OUT    ?= out
 
-.PHONY: demo test lab fixtures-imagej nbval-refs clean-demo
+.PHONY: demo test lab bench fixtures-imagej nbval-refs clean-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: $(VENV)/.installed-test
 lab: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[lab]"
 	$(BIN)/jupyter lab notebooks/
+
+# Speed and memory side by side (a few minutes); figures recorded in benchmarks/README.md.
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/run_all.py
 
 # Needs Java, Debian's imagej and xvfb: regenerates tests/fixtures/imagej/ with real ImageJ.
 fixtures-imagej: $(VENV)/.installed-test

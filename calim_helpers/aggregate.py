@@ -82,6 +82,9 @@ def experiment_dataset(results: Sequence[xr.Dataset], /) -> xr.Dataset:
     exp = exp.assign_coords(time=("time", longest["time"].values),
                             frame=("time", np.arange(n_time)))
     exp.attrs = {k: results[0].attrs.get(k) for k in _KEEP_ATTRS}
+    intervals = [r.attrs.get("frame_interval_s_downsampled") for r in results]
+    if any(v is None or not np.isfinite(v) for v in intervals):
+        exp.attrs["frame_interval_s_downsampled"] = None  # one unknown: count in frames
     exp.attrs["sessions"] = [f"{r.attrs['date']}_{r.attrs['session']}" for r in results]
     return exp
 

@@ -26,6 +26,8 @@ examples:
   calim run demo/DEMO --out out         the whole pipeline; results under out/DEMO/
   calim run A B --out out -p arpls.lam 100   two conditions, compared; another lambda
   calim run A --out out -p sessions 230404_5,230404_9   two sessions of A only
+  calim run A --out out --workers 4     four sessions at once (default: one per core)
+  calim run A --out out --scheduler tcp://head:8786   on a running dask cluster
 
 Every parameter, its default and its meaning: params/default.yaml (installed as
 calim_helpers/data/default.yaml)."""
@@ -97,10 +99,12 @@ def _setup_logging(verbose: bool) -> None:
     import logging
 
     logger = logging.getLogger("calim")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
+    for old in [h for h in logger.handlers if getattr(h, "calim_cli", False)]:
+        logger.removeHandler(old)  # an earlier call's stderr may be gone (redirected, closed)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.calim_cli = True
+    logger.addHandler(handler)
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
     logger.propagate = False
 
@@ -110,6 +114,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from calim_helpers.workflow import papermill
 
     overrides = list(args.param) + ([("compute.resume", "false")] if args.force else [])
+    if args.workers is not None:
+        overrides.append(("compute.workers", args.workers))
+    if args.scheduler is not None:
+        overrides.append(("compute.scheduler", args.scheduler))
     try:
         params = load_params(args.params_file, overrides)
     except CalimParameterError as exc:
@@ -131,13 +139,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print("calim run: two experiments have the same folder name", file=sys.stderr)
         return 2
     try:
-        check_against_sessions(params, _session_frames(experiments, params))
+        short = check_against_sessions(params, _session_frames(experiments, params))
     except CalimParameterError as exc:
         print(f"calim run: {exc}", file=sys.stderr)
         return 2
     except CalimInputError as exc:  # e.g. a session named in `sessions` does not exist
         print(f"calim run: {exc}", file=sys.stderr)
         return 2
+    for session, why in short.items():
+        print(f"calim run: {session} is left out, movie too short: {why}", file=sys.stderr)
     _setup_logging(not args.quiet)
     runs = papermill.run_experiments(experiments, out, params, command=["calim", *args.argv])
     problems = [line for r in runs for line in r.problems()]
@@ -203,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true",
                    help="recompute every step of every session, even those an earlier run "
                    "into the same --out completed with the same inputs and parameters")
+    r.add_argument("--workers", metavar="N", help="sessions at once: dask worker processes "
+                   "started on this machine for the run (default: compute.workers, auto = one "
+                   "per core; 1 = no cluster)")
+    r.add_argument("--scheduler", metavar="ADDRESS", help="send the sessions to a running "
+                   "dask cluster instead, e.g. tcp://head-node:8786 (its workers must see the "
+                   "same files)")
     r.add_argument("-q", "--quiet", action="store_true",
                    help="no progress lines, only warnings and the final summary")
     r.set_defaults(func=_cmd_run)

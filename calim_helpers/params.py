@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULTS_FILE",
     "SCHEMA",
     "check_against_sessions",
+    "too_short",
     "defaults",
     "load_params",
     "merge_params",
@@ -62,6 +63,7 @@ MIN_DOWNSAMPLED_FRAMES = 3
 
 _MESSAGES = "x-messages"
 SESSION_ID = r"^([0-9]{2}-[0-9]{2}-[0-9]{2}_)?[0-9]{6}_[0-9]+$"
+_MEMORY = r"^(auto|[0-9]+(\.[0-9]+)? ?([kMGT]i?B))$"
 _SCHEDULER = (r"^(threads|synchronous"  # or a dask address: tcp://host:port, tls://[::1]:8786
               r"|[a-z][a-z0-9+.-]*://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5})$")
 
@@ -111,6 +113,10 @@ SCHEMA: dict[str, Any] = _section(
         _MESSAGES: {"type": "must be a list of quoted session ids, e.g. ['230404_5'], "
                             "or [] for all"}},
     compute=_section(
+        workers={"anyOf": [{"type": "integer", "minimum": 1}, {"const": "auto"}],
+                 _MESSAGES: {"anyOf": "must be auto or an integer >= 1"}},
+        worker_memory={"type": "string", "pattern": _MEMORY, _MESSAGES: {
+            "pattern": "must be auto or a size such as 3GB, 1500MB or 2.5GiB"}},
         scheduler={"type": "string", "pattern": _SCHEDULER, _MESSAGES: {
             "pattern": "must be threads, synchronous or a dask cluster address such as "
                        "tcp://host:8786"}},
@@ -485,11 +491,40 @@ def defaults() -> dict[str, Any]:
     return load_params()
 
 
-def check_against_sessions(params: Mapping[str, Any], n_frames: Mapping[str, int], /) -> None:
-    """Refuse parameters that the sessions to process are too short for.
+def too_short(n_frames: int, downsample_time: int, /) -> str | None:
+    """Say why a session of ``n_frames`` native frames is too short, or return ``None``.
 
-    Call it once the sessions are found and before any heavy work. A template longer
-    than a session (``registration.template_frames``) is not refused: it is clipped.
+    A session needs ``MIN_DOWNSAMPLED_FRAMES`` (3) downsampled frames: arPLS fits second
+    differences, so at ``downsample.time = 10`` the minimum is 30 native frames.
+
+    Examples
+    --------
+    >>> too_short(1500, 10) is None
+    True
+    >>> too_short(20, 10)
+    '20 frames, 2 after downsampling; at least 3 are needed, i.e. >= 30 native frames at downsample.time = 10 (use downsample.time <= 6 for it)'
+    """  # noqa: E501
+    step = int(downsample_time)
+    n_down = int(n_frames) // step
+    if n_down >= MIN_DOWNSAMPLED_FRAMES:
+        return None
+    largest = int(n_frames) // MIN_DOWNSAMPLED_FRAMES
+    advice = (f"use downsample.time <= {largest} for it" if largest >= 1 else
+              "it cannot be processed")
+    return (f"{n_frames} frames, {n_down} after downsampling; at least "
+            f"{MIN_DOWNSAMPLED_FRAMES} are needed, i.e. >= {MIN_DOWNSAMPLED_FRAMES * step} "
+            f"native frames at downsample.time = {step} ({advice})")
+
+
+def check_against_sessions(params: Mapping[str, Any], n_frames: Mapping[str, int], /
+                           ) -> dict[str, str]:
+    """Find the sessions too short for the parameters; refuse parameters no session fits.
+
+    Call it once the sessions are found and before any heavy work. A session too short
+    for ``downsample.time`` (fewer than ``MIN_DOWNSAMPLED_FRAMES`` downsampled frames,
+    :func:`too_short`) is left out of the run with its reason and the others go on; the
+    load step skips it with the same reason. A template longer than a session
+    (``registration.template_frames``) is not refused: it is clipped.
 
     Parameters
     ----------
@@ -498,46 +533,47 @@ def check_against_sessions(params: Mapping[str, Any], n_frames: Mapping[str, int
     n_frames : mapping of str to int
         Session id -> native frame count. Empty: nothing to check.
 
+    Returns
+    -------
+    dict of str to str
+        Session id -> why it is left out, for the sessions too short to process.
+
     Raises
     ------
     CalimParameterError
-        For the shortest session (ties: the first id in sorted order):
-        ``downsample.time`` exceeds its frame count, or leaves fewer than
-        ``MIN_DOWNSAMPLED_FRAMES`` (3) downsampled frames (the message names the session
-        and the native frame count needed at this ``downsample.time``), or
-        ``trim_start`` leaves no downsampled frame.
+        When every session is too short for ``downsample.time`` (the message names the
+        shortest, ties by id, and the native frame count needed), or ``trim_start``
+        leaves no downsampled frame of a session that is long enough.
 
     Examples
     --------
     >>> p = load_params()
-    >>> check_against_sessions(p, {"230404_5": 1500, "230404_9": 80})  # fine
+    >>> check_against_sessions(p, {"230404_5": 1500, "230404_9": 80})
+    {}
     >>> check_against_sessions(p, {"230404_5": 1500, "230404_9": 25})  # doctest: +ELLIPSIS
+    {'230404_9': '25 frames, 2 after downsampling; at least 3 are needed, ...'}
+    >>> check_against_sessions(p, {"230404_9": 25})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     calim_helpers.errors.CalimParameterError: parameter downsample.time = 10: session 230404_9 ...
     """
-    if not n_frames:
-        return
     step = int(params["downsample"]["time"])
-    session, frames = min(((str(s), int(n)) for s, n in n_frames.items()),
-                          key=lambda sn: (sn[1], sn[0]))
-    need = MIN_DOWNSAMPLED_FRAMES * step
-    largest = frames // MIN_DOWNSAMPLED_FRAMES
-    advice = (f"use downsample.time <= {largest}" if largest >= 1 else
-              f"leave session {session} out with 'sessions'")
-    if step > frames:
+    short = {str(s): why for s, n in sorted(n_frames.items())
+             if (why := too_short(int(n), step)) is not None}
+    if n_frames and len(short) == len(n_frames):
+        session, frames = min(((str(s), int(n)) for s, n in n_frames.items()),
+                              key=lambda sn: (sn[1], sn[0]))
         raise CalimParameterError(
-            f"parameter downsample.time = {step}: exceeds the {frames} frames of session "
-            f"{session} (the shortest); {MIN_DOWNSAMPLED_FRAMES} downsampled frames need "
-            f">= {need} native frames at this downsample.time ({advice})")
-    n_down = frames // step
-    if n_down < MIN_DOWNSAMPLED_FRAMES:
-        raise CalimParameterError(
-            f"parameter downsample.time = {step}: session {session} has {frames} frames, "
-            f"{n_down} after downsampling; at least {MIN_DOWNSAMPLED_FRAMES} are needed, "
-            f"i.e. >= {need} native frames at this downsample.time ({advice})")
+            f"parameter downsample.time = {step}: session {session} has "
+            f"{too_short(frames, step)}; no session is long enough")
     trim = int(params["trim_start"])
-    if trim >= n_down:
-        raise CalimParameterError(
-            f"parameter trim_start = {trim}: must be < {n_down}, the downsampled frames of "
-            f"session {session} (the shortest, at downsample.time = {step})")
+    for session, frames in sorted(n_frames.items(), key=lambda sn: (sn[1], sn[0])):
+        if session in short:
+            continue
+        n_down = int(frames) // step
+        if trim >= n_down:
+            raise CalimParameterError(
+                f"parameter trim_start = {trim}: must be < {n_down}, the downsampled frames "
+                f"of session {session} (the shortest, at downsample.time = {step})")
+        break
+    return short

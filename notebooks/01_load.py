@@ -10,7 +10,7 @@
 experiment_dir: str = "../demo/DEMO"  # experiment folder (dd-mm-yy/<yymmdd>_<n>/ tree), read only
 out_dir: str = "../out"  # output root; results go to out_dir/<experiment>/
 sessions: list = []  # session ids (date_session or session name) to process, empty for all; with one id the notebook shows the figures of that session
-compute: dict = {'scheduler': 'threads', 'parallel_sessions': 1, 'resume': True}  # see params/default.yaml
+compute: dict = {'workers': 'auto', 'worker_memory': 'auto', 'scheduler': 'threads', 'parallel_sessions': 1, 'resume': True}  # see params/default.yaml
 load: dict = {'chunk_time': 100}  # see params/default.yaml
 registration: dict = {'enabled': True, 'method': 'rigid', 'template_frames': 200, 'upsample_factor': 20, 'max_shift_px': 20.0, 'grid': [4, 4]}  # see params/default.yaml
 denoise: dict = {'method': 'none', 'sigma_px': 1.0, 'sigma_frames': 1.0, 'size': 3}  # see params/default.yaml

@@ -11,7 +11,7 @@
 experiment_dir: str = "../demo/DEMO"  # experiment folder (dd-mm-yy/<yymmdd>_<n>/ tree), read only
 out_dir: str = "../out"  # output root; results go to out_dir/<experiment>/
 sessions: list = []  # session ids (date_session or session name) to process, empty for all; with one id the notebook shows the figures of that session
-compute: dict = {'scheduler': 'threads', 'parallel_sessions': 1, 'resume': True}  # see params/default.yaml
+compute: dict = {'workers': 'auto', 'worker_memory': 'auto', 'scheduler': 'threads', 'parallel_sessions': 1, 'resume': True}  # see params/default.yaml
 rois: dict = {'source': 'auto_if_missing'}  # see params/default.yaml
 detection: dict = {'diameter_um': 12.0, 'iou_threshold': 0.5}  # see params/default.yaml
 background: dict = {'fraction': 0.1, 'seed': 0}  # see params/default.yaml

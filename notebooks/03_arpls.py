@@ -10,7 +10,7 @@
 experiment_dir: str = "../demo/DEMO"  # experiment folder (dd-mm-yy/<yymmdd>_<n>/ tree), read only
 out_dir: str = "../out"  # output root; results go to out_dir/<experiment>/
 sessions: list = []  # session ids (date_session or session name) to process, empty for all; with one id the notebook shows the figures of that session
-compute: dict = {'scheduler': 'threads', 'parallel_sessions': 1, 'resume': True}  # see params/default.yaml
+compute: dict = {'workers': 'auto', 'worker_memory': 'auto', 'scheduler': 'threads', 'parallel_sessions': 1, 'resume': True}  # see params/default.yaml
 arpls: dict = {'lam': 10.0, 'cutoff_s': None, 'tol': 1e-05, 'max_iter': 100}  # see params/default.yaml
 normalize: str = 'dff'  # see params/default.yaml
 trim_start: int = 0  # see params/default.yaml

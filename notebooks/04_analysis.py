@@ -11,7 +11,7 @@
 experiment_dir: str = "../demo/DEMO"  # experiment folder (dd-mm-yy/<yymmdd>_<n>/ tree), read only
 out_dir: str = "../out"  # output root; results go to out_dir/<experiment>/
 sessions: list = []  # session ids (date_session or session name) to process, empty for all; with one id the notebook shows the figures of that session
-compute: dict = {'scheduler': 'threads', 'parallel_sessions': 1, 'resume': True}  # see params/default.yaml
+compute: dict = {'workers': 'auto', 'worker_memory': 'auto', 'scheduler': 'threads', 'parallel_sessions': 1, 'resume': True}  # see params/default.yaml
 events: dict = {'threshold': 3.0, 'prominence': 3.0, 'min_duration_s': 0.0, 'merge_gap_s': 0.0, 'min_amplitude': 0.01}  # see params/default.yaml
 synchrony: dict = {'bin_frames': 1, 'n_shuffles': 1000, 'alpha': 0.01, 'cluster_threshold': 0.5}  # see params/default.yaml
 qc: dict = {'snr_threshold': 3.0}  # see params/default.yaml

@@ -3,7 +3,9 @@ that needs a whole run (outputs, executed notebooks, ground-truth recovery)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,8 +36,13 @@ def e2e(tmp_path_factory):
 
     DEMO is the default demo experiment (4 sessions of 600 x 96 x 128 frames with ground
     truth in DEMO_truth; one session moves); OTHER a tiny second condition, so that the
-    comparison across experiments runs too.
+    comparison across experiments runs too, made untidy as labs' folders are
+    (tests/_untidy.py: a line ROI, a ROI half outside, a MAX projection, Micro-Manager 2.0
+    names, a plain ImageJ TIFF and a movie too short to process). ``stdout`` and
+    ``stderr`` hold what the run printed.
     """
+    from _untidy import make_untidy
+
     from calim_helpers import demo
     from calim_helpers.cli import main
 
@@ -44,12 +51,17 @@ def e2e(tmp_path_factory):
     experiment = demo.write_demo_experiment(data, seed=0)
     other = demo.write_demo_experiment(data, name="OTHER", n_frames=200, frame_shape=(48, 64),
                                        seed=4)
+    untidy = make_untidy(other)
     before = tree_digest(data)
     out = root / "out"
-    code = main(["run", str(experiment), str(other), "--out", str(out), "-q",
-                 "-p", "figures.dpi", "50", "-p", "figures.per_roi", "false",
-                 "-p", "nwb.species", "Mus musculus"])
-    return SimpleNamespace(code=code, data=data, before=before, out=out,
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        options = ["-q", "-p", "figures.dpi", "50", "-p", "figures.per_roi", "false",
+                   "-p", "nwb.species", "Mus musculus"]
+        code = main(["run", str(experiment), str(other), "--out", str(out), *options])
+    return SimpleNamespace(code=code, data=data, before=before, out=out, untidy=untidy,
+                           options=options,
+                           stdout=stdout.getvalue(), stderr=stderr.getvalue(),
                            experiment=experiment, other=other, truth=data / "DEMO_truth",
                            root=out / experiment.name)
 

@@ -12,6 +12,7 @@ import nbformat
 import numpy as np
 import pytest
 import xarray as xr
+from _untidy import read_stack, replace_with_tiff
 from conftest import tree_digest
 
 from calim_helpers import demo, io
@@ -184,9 +185,11 @@ def test_help_reads_cleanly(command, capsys):
 
 def test_a_killed_run_of_an_untidy_experiment_is_finished_by_the_next_run(e2e, tmp_path,
                                                                          capsys):
-    """OTHER with a truncated stack and a session without ROI set: SIGKILL a real run
-    mid-way, check what it left, re-run: the good sessions' outputs equal the clean run's,
-    the broken session is named, the one without ROIs gets automatic ROIs."""
+    """OTHER (already untidy) with a truncated stack, a session without ROI set and one
+    whose frame interval is unknown: SIGKILL a real run mid-way, check what it left,
+    re-run without a cluster (the clean run used one worker per core): the good
+    sessions' outputs equal the clean run's, the broken session is named, the one
+    without ROIs gets automatic ROIs, and every table counts frames."""
     import os
     import signal
     import subprocess
@@ -197,7 +200,11 @@ def test_a_killed_run_of_an_untidy_experiment_is_finished_by_the_next_run(e2e, t
 
     exp = tmp_path / "data" / e2e.other.name
     shutil.copytree(e2e.other, exp)
-    stack = exp / "04-04-23" / "230404_9" / "230404_9_MMStack_Pos0.ome.tif"
+    stack = exp / "04-04-23" / "230404_9" / "230404_9_MMStack_Default.ome.tif"
+    unknown = exp / "05-04-23" / "230405_8"
+    unknown.mkdir()
+    replace_with_tiff(unknown, read_stack(stack), "movie.tif")  # no frame interval
+    shutil.copy(next((exp / "04-04-23" / "230404_9").rglob("*.zip")), unknown / "RoiSet.zip")
     stack.write_bytes(stack.read_bytes()[:5000])  # truncated
     shutil.rmtree(exp / "05-04-23" / "230405_2" / "Rois")  # no ROI set
     out = tmp_path / "out"
@@ -225,19 +232,19 @@ def test_a_killed_run_of_an_untidy_experiment_is_finished_by_the_next_run(e2e, t
             s = marker.parent.parent
             assert (s / f"{s.name}_{store}.zarr" / ".zmetadata").exists(), marker
 
-    assert main(cmd[3:]) == 1  # a session failed
+    assert main([*cmd[3:], "--workers", "1"]) == 1  # a session failed; no cluster this time
     text = capsys.readouterr().out
     assert "failed: " + exp.name + " 04-04-23_230404_9 at step 'load'" in text
     assert "skipped: " + exp.name + " 04-04-23_230404_9 at step 'rois'" in text
     assert "Open first: " in text and "05_aggregate.html" in text
     load = {r["session"]: r for r in _rows(root / "status" / "load.csv")}
     assert load["04-04-23_230404_9"]["status"] == "failed"
-    assert "230404_9_MMStack_Pos0.ome.tif" in load["04-04-23_230404_9"]["reason"]
+    assert "230404_9_MMStack_Default.ome.tif" in load["04-04-23_230404_9"]["reason"]
     rois = {r["session"]: r for r in _rows(root / "status" / "rois.csv")}
     assert rois["05-04-23_230405_2"]["roi_source"] == "auto"  # auto_if_missing, the default
     assert rois["04-04-23_230404_5"]["roi_source"] == "expert"
     clean = e2e.out / e2e.other.name
-    for date, s in (("04-04-23", "230404_5"), ("05-04-23", "230405_7")):
+    for date, s in (("04-04-23", "230404_5"),):
         for name in (f"{s}_events.csv", f"{s}_features.csv", f"{s}_network_events.csv",
                      f"{s}_spectra.csv", "shifts.csv"):
             assert ((root / date / s / name).read_bytes()
@@ -250,9 +257,48 @@ def test_a_killed_run_of_an_untidy_experiment_is_finished_by_the_next_run(e2e, t
                           f"{s}_mask_arpls_NORM_{n:0{width}d}.png"):
                 assert (root / date / s / fname).stat().st_size > 1000, fname
     mine, theirs = _rows(root / "results_norm.csv"), _rows(clean / "results_norm.csv")
-    kept = [c for c in mine[0] if c.startswith(("04-04-23_230404_5", "05-04-23_230405_7"))]
+    kept = [c for c in mine[0] if c.startswith("04-04-23_230404_5")]
     assert kept and all(a[c] == b[c] for a, b in zip(mine, theirs, strict=True) for c in kept)
+    # a session of unknown frame interval: said in the run's output, tables count frames
+    assert "05-04-23_230405_8" in text and "frame interval unknown" in text
+    header = (root / "05-04-23" / "230405_8" / "230405_8_features.csv").read_text()
+    assert {"rate_per_60_frames", "mean_duration_frames"} <= set(header.split("\n")[0].split(","))
+    for name in ("results_norm.csv", "results_long.csv", "hist_cum.csv", "events.csv",
+                 "features.csv", "05-04-23/230405_8/230405_8_events.csv",
+                 "05-04-23/230405_8/230405_8_spectra.csv"):
+        first = (root / name).read_text().splitlines()[0].split(",")
+        assert not [c for c in first if c.endswith(("_s", "_hz")) or c == "rate_per_min"], \
+            (name, first)
+        assert any(c.endswith(("_frames", "_per_frame")) for c in first), (name, first)
     record = json.loads((root / "run_record.json").read_text())
     assert record["finished"] and record["started"] <= record["finished"]
     cached = [step["cached"] for sess in record["sessions"].values() for step in sess.values()]
     assert any(cached), "the steps the killed run completed were not redone"
+
+
+def test_a_rerun_with_nothing_changed_reuses_every_notebook(e2e, tmp_path, capsys):
+    """Re-run the shared run into a copy of its output: no notebook is executed again,
+    every table is byte-identical, and the statuses say the work was done before."""
+    out = tmp_path / "out"
+    shutil.copytree(e2e.out, out)
+    before = tree_digest(out)
+    code = main(["run", str(e2e.experiment), str(e2e.other), "--out", str(out),
+                 *e2e.options])
+    assert code == e2e.code
+    text = capsys.readouterr().out
+    assert "Open first: " in text
+    after = tree_digest(out)
+    changed = {p for p in after if after[p] != before.get(p)}
+    assert all(p.endswith(("run_record.json", ".csv")) for p in changed), changed
+    for path in changed:  # only the status tables (now "cached") and the run record
+        assert "/status/" in f"/{path}" or path.endswith("run_record.json"), path
+    for name in ("load", "rois", "arpls", "analysis"):
+        rows = _rows(out / e2e.experiment.name / "status" / f"{name}.csv")
+        assert rows and all(r["cached"] == "True" for r in rows), name
+    # a changed parameter executes the notebooks again; steps it does not touch are cached
+    code = main(["run", str(e2e.experiment), "--out", str(out), *e2e.options,
+                 "-p", "events.threshold", "3.5"])
+    load = _rows(out / e2e.experiment.name / "status" / "load.csv")
+    analysis = _rows(out / e2e.experiment.name / "status" / "analysis.csv")
+    assert all(r["cached"] == "True" for r in load)
+    assert all(r["cached"] == "False" and r["status"] == "ok" for r in analysis)

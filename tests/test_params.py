@@ -20,6 +20,7 @@ from calim_helpers.params import (
     defaults,
     load_params,
     merge_params,
+    too_short,
     validate_params,
 )
 
@@ -395,44 +396,46 @@ def test_bad_file(tmp_path):
 
 def test_sessions_long_enough_pass():
     p = load_params()  # downsample.time 10, template_frames 200
-    check_against_sessions(p, {})
-    check_against_sessions(p, {"04-04-23_230404_5": 1500, "04-04-23_230404_9": 30})
-    check_against_sessions(p, {"230404_5": 100})  # template longer than the session: clipped
+    assert check_against_sessions(p, {}) == {}
+    assert check_against_sessions(p, {"04-04-23_230404_5": 1500, "04-04-23_230404_9": 30}) == {}
+    assert check_against_sessions(p, {"230404_5": 100}) == {}  # template clipped
     assert p["registration"]["template_frames"] > 100
 
 
-def test_a_downsample_longer_than_a_session_is_refused():
+def test_a_downsample_longer_than_a_session_leaves_only_that_session_out():
     p = load_params(None, [("downsample.time", "200")])
-    with pytest.raises(CalimParameterError) as info:
-        check_against_sessions(p, {"04-04-23_230404_5": 1500, "04-04-23_230404_9": 150})
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith("parameter downsample.time = 200: exceeds the 150 frames of "
-                              "session 04-04-23_230404_9")
-    assert ">= 600 native frames" in message and "downsample.time <= 50" in message
+    short = check_against_sessions(p, {"04-04-23_230404_5": 1500, "04-04-23_230404_9": 150})
+    assert list(short) == ["04-04-23_230404_9"]
+    assert short["04-04-23_230404_9"].startswith("150 frames, 0 after downsampling")
+    assert ">= 600 native frames" in short["04-04-23_230404_9"]
+    assert "downsample.time <= 50" in short["04-04-23_230404_9"]
 
 
 @pytest.mark.parametrize("frames, down", [(29, 2), (20, 2), (10, 1)])
-def test_fewer_than_three_downsampled_frames_are_refused(frames, down):
+def test_sessions_with_fewer_than_three_downsampled_frames_are_named(frames, down):
+    p = load_params()
+    short = check_against_sessions(p, {"230404_5": 1500, "230404_9": frames, "230405_1": 900})
+    assert list(short) == ["230404_9"]
+    assert short["230404_9"].startswith(f"{frames} frames, {down} after downsampling; at "
+                                        "least 3")
+    assert ">= 30 native frames" in short["230404_9"]
+    assert too_short(frames, 10) == short["230404_9"]
+
+
+def test_when_no_session_is_long_enough_the_parameter_is_refused():
     p = load_params()
     with pytest.raises(CalimParameterError) as info:
-        check_against_sessions(p, {"230404_5": 1500, "230404_9": frames, "230405_1": 900})
+        check_against_sessions(p, {"230404_9": 12, "230404_2": 12, "230404_5": 25})
     message = str(info.value)
-    assert message.startswith(f"parameter downsample.time = 10: session 230404_9 has {frames} "
-                              f"frames, {down} after downsampling; at least 3")
-    assert ">= 30 native frames" in message
-
-
-def test_the_shortest_session_is_named_ties_by_id():
-    p = load_params()
-    with pytest.raises(CalimParameterError, match="session 230404_2 has 12 frames"):
-        check_against_sessions(p, {"230404_9": 12, "230404_2": 12, "230404_5": 1500})
+    assert "\n" not in message
+    assert message.startswith("parameter downsample.time = 10: session 230404_2 has 12 frames")
+    assert message.endswith("no session is long enough")
 
 
 def test_a_session_too_short_for_any_downsample_is_refused():
     p = load_params(None, [("downsample.time", "1")])
-    with pytest.raises(CalimParameterError, match=r"has 2 frames, 2 after downsampling.*leave "
-                                                  r"session 230404_9 out"):
+    with pytest.raises(CalimParameterError, match=r"has 2 frames, 2 after downsampling.*"
+                                                  r"it cannot be processed"):
         check_against_sessions(p, {"230404_9": 2})
 
 

@@ -13,6 +13,9 @@ shows in the terminal while the notebooks run.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -23,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from calim_helpers import io, resources
+from calim_helpers.workflow.cluster import cluster_for_run
 from calim_helpers.workflow.experiment import Experiment
 from calim_helpers.workflow.record import finish_record, run_record
 
@@ -166,8 +170,10 @@ def execute_notebook(
         pm.execute_notebook(str(src), str(tmp), parameters=values, kernel_name="python3",
                             progress_bar=False, log_output=False, stderr_file=sink,
                             cwd=str(output.parent),
-                            # the kernel's own warnings (loopback transport) are not ours
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                            # the kernel's own log is not ours: its warning about the
+                            # loopback transport, and the interrupt a kernel that held a
+                            # dask client gets at shutdown (harmless, but says ERROR)
+                            extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
     except pm.PapermillExecutionError as exc:
         error = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}".strip()
     except Exception as exc:  # noqa: BLE001 - a dead kernel fails this experiment, not the run
@@ -179,6 +185,64 @@ def execute_notebook(
             if html:
                 _render_html(output)
     return error
+
+
+def _session_inputs(experiment: Experiment, /) -> list[Any]:
+    """Identify every selected session's inputs by file name, size and mtime."""
+    def identity(path: Path | None) -> Any:
+        if path is None:
+            return None
+        st = Path(path).stat()
+        return [Path(path).name, st.st_size, st.st_mtime_ns]
+
+    return [[s.id, s.problem, [identity(f) for f in s.stack_files],
+             identity(s.metadata_file), identity(s.roi_file)] for s in experiment.sessions]
+
+
+def notebook_fingerprint(name: str, values: Mapping[str, Any], inputs: list[Any], /) -> str:
+    """Return the SHA-256 of what a notebook's execution depends on.
+
+    That is its source, every parameter value passed, the package version and the
+    sessions' input files (:func:`_session_inputs`).
+    """
+    from calim_helpers import __version__
+
+    source = (resources.notebook_dir() / f"{name}.py").read_bytes()
+    # where the outputs are and how the work is spread do not change them
+    values = {k: v for k, v in values.items() if k not in ("out_dir", "compute")}
+    text = json.dumps({"notebook": hashlib.sha256(source).hexdigest(), "values": values,
+                       "inputs": inputs, "version": __version__}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _nb_marker(root: Path, name: str) -> Path:
+    return root / ".calim" / f"notebook_{name}.json"
+
+
+def _reusable(root: Path, name: str, fingerprint: str) -> pd.DataFrame | None:
+    """Return the status table of a reusable earlier execution of notebook ``name``.
+
+    Reusable: same fingerprint, its outputs there, and no session failed (a failure
+    may be transient). Otherwise None.
+    """
+    output = root / "notebooks" / f"{name}.ipynb"
+    try:
+        marker = json.loads(_nb_marker(root, name).read_text())
+    except (OSError, ValueError):
+        return None
+    if marker.get("fingerprint") != fingerprint or not output.exists() or \
+            not output.with_suffix(".html").exists():
+        return None
+    step = STEP_OF.get(name)
+    if step is None:
+        return pd.DataFrame()
+    status = root / "status" / f"{step}.csv"
+    if not status.exists():
+        return None
+    table = pd.read_csv(status, keep_default_na=False)
+    if (table["status"] == "failed").any():
+        return None  # a failure may be transient: try again
+    return table.assign(cached=True, seconds=0.0)
 
 
 def run_experiments(
@@ -214,15 +278,23 @@ def run_experiments(
 
     runs = []
     done: list[str] = []
+    resume = bool(params["compute"]["resume"])
+    executed = False  # once a notebook runs, every later one runs (its inputs may change)
     bar = tqdm(total=len(experiments) * len(NOTEBOOKS), desc="calim run", unit="notebook",
                disable=None, leave=False)
+    n_sessions = 0
+    for exp_dir in experiments:
+        with contextlib.suppress(Exception):  # an experiment that cannot open fails below
+            n_sessions = max(n_sessions, len(Experiment.open(Path(exp_dir), out_dir,
+                                                             params["sessions"]).sessions))
     try:
-        with tempfile.TemporaryDirectory(prefix="calim-nb-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="calim-nb-") as tmp, \
+                cluster_for_run(params["compute"], n_sessions) as compute:
             for k, exp_dir in enumerate(experiments):
                 exp_dir = Path(exp_dir).resolve()
                 run = ExperimentRun(exp_dir.name)
                 runs.append(run)
-                values = dict(params) | {"experiment_dir": str(exp_dir),
+                values = dict(params) | {"experiment_dir": str(exp_dir), "compute": compute,
                                          "out_dir": str(Path(out_dir).resolve())}
                 last = k == len(experiments) - 1
                 try:
@@ -233,19 +305,39 @@ def run_experiments(
                     log.error("%s: cannot start: %s", exp_dir.name, run.error)
                     bar.update(len(NOTEBOOKS))
                     continue
+                root = Path(out_dir) / exp_dir.name
+                inputs = _session_inputs(Experiment.open(exp_dir, out_dir, params["sessions"]))
                 for name in NOTEBOOKS:
                     if name == "05_aggregate":
                         values["compare"] = list(done) if last else []
                     bar.set_postfix_str(f"{exp_dir.name} {name}")
+                    output = root / "notebooks" / f"{name}.ipynb"
+                    step = STEP_OF.get(name)
+                    fingerprint = notebook_fingerprint(name, values, inputs)
+                    reused = None
+                    if resume and not executed:
+                        reused = _reusable(root, name, fingerprint)
+                    if reused is not None:
+                        log.info("%s: %s unchanged since the last run, not re-executed",
+                                 exp_dir.name, name)
+                        if step:
+                            io.write_text(root / "status" / f"{step}.csv",
+                                          reused.to_csv(index=False))
+                            run.statuses[step] = reused
+                        bar.update(1)
+                        continue
                     log.info("%s: %s", exp_dir.name, name)
-                    output = Path(out_dir) / exp_dir.name / "notebooks" / f"{name}.ipynb"
+                    _nb_marker(root, name).unlink(missing_ok=True)
+                    executed = True
                     error = execute_notebook(name, values, output, source_dir=Path(tmp),
                                              prefix="  ")
                     bar.update(1)
-                    step = STEP_OF.get(name)
-                    status = Path(out_dir) / exp_dir.name / "status" / f"{step}.csv"
+                    status = root / "status" / f"{step}.csv"
                     if step and status.exists():
                         run.statuses[step] = pd.read_csv(status, keep_default_na=False)
+                    if not error:
+                        io.write_text(_nb_marker(root, name),
+                                      json.dumps({"fingerprint": fingerprint}))
                     if error:
                         run.failed_notebook, run.error = f"{name}.ipynb", error
                         log.error("%s: notebook %s.ipynb failed at %s (see %s)", exp_dir.name,

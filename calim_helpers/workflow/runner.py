@@ -118,10 +118,16 @@ def run_step(step: str, experiment: Experiment, /, *, compute: Mapping[str, Any]
     if "://" in scheduler:
         with _cluster_client(scheduler) as client:
             futures = {client.submit(run_session, step, experiment, s, sections, resume=resume,
-                                     pure=False): i
+                                     echo_warnings=False, pure=False): i
                        for i, s in enumerate(sessions)}
             for future, i in futures.items():  # in session order; they run concurrently
-                report(i, future.result())
+                try:
+                    row = future.result()
+                except Exception as exc:  # noqa: BLE001 - e.g. a worker killed over its memory
+                    row = {"session": sessions[i].id, "status": "failed", "cached": False,
+                           "seconds": 0.0, "warnings": "",
+                           "reason": f"on the dask cluster: {type(exc).__name__}: {exc}"}
+                report(i, row)
     else:
         if scheduler not in ("threads", "synchronous"):
             raise CalimInputError(
@@ -142,11 +148,12 @@ def run_step(step: str, experiment: Experiment, /, *, compute: Mapping[str, Any]
 
 def run_session(step: str, experiment: Experiment, session: io.Session,
                 sections: Mapping[str, Any], scheduler: str = "threads", *,
-                resume: bool = True) -> dict[str, Any]:
+                resume: bool = True, echo_warnings: bool = True) -> dict[str, Any]:
     """One session through one step: a status row. Never raises (runs on cluster workers).
 
-    The warnings the step raises are recorded in the row and raised again (so they also
-    show where the step runs). With ``parallel_sessions > 1`` on threads, a warning may
+    The warnings the step raises are recorded in the row and, with ``echo_warnings``,
+    raised again (so they also show where the step runs; a cluster worker only records
+    them). With ``parallel_sessions > 1`` on threads, a warning may
     be recorded with a session running at the same time.
     """
     t0 = time.perf_counter()
@@ -174,7 +181,7 @@ def run_session(step: str, experiment: Experiment, session: io.Session,
                     "reason": f"{type(exc).__name__}: {exc} (in {where.name}, "
                               f"{where.filename.rsplit('/', 1)[-1]}:{where.lineno})"}
     messages = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
-    for w in caught:
+    for w in caught if echo_warnings else ():
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     row["warnings"] = " | ".join(messages)
     row["cached"] = False
@@ -266,12 +273,8 @@ def clear_from(experiment: Experiment, session: io.Session, step: str) -> None:
 @contextlib.contextmanager
 def _cluster_client(address: str):
     """Yield a dask.distributed client of the running cluster at ``address``."""
-    try:
-        from distributed import Client
-    except ImportError:
-        raise CalimInputError(
-            f"compute.scheduler {address!r} is a dask cluster address, which needs "
-            "dask.distributed: pip install 'calim[cluster]'") from None
+    from distributed import Client
+
     try:
         client = Client(address, set_as_default=False, timeout=CONNECT_TIMEOUT)
     except OSError as exc:

@@ -41,6 +41,7 @@ from calim_helpers import rois as roi_io
 from calim_helpers import synchrony as syn
 from calim_helpers.downsample import downsample as block_mean
 from calim_helpers.errors import CalimWarning
+from calim_helpers.params import too_short
 from calim_helpers.workflow.experiment import Experiment
 
 __all__ = ["STEPS", "Skip", "aggregate_step", "analysis_step", "arpls_step",
@@ -76,6 +77,64 @@ def time_unit(*datasets: xr.Dataset | xr.DataArray) -> str:
     return "s" if all(known(ds) for ds in datasets) else "frame"
 
 
+def in_time_unit(table: pd.DataFrame, unit: str, /) -> pd.DataFrame:
+    """Rename a table's time columns for ``unit`` (``"s"`` leaves it unchanged).
+
+    With an unknown frame interval every time is counted in frames, so no column may
+    claim seconds: ``*_s`` becomes ``*_frames``, ``rate_per_min`` becomes
+    ``rate_per_60_frames`` and ``frequency_hz`` becomes ``frequency_per_frame``.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame(columns=["frame", "time_s", "rate_per_min", "dff"])
+    >>> in_time_unit(t, "frame").columns.tolist()
+    ['frame', 'time_frames', 'rate_per_60_frames', 'dff']
+    """
+    if unit == "s":
+        return table
+
+    def rename(col: Any) -> Any:
+        if not isinstance(col, str):
+            return col
+        if col == "rate_per_min":
+            return "rate_per_60_frames"
+        if col == "frequency_hz":
+            return "frequency_per_frame"
+        return col[:-2] + "_frames" if col.endswith("_s") else col
+
+    out = table.rename(columns=rename)
+    if out.index.name is not None:
+        out.index.name = rename(out.index.name)
+    return out
+
+
+def read_table(path: Path, /) -> tuple[pd.DataFrame, str]:
+    """Read a CSV written by :func:`write_table`, its time columns named in seconds again.
+
+    Returns the table (columns as the science names them) and the unit it was written
+    in (``"s"`` or ``"frame"``).
+    """
+    table = pd.read_csv(path)
+    back = {"rate_per_60_frames": "rate_per_min", "frequency_per_frame": "frequency_hz"}
+    frames = [c for c in table.columns if c.endswith("_frames") or c in back]
+    back.update({c: c[:-len("_frames")] + "_s" for c in frames if c not in back})
+    return table.rename(columns=back), "frame" if frames else "s"
+
+
+def _tests_in_unit(tests: pd.DataFrame, unit: str, /) -> pd.DataFrame:
+    """Rename the time metrics named in a test table's ``metric`` column for ``unit``."""
+    if unit == "s" or "metric" not in tests:
+        return tests
+    names = in_time_unit(pd.DataFrame(columns=tests["metric"].tolist()), unit).columns
+    return tests.assign(metric=list(names))
+
+
+def write_table(path: Path, table: pd.DataFrame, /, *, unit: str, **to_csv: Any) -> Path:
+    """Write ``table`` as CSV at ``path`` atomically, its time columns named for ``unit``."""
+    to_csv.setdefault("index", False)
+    return io.write_text(path, in_time_unit(table, unit).to_csv(**to_csv))
+
+
 # --------------------------------------------------------------------------- load
 
 
@@ -89,7 +148,13 @@ def load_step(experiment: Experiment, session: io.Session, /, *, load: Mapping[s
     ``shifts`` and ``bad_frame``), and with motion correction ``shifts.csv``,
     ``<session>_shifts.png`` and ``<session>_registration.png``.
     """
+    for note in session.notes:  # files left aside in the session folder, in the run's record
+        warnings.warn(note, CalimWarning, stacklevel=2)
     movie = io.open_movie(session, chunks={"time": int(load["chunk_time"])})
+    why = too_short(movie.sizes["time"], int(downsample["time"]))
+    if why is not None:
+        movie.close()
+        raise Skip(f"movie too short: {why}")
     try:
         motion = None
         corrected = movie
@@ -144,10 +209,10 @@ def _registration_outputs(experiment: Experiment, session: io.Session, *,
                           "time_s": shifts["time"].values,
                           "dy": shifts.sel(axis="dy").values, "dx": shifts.sel(axis="dx").values,
                           "bad": bad})
-    io.write_text(experiment.session_dir(session) / "shifts.csv", table.to_csv(index=False))
+    unit = time_unit(stored)
+    write_table(experiment.session_dir(session) / "shifts.csv", table, unit=unit)
     dpi = int(figures["dpi"])
     title = session_title(session)
-    unit = time_unit(stored)
     io.save_figure(plots.shifts_figure(shifts, bad=bad, title=title, time_unit=unit),
                    experiment.file(session, "shifts.png"), dpi=dpi)
     io.save_figure(plots.registration_figure(stored["mean_before"].values,
@@ -338,13 +403,14 @@ def analysis_step(experiment: Experiment, session: io.Session, /, *,
     _require(experiment, session, "result", "arpls")
     ds = experiment.open_store(session, "result").load()
     res = analysis.analyze_session(ds, events=events, synchrony=synchrony)
-    io.write_text(experiment.file(session, "events.csv"), res.events.to_csv(index=False))
-    io.write_text(experiment.file(session, "features.csv"), res.features.to_csv(index=False))
-    io.write_text(experiment.file(session, "network_events.csv"),
-                  res.network_table.to_csv(index=False))
+    unit = time_unit(ds)
+    write_table(experiment.file(session, "events.csv"), res.events, unit=unit)
+    write_table(experiment.file(session, "features.csv"), res.features, unit=unit)
+    write_table(experiment.file(session, "network_events.csv"), res.network_table, unit=unit)
     if res.spectra is not None:
-        io.write_text(experiment.file(session, "spectra.csv"),
-                      res.spectra.to_pandas().T.to_csv(index_label="frequency_hz"))
+        spectra = res.spectra.to_pandas().T
+        spectra.index.name = "frequency_hz"
+        write_table(experiment.file(session, "spectra.csv"), spectra, unit=unit, index=True)
     dpi = int(figures["dpi"])
     for suffix, fig in session_analysis_figures(experiment, session, ds, res, qc=qc,
                                                 heatmap=heatmap).items():
@@ -352,7 +418,7 @@ def analysis_step(experiment: Experiment, session: io.Session, /, *,
     movie = None
     if outputs["movie"] == "downsampled":
         movie = movie_output(experiment, session)
-    if outputs["nwb"] and time_unit(ds) == "frame":
+    if outputs["nwb"] and unit == "frame":
         warnings.warn(f"{session.id}: frame interval unknown, no NWB file written (NWB "
                       "needs the imaging rate)", CalimWarning, stacklevel=2)
     elif outputs["nwb"]:
@@ -482,11 +548,11 @@ def aggregate_step(experiment: Experiment, /, *, heatmap: Mapping[str, float]) -
                     ", ".join(missing))
     exp = aggregate.experiment_dataset(results)
     root = experiment.root
-    io.write_text(root / "results_raw.csv",
-                  aggregate.wide_table(exp, "corrected").to_csv(index=False))
-    io.write_text(root / "results_norm.csv", aggregate.wide_table(exp, "norm").to_csv(index=False))
-    io.write_text(root / "results_long.csv", aggregate.tidy_table(exp).to_csv(index=False))
-    io.write_text(root / "hist_cum.csv", aggregate.average_trace(exp).to_csv(index=False))
+    unit = time_unit(exp)
+    write_table(root / "results_raw.csv", aggregate.wide_table(exp, "corrected"), unit=unit)
+    write_table(root / "results_norm.csv", aggregate.wide_table(exp, "norm"), unit=unit)
+    write_table(root / "results_long.csv", aggregate.tidy_table(exp), unit=unit)
+    write_table(root / "hist_cum.csv", aggregate.average_trace(exp), unit=unit)
     for name, fig in experiment_figures(exp, heatmap=heatmap).items():
         io.save_figure(fig, root / f"{name}.pdf")
     io.write_store(exp, root / "experiment.zarr")
@@ -517,23 +583,26 @@ def collect_analysis_step(experiment: Experiment, /) -> dict[str, pd.DataFrame]:
         for kind, parts in tables.items():
             path = experiment.file(s, f"{kind}.csv")
             if path.exists():
-                part = pd.read_csv(path)
+                part, _ = read_table(path)
                 if kind == "network_events":
                     part.insert(0, "session", s.name)
                     part.insert(0, "date", s.date)
                 parts.append(part)
+    unit = time_unit(*(experiment.open_store(s, "result") for s in experiment.sessions
+                       if experiment.has(s, "result")))
     out = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame(columns=_EMPTY[k])
            for k, v in tables.items()}
     for kind, table in out.items():
-        io.write_text(experiment.root / f"{kind}.csv", table.to_csv(index=False))
+        write_table(experiment.root / f"{kind}.csv", table, unit=unit)
     feats = out["features"]
     if len(feats) and feats[["date", "session"]].drop_duplicates().shape[0] > 1:
         by_session = {f"{d}_{s}": g for (d, s), g in feats.groupby(["date", "session"],
                                                                      sort=False)}
         tests = stats.condition_tests(by_session, unit="cell")
-        io.write_text(experiment.root / "sessions_tests.csv", tests.to_csv(index=False))
-        io.save_figure(sessions_summary_figure(by_session, tests), experiment.root /
-                       "sessions_summary.pdf")
+        write_table(experiment.root / "sessions_tests.csv", _tests_in_unit(tests, unit),
+                    unit=unit)
+        io.save_figure(sessions_summary_figure(by_session, tests, time_unit=unit),
+                       experiment.root / "sessions_summary.pdf")
     else:  # not two sessions to compare: nothing of an earlier run may stay
         for name in ("sessions_tests.csv", "sessions_summary.pdf"):
             (experiment.root / name).unlink(missing_ok=True)
@@ -548,12 +617,13 @@ _EMPTY = {"events": [*evt.DATASET_COLUMNS, *_RECORDED],
 
 
 def sessions_summary_figure(by_session: Mapping[str, pd.DataFrame], tests: pd.DataFrame,
-                            /) -> Any:
+                            /, *, time_unit: str = "s") -> Any:
     """Sessions of one experiment side by side (per-ROI features, each ROI a sample)."""
     first = next(iter(by_session.values()))
     unit = analysis.AMPLITUDE_UNITS.get(str(first["normalize"].iloc[0]), "normalized")
     return plots.condition_summary_figure(by_session, amplitude_label=unit,
-                                          group_label="session", tests=tests)
+                                          group_label="session", tests=tests,
+                                          time_unit=time_unit)
 
 
 def compare_step(out_dir: Path, names: Sequence[str], /, *,
@@ -578,21 +648,24 @@ def compare_step(out_dir: Path, names: Sequence[str], /, *,
     io.write_text(out_dir / "comparison" / "comparison_cells.csv", table.to_csv(index=False))
     io.save_figure(plots.comparison_figure(exps, time_unit=time_unit(*exps.values())),
                    out_dir / "comparison" / "comparison.pdf")
-    features = {}
+    features, time_units = {}, set()
     for n in names:
         path = out_dir / n / "features.csv"
         if path.exists():
-            f = pd.read_csv(path)
+            f, f_unit = read_table(path)
             if len(f):
                 features[n] = f
+                time_units.add(f_unit)
     if len(features) > 1:
+        unit = "frame" if "frame" in time_units else "s"
         tests = stats.condition_tests(features, unit=statistics["unit"])
-        io.write_text(out_dir / "comparison" / "condition_tests.csv", tests.to_csv(index=False))
+        write_table(out_dir / "comparison" / "condition_tests.csv",
+                    _tests_in_unit(tests, unit), unit=unit)
         units = {analysis.AMPLITUDE_UNITS.get(str(f["normalize"].iloc[0]), "normalized")
                  for f in features.values()}
         io.save_figure(plots.condition_summary_figure(
             features, amplitude_label=units.pop() if len(units) == 1 else "normalized",
-            group_label="experiment", tests=tests),
+            group_label="experiment", tests=tests, time_unit=unit),
             out_dir / "comparison" / "condition_summary.pdf")
     else:
         for name in ("condition_tests.csv", "condition_summary.pdf"):

@@ -35,6 +35,7 @@ from calim_helpers.plots import overview
 from calim_helpers.workflow.experiment import Experiment
 from calim_helpers.workflow.steps import (
     experiment_figures,
+    read_table,
     session_results,
     session_title,
     sessions_summary_figure,
@@ -300,17 +301,19 @@ def show_analysis(experiment: Experiment, /) -> Figures | str:
     if _one(experiment):
         return Figures(_pngs(experiment, done[0],
                              ("raster", "qc", "correlation", "clusters", "summary")))
-    by_session = {}
+    by_session, units = {}, set()
     for s in done:
-        f = pd.read_csv(experiment.file(s, "features.csv"))
+        f, unit = read_table(experiment.file(s, "features.csv"))
         if len(f):
             by_session[s.id] = f
+            units.add(unit)
     figs = Figures(_pngs(experiment, done[0], ("raster",)))
     if len(by_session) > 1:
         from calim_helpers import stats
 
         tests = stats.condition_tests(by_session, unit="cell")
-        figs.insert(0, sessions_summary_figure(by_session, tests))
+        figs.insert(0, sessions_summary_figure(
+            by_session, tests, time_unit="frame" if "frame" in units else "s"))
     return figs
 
 

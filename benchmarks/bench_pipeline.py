@@ -1,0 +1,226 @@
+"""The whole pipeline against the floor, with 1 and 2 workers, and memory per worker.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_pipeline.py [--frames 1500] [--keep DIR]
+
+Writes 2 full-size demo sessions (1500 x 512 x 688 uint16, motion in one) and a tiny
+one-session experiment with the demo generator, then measures side by side in this run:
+
+- ``floor``: a fresh process reads one session with tifffile and block-averages it
+  2 x 2 x 10 in float32 -- the least any pipeline must do;
+- ``helpers``: a fresh process runs the science of one session without motion
+  correction (open_movie -> downsample -> extract_traces -> correct_traces ->
+  analyze_session), no figures; target <= 2 x floor;
+- ``calim run`` on the 2 full-size sessions with every default, ``--workers 1`` and
+  ``--workers 2`` (speed-up target >= 1.7; tables must be byte-identical), and on the
+  tiny experiment (the fixed cost: kernels, imports, HTML); the marginal time of the
+  full run over the tiny one divided by the floor of 2 sessions (target <= 15); peak
+  memory of the whole process tree (sampled every 0.2 s from /proc);
+- ``worker memory``: peak resident memory of a fresh process running the load step
+  (motion correction, denoising, block mean) of one session of 1500 and of 3000 frames
+  (targets: <= 600 MB, and 3000 within 15 % of 1500).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+CALIM = [sys.executable, "-m", "calim_helpers.cli"]
+
+FLOOR = r"""
+import sys, time
+from pathlib import Path
+import numpy as np, tifffile
+t0 = time.perf_counter()
+stack = sorted(Path(sys.argv[1]).glob("*.ome.tif"))[0]
+with tifffile.TiffFile(stack) as tif:
+    n = len(tif.pages) // 10 * 10
+    out = []
+    for start in range(0, n, 100):
+        block = tif.asarray(key=slice(start, min(start + 100, n)))
+        t, y, x = block.shape
+        b = block[:, : y // 2 * 2, : x // 2 * 2].astype(np.float32)
+        out.append(b.reshape(t // 10, 10, y // 2, 2, x // 2, 2).mean(axis=(1, 3, 5),
+                                                                      dtype=np.float32))
+movie = np.concatenate(out)
+print(time.perf_counter() - t0)
+"""
+
+HELPERS = r"""
+import sys, time, warnings
+warnings.simplefilter("ignore")
+from calim_helpers import analysis, correction, io, rois, traces
+from calim_helpers.downsample import downsample
+from calim_helpers.params import load_params
+p = load_params()
+t0 = time.perf_counter()
+session = io.find_sessions(sys.argv[1])[0]
+movie = io.open_movie(session, chunks={"time": p["load"]["chunk_time"]})
+small = downsample(movie, p["downsample"]).compute()
+roi_list = rois.read_rois(session.roi_file)
+tr = traces.extract_traces(small, roi_list, native_shape=(movie.sizes["y"], movie.sizes["x"]),
+                           factors=p["downsample"], seed=p["background"]["seed"],
+                           background_fraction=p["background"]["fraction"]).compute()
+tr.attrs |= {"date": session.date, "session": session.name, "experiment": session.experiment}
+res = correction.correct_traces(tr, **p["arpls"], normalize=p["normalize"],
+                                trim_start=p["trim_start"])
+analysis.analyze_session(res, events=p["events"], synchrony=p["synchrony"])
+print(time.perf_counter() - t0)
+"""
+
+LOAD = r"""
+import sys, time, warnings
+warnings.simplefilter("ignore")
+from calim_helpers import io
+from calim_helpers.params import load_params
+from calim_helpers.workflow import steps
+from calim_helpers.workflow.experiment import Experiment
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+base = hwm()
+p = load_params()
+e = Experiment.open(sys.argv[1], sys.argv[2])
+s = e.sessions[0]
+t0 = time.perf_counter()
+steps.load_step(e, s, load=p["load"], registration=p["registration"], denoise=p["denoise"],
+                downsample=p["downsample"], figures=p["figures"])
+print(time.perf_counter() - t0, hwm(), base)
+"""
+
+
+def _tree_rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and all its descendants, MB."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return total
+
+
+def _run(cmd: list[str]) -> tuple[float, float, str]:
+    """Run ``cmd``; return wall seconds, peak process-tree RSS (MB) and its stdout."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = [0.0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _tree_rss_mb(proc.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    sampler.join()
+    took = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-2000:]}")
+    return took, peak[0], out
+
+
+def _tables(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.csv"))
+            if "status" not in p.parts}
+
+
+def main() -> None:
+    """Write the data, run every measurement and print the figures and ratios."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--frames", type=int, default=1500, help="frames per full-size session")
+    ap.add_argument("--keep", help="write the data and outputs here (default: a temp dir)")
+    args = ap.parse_args()
+    from calim_helpers import demo
+
+    tmp = Path(args.keep or tempfile.mkdtemp(prefix="calim-bench-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        t0 = time.perf_counter()
+        full = demo.write_demo_experiment(tmp / "data", name="FULL", full_size=True,
+                                          n_frames=args.frames,
+                                          sessions=["230404_5", "230404_9"], overwrite=True)
+        long = demo.write_demo_experiment(tmp / "data", name="LONG", full_size=True,
+                                          n_frames=2 * args.frames, sessions=["230404_5"],
+                                          overwrite=True)
+        tiny = demo.write_demo_experiment(tmp / "data", name="TINY", n_frames=100,
+                                          frame_shape=(64, 96), sessions=["230404_5"],
+                                          overwrite=True)
+        print(f"data: 2 sessions of {args.frames} x 512 x 688, 1 of {2 * args.frames}, "
+              f"1 tiny; written in {time.perf_counter() - t0:.0f} s")
+        session = full / "04-04-23" / "230404_5"
+
+        floor = float(subprocess.run([sys.executable, "-c", FLOOR, str(session)],
+                                     capture_output=True, text=True, check=True).stdout)
+        helpers = float(subprocess.run([sys.executable, "-c", HELPERS, str(full)],
+                                       capture_output=True, text=True, check=True).stdout)
+        print(f"floor (tifffile read + 2x2x10 block mean, float32): {floor:6.2f} s")
+        print(f"helpers, one session, no motion correction:        {helpers:6.2f} s  "
+              f"= {helpers / floor:.2f} x floor (target <= 2)")
+
+        runs = {}
+        for name, exp, extra in (("tiny", tiny, []), ("workers 1", full, ["--workers", "1"]),
+                                 ("workers 2", full, ["--workers", "2"])):
+            out = tmp / f"out {name}"
+            shutil.rmtree(out, ignore_errors=True)
+            runs[name] = (*_run([*CALIM, "run", str(exp), "--out", str(out), "-q", *extra])[:2],
+                          out / exp.name)
+            print(f"calim run {name:10s}: {runs[name][0]:6.1f} s, peak RSS of the process "
+                  f"tree {runs[name][1]:6.0f} MB")
+        w1, w2, tiny_run = runs["workers 1"], runs["workers 2"], runs["tiny"]
+        same = _tables(w1[2]) == _tables(w2[2])
+        print(f"speed-up workers 2 / workers 1: {w1[0] / w2[0]:.2f} x (target >= 1.7); "
+              f"tables byte-identical: {same}")
+        marginal = w2[0] - tiny_run[0]
+        print(f"full run minus tiny run, defaults (2 workers): {marginal:.1f} s = "
+              f"{marginal / (2 * floor):.1f} x the floor of 2 sessions (target <= 15); "
+              f"tiny run {tiny_run[0]:.1f} s (target <= 20)")
+
+        mem = {}
+        for label, exp in ((f"{args.frames} frames", full), (f"{2 * args.frames} frames", long)):
+            line = subprocess.run([sys.executable, "-c", LOAD, str(exp), str(tmp / "load")],
+                                  capture_output=True, text=True, check=True).stdout.split()
+            took, peak, base = map(float, line)
+            mem[label] = peak
+            print(f"load step (motion correction + block mean), {label}: {took:6.1f} s, "
+                  f"peak RSS {peak:5.0f} MB ({base:.0f} MB after imports)")
+        a, b = mem.values()
+        print(f"peak memory {2 * args.frames} / {args.frames} frames: {b / a:.2f} "
+              f"(target <= 1.15; <= 600 MB per worker)")
+        print(json.dumps({"floor_s": floor, "helpers_s": helpers,
+                          **{f"run_{k}_s": v[0] for k, v in runs.items()},
+                          **{f"run_{k}_peak_mb": v[1] for k, v in runs.items()},
+                          **{f"load_peak_mb_{k}": v for k, v in mem.items()}}))
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Where the sessions run: a dask.distributed cluster on this machine, or one already running.
+
+``calim run`` processes the sessions of an experiment in parallel on dask.distributed
+workers, each session whole on one worker (:func:`calim_helpers.workflow.runner.run_step`
+submits them). By default it starts a :class:`distributed.LocalCluster` with one
+single-threaded worker process per core (``compute.workers: auto``) for the length of
+the run, each with a bounded memory (``compute.worker_memory``), and gives its address
+to the notebooks. With ``compute.scheduler`` set to a cluster's address
+(``calim run --scheduler tcp://host:8786``) the sessions go to that cluster instead;
+its workers must see the same input and output paths.
+
+A session is deterministic whatever worker computes it, so the tables are
+byte-identical for any number of workers and on any scheduler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["cluster_for_run", "local_cluster", "machine_cores", "resolve_workers"]
+
+log = logging.getLogger("calim.run")
+
+
+def machine_cores() -> int:
+    """Return the number of cores this process may run on (its CPU affinity)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(workers: Any, /) -> int:
+    """Return the worker count that ``compute.workers`` asks for.
+
+    Examples
+    --------
+    >>> resolve_workers(3)
+    3
+    >>> resolve_workers("auto") == machine_cores()
+    True
+    """
+    if workers == "auto":
+        return machine_cores()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"compute.workers must be 'auto' or an integer >= 1, got {workers!r}")
+    return workers
+
+
+@contextlib.contextmanager
+def local_cluster(n_workers: int, /, *, memory_limit: str | int = "auto") -> Iterator[str]:
+    """Start a dask.distributed cluster of ``n_workers`` processes; yield its address.
+
+    Each worker is one process with one thread (a session at a time; the session's own
+    chunk work uses dask's threads inside it) and at most ``memory_limit`` of memory
+    (``"auto"``: the machine's memory divided among the workers; or e.g. ``"3GB"``).
+    The cluster listens on the loopback interface only and is closed on exit.
+    """
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                           memory_limit=memory_limit, host="127.0.0.1",
+                           dashboard_address=None, silence_logs=logging.ERROR)
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()
+
+
+@contextlib.contextmanager
+def cluster_for_run(compute: dict[str, Any], n_sessions: int, /) -> Iterator[dict[str, Any]]:
+    """Yield the ``compute`` section the notebooks of one run get.
+
+    With ``scheduler: threads`` and more than one worker for more than one session, a
+    local cluster (:func:`local_cluster`) is started for the run and its address is
+    put in ``scheduler``; otherwise ``compute`` is yielded unchanged (an address given
+    by the user, ``synchronous``, or a single worker: the sessions run in the kernel).
+    """
+    n = min(resolve_workers(compute["workers"]), max(n_sessions, 1))
+    if compute["scheduler"] != "threads" or n <= 1:
+        yield dict(compute)
+        return
+    log.info("starting %d dask worker(s), memory limit %s each", n, compute["worker_memory"])
+    with local_cluster(n, memory_limit=compute["worker_memory"]) as address:
+        yield dict(compute) | {"scheduler": address}

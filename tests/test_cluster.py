@@ -1,0 +1,110 @@
+"""Sessions on dask.distributed: a real ``dask scheduler`` and ``dask worker`` processes.
+
+The shared run (conftest.py) used the default, a local cluster of one worker per core;
+here OTHER goes through a scheduler and two workers started as a lab would start them on
+a cluster's nodes, and every table must be byte-identical to the shared run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from calim_helpers.cli import main
+from calim_helpers.workflow import cluster
+
+distributed = pytest.importorskip("distributed")
+
+
+def _dask(*args: str, log: Path) -> subprocess.Popen:
+    """Start ``dask <args>`` (the console script of dask's own package) in its own group."""
+    with open(log, "w") as fh:
+        return subprocess.Popen([sys.executable, "-m", "dask", *args], stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A ``dask scheduler`` on the loopback interface and two ``dask worker`` processes."""
+    file = tmp_path / "scheduler.json"
+    procs = [_dask("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                   "--scheduler-file", str(file), log=tmp_path / "scheduler.log")]
+    try:
+        deadline = time.monotonic() + 60
+        while not file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert file.exists(), (tmp_path / "scheduler.log").read_text()
+        address = json.loads(file.read_text())["address"]
+        for k in range(2):
+            procs.append(_dask("worker", address, "--nthreads", "1", "--no-dashboard",
+                               "--memory-limit", "2GB", "--name", f"w{k}",
+                               log=tmp_path / f"worker{k}.log"))
+        with distributed.Client(address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for p in procs[::-1]:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def _tables(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.csv"))
+            if "status" not in p.parts}
+
+
+def test_a_run_on_a_dask_scheduler_gives_the_same_tables(e2e, dask_cluster, tmp_path,
+                                                          capsys):
+    out = tmp_path / "out"
+    code = main(["run", str(e2e.other), "--out", str(out), *e2e.options,
+                 "--scheduler", dask_cluster])
+    assert code == e2e.code
+    mine, shared = _tables(out / e2e.other.name), _tables(e2e.out / e2e.other.name)
+    assert mine.keys() == shared.keys() and len(mine) > 10
+    different = [name for name in mine if mine[name] != shared[name]]
+    assert not different
+    status = (out / e2e.other.name / "status" / "analysis.csv").read_text()
+    assert status.count(",ok,") == 3  # the three sessions that can be processed
+
+
+def test_workers_default_to_the_cores_and_are_checked():
+    assert cluster.resolve_workers("auto") == cluster.machine_cores() >= 1
+    assert cluster.resolve_workers(3) == 3
+    for bad in (0, -1, True, "two", 1.5):
+        with pytest.raises(ValueError, match="compute.workers"):
+            cluster.resolve_workers(bad)
+
+
+def test_no_cluster_for_one_worker_or_one_session_or_a_given_address():
+    base = {"workers": 4, "worker_memory": "auto", "scheduler": "threads",
+            "parallel_sessions": 1, "resume": True}
+    for compute, n_sessions in ((base | {"workers": 1}, 5), (base, 1),
+                                (base | {"scheduler": "tcp://127.0.0.1:8786"}, 5)):
+        with cluster.cluster_for_run(compute, n_sessions) as used:
+            assert used == compute
+
+
+def test_a_local_cluster_is_started_and_closed():
+    compute = {"workers": 2, "worker_memory": "1GB", "scheduler": "threads",
+               "parallel_sessions": 1, "resume": True}
+    with cluster.cluster_for_run(compute, 3) as used:
+        address = used["scheduler"]
+        assert address.startswith("tcp://127.0.0.1:")
+        with distributed.Client(address, timeout=30) as client:
+            info = client.scheduler_info()["workers"]
+            assert len(info) == 2
+            assert {w["nthreads"] for w in info.values()} == {1}
+            assert {w["memory_limit"] for w in info.values()} == {10**9}
+    with pytest.raises(OSError):
+        distributed.Client(address, timeout=2)
