@@ -182,15 +182,62 @@ def test_synthetic_ground_truth():
         assert err[quiet].max() < 0.2 * amp, j
 
 
-def test_two_d_equals_rows_with_either_solver(traces, monkeypatch):
+@pytest.mark.parametrize("compiled", [True, False])
+def test_two_d_equals_rows_with_either_iteration(traces, monkeypatch, compiled):
+    # one 2-D call against row-by-row 1-D calls, with the compiled (numba) iteration and
+    # with the numpy + LAPACK one; the row-by-row reference always uses the other one
+    if compiled and not bl._HAVE_NUMBA:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(bl, "_HAVE_NUMBA", not compiled and bl._HAVE_NUMBA)
     ref = [arpls(y) for y in traces[:30]]
-    for limit in (0, 10**9):  # numpy LDLᵀ for every batch / LAPACK for every batch
-        monkeypatch.setattr(bl, "_LAPACK_MAX_TRACES", limit)
-        base, info = arpls(traces[:30])
-        for j, (b1, i1) in enumerate(ref):
-            np.testing.assert_allclose(base[j], b1, rtol=1e-10)
-            assert info["converged"][j] == i1["converged"] and info["n_iter"][j] == i1["n_iter"]
-            assert info["status"][j] == i1["status"]
+    monkeypatch.setattr(bl, "_HAVE_NUMBA", compiled)
+    base, info = arpls(traces[:30])
+    for j, (b1, i1) in enumerate(ref):
+        np.testing.assert_allclose(base[j], b1, rtol=1e-10)
+        np.testing.assert_allclose(info["weights"][j], i1["weights"], rtol=1e-7, atol=1e-9)
+        assert info["converged"][j] == i1["converged"] and info["n_iter"][j] == i1["n_iter"]
+        assert info["status"][j] == i1["status"]
+        np.testing.assert_allclose(info["weight_change"][j], i1["weight_change"], rtol=1e-6)
+
+
+@pytest.mark.skipif(not bl._HAVE_NUMBA, reason="numba is not installed")
+@pytest.mark.parametrize("k", [1, 3, bl._LANES, bl._LANES + 1, 3 * bl._LANES + 5])
+def test_compiled_iteration_matches_numpy_for_any_number_of_traces(k, monkeypatch):
+    # fewer traces than lanes, exactly the lanes, and traces waiting for a free lane; with
+    # the guards (constant, linear and all-NaN traces) mixed in
+    rng = np.random.default_rng(20 + k)
+    y = np.vstack([_calcium(rng, k), np.full(150, 3.0), 5.0 + 0.1 * np.arange(150.0),
+                   np.full(150, np.nan)])[rng.permutation(k + 3)]
+    base, info = arpls(y, max_iter=60)
+    monkeypatch.setattr(bl, "_HAVE_NUMBA", False)
+    ref, rinfo = arpls(y, max_iter=60)
+    np.testing.assert_allclose(base, ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(info["weights"], rinfo["weights"], rtol=1e-7, atol=1e-9)
+    for key in ("converged", "n_iter", "status"):
+        np.testing.assert_array_equal(info[key], rinfo[key])
+    np.testing.assert_allclose(info["weight_change"], rinfo["weight_change"], rtol=1e-6)
+    np.testing.assert_allclose(info["baseline_change"], rinfo["baseline_change"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("k, n", [(40, 150), (8, 1500)])
+def test_matches_pybaselines_on_random_traces_of_both_lengths(k, n):
+    # random calcium-like traces at lam = 10: where pybaselines converges within max_iter
+    # solves, same iteration count and the same baseline and weights
+    pytest.importorskip("pybaselines")
+    y = _calcium(np.random.default_rng(30 + n), k, n=n)
+    base, info = arpls(y, lam=10.0, tol=1e-5, max_iter=100)
+    both = 0
+    for j in range(k):
+        ref, params = _pybaselines(y[j], lam=10.0, tol=1e-5, max_iter=100)
+        hist = params["tol_history"]
+        if len(hist) <= 100 and hist[-1] < 1e-5:
+            both += 1
+            assert info["converged"][j] and info["n_iter"][j] == len(hist), j
+            np.testing.assert_allclose(base[j], ref, rtol=0, atol=1e-6 * np.ptp(y[j]))
+            np.testing.assert_allclose(info["weights"][j], params["weights"], atol=1e-6)
+        else:
+            assert not info["converged"][j], j
+    assert both >= k // 2
 
 
 def test_one_d_info_types_and_repeatable(traces):

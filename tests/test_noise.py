@@ -289,3 +289,169 @@ def test_half_sample_mode_matches_its_definition():
     for n in (1, 2, 3, 4, 7, 50, 201):
         x = np.concatenate([rng.normal(0, 1, n), rng.uniform(2, 10, n // 3)])
         assert noise._half_sample_mode(x) == pytest.approx(slow(x))
+
+
+def test_sigma_of_pipeline_length_traces_with_kernel_transients():
+    """60 frames at 1 s (600 native frames binned by 10), six GCaMP-like transients of
+    3-20 sigma: the median estimate is unbiased within 5 %, 80 % of them within 25 %."""
+    from calim_helpers import demo
+
+    rng = np.random.default_rng(5)
+    ratio = []
+    for _ in range(200):
+        onsets = np.sort(rng.uniform(0.0, 60.0, 6))
+        x = demo.dff_traces(onsets, np.zeros(6, dtype=np.int64), rng.uniform(3, 20, 6) * 0.01,
+                            n_neurons=1, n_frames=60, frame_interval_s=1.0)[0]
+        ratio.append(float(noise_sigma(x + rng.normal(0.0, 0.01, 60)).sigma) / 0.01)
+    lo, mid, hi = np.percentile(ratio, [10, 50, 90])
+    assert abs(mid - 1.0) <= 0.05 and lo >= 0.75 and hi <= 1.3, (lo, mid, hi)
+
+
+# ------------------------------------------------------------------ compiled path
+
+
+needs_numba = pytest.mark.skipif(not noise._HAVE_NUMBA, reason="numba is not installed")
+
+
+def _awkward_traces(rng, n_trace, n_time):
+    """Traces of one length: transients, drift, ties, NaN runs, constants, extreme scales."""
+    t = np.arange(n_time)
+    out = np.empty((n_trace, n_time))
+    for i in range(n_trace):
+        x = rng.normal(rng.normal(0.0, 10.0), rng.uniform(0.01, 100.0), n_time)
+        for onset in rng.integers(0, max(n_time, 1), rng.poisson(0.05 * n_time + 0.1)):
+            x[onset:] += rng.uniform(1.0, 30.0) * np.exp(-(t[onset:] - onset)
+                                                         / rng.uniform(1.0, 10.0))
+        kind = i % 9
+        if kind == 1:
+            x += 3.0 * np.sin(10.0 * t / max(n_time, 1))
+        elif kind == 2:
+            x = np.round(x)  # many ties: medians and the half-sample mode on equal values
+        elif kind == 3:
+            x = np.round(x / 5.0) * 5.0
+        elif kind == 4:
+            x[:] = 1.5
+        elif kind == 5:
+            x[rng.random(n_time) < rng.uniform(0.0, 0.9)] = np.nan
+        elif kind == 6:
+            x[:rng.integers(0, max(n_time, 1))] = np.nan
+            x[rng.random(n_time) < 0.02] = np.inf
+        elif kind == 7:
+            x = (rng.random(n_time) < 0.3).astype(np.float64)
+        elif kind == 8:
+            x *= 10.0 ** rng.integers(-150, 150)
+        out[i] = x
+    return out
+
+
+@needs_numba
+@pytest.mark.parametrize("n_time", [0, 2, 3, 4, 5, 7, 10, 30, 60, 150, 151, 300, 1500])
+@pytest.mark.parametrize("options", [{}, {"clip": 1.0, "window": 5, "max_iter": 3},
+                                     {"clip": 3.7, "window": 44, "max_iter": 50},
+                                     {"clip": 2.0, "max_iter": 1}])
+def test_compiled_path_equals_the_numpy_path_bit_for_bit(monkeypatch, n_time, options):
+    """The compiled loop repeats _one's floating-point operations in numpy's order.
+
+    Many traces of one length in one call (the compiled path reuses its scratch arrays
+    from trace to trace) against _one trace by trace.
+    """
+    x = _awkward_traces(np.random.default_rng(n_time), 45, n_time)
+    (x,) = _frozen(x)
+    compiled = noise_sigma(x, **options)
+    monkeypatch.setattr(noise, "_HAVE_NUMBA", False)
+    with np.errstate(over="ignore"):  # the numpy path warns where squares overflow
+        reference = noise_sigma(x, **options)
+    for a, b in zip(compiled, reference, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_numba
+def test_traces_needing_more_rounds_than_kept_are_redone_by_numpy(monkeypatch):
+    x = _awkward_traces(np.random.default_rng(19), 45, 150)
+    monkeypatch.setattr(noise, "_KEPT_ROUNDS", 2)
+    redone = []
+    one = noise._one
+    monkeypatch.setattr(noise, "_one", lambda *a: redone.append(1) or one(*a))
+    few_kept = noise_sigma(x, max_iter=50)
+    assert 10 < len(redone) < 45  # traces whose quiet part repeats within 2 rounds stay
+    monkeypatch.setattr(noise, "_HAVE_NUMBA", False)
+    reference = noise_sigma(x, max_iter=50)
+    assert (reference.converged & (reference.n_quiet > 0)).sum() > 10
+    for a, b in zip(few_kept, reference, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_awkward_traces_reach_every_exit_of_the_estimate():
+    """The traces compared above end the estimate in every way _one can end it."""
+    exits = set()
+    for n_time in (2, 10, 60, 150):
+        for max_iter in (2, 50):
+            x = _awkward_traces(np.random.default_rng(n_time), 45, n_time)
+            with np.errstate(over="ignore"):
+                est = noise_sigma(x, max_iter=max_iter)
+            exits |= {"too few finite frames" for s in est.sigma if np.isnan(s)}
+            exits |= {"no spread" for s in est.sigma if s == 0}
+            exits |= {"no quiet frames" for s, q in zip(est.sigma, est.n_quiet, strict=True)
+                      if s > 0 and q == 0}
+            exits |= {"round limit" for c in est.converged if not c}
+            exits |= {"repeat" for s, c in zip(est.sigma, est.converged, strict=True)
+                      if s > 0 and c}
+    assert exits == {"too few finite frames", "no spread", "no quiet frames", "round limit",
+                     "repeat"}
+
+
+def test_pairwise_sum_is_numpys_sum():
+    rng = np.random.default_rng(15)
+    for n in [0, 1, 7, 8, 9, 16, 127, 128, 129, 130, 255, 256, 257, 1000, 1500, 4097, 20000]:
+        a = rng.normal(size=n) * 10.0 ** rng.uniform(-8, 8, n)
+        assert noise._pairwise_sum(a, n) == np.sum(a) + 0.0, n
+        if n:
+            assert noise._mean_of(a, n) == np.mean(a)
+
+
+def test_running_mean_is_scipys_uniform_filter():
+    from scipy.ndimage import uniform_filter1d
+
+    rng = np.random.default_rng(16)
+    for n in (1, 2, 5, 20, 150, 1500):
+        v = rng.normal(size=n) * 10.0 ** rng.uniform(-3, 3, n)
+        v[rng.random(n) < 0.3] = 0.0
+        for size in (3, 5, 21, 41, 3001):
+            out = np.empty(n)
+            noise._running_mean(v, size, out)
+            np.testing.assert_array_equal(out, uniform_filter1d(v, size, mode="constant"))
+        out = np.empty(n)
+        noise._window_sum_compiled(v, 10, out, np.empty(n))
+        np.testing.assert_array_equal(out, noise._window_sum(v, 10))
+
+
+def test_half_sample_mode_of_sorted_values_is_the_numpy_one():
+    rng = np.random.default_rng(17)
+    for n in (1, 2, 3, 4, 5, 6, 7, 50, 201, 1500):
+        for x in (rng.normal(size=n), np.round(rng.normal(size=n) * 2)):
+            assert noise._hsm_sorted(np.sort(x)) == noise._half_sample_mode(x)
+
+
+def test_without_numba_the_module_falls_back_to_numpy(monkeypatch):
+    """The module imported with numba blocked: no compiled path, the same results."""
+    import importlib.util
+    import sys
+
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
+    spec = importlib.util.spec_from_file_location("calim_noise_without_numba", noise.__file__)
+    plain = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, plain)
+    spec.loader.exec_module(plain)
+    assert plain.njit is None and not plain._HAVE_NUMBA
+    assert not hasattr(plain._rows_compiled, "py_func")  # left as plain Python
+    x, _ = _traces(8, 150, rate=0.05, seed=18)
+    x[2, :30] = np.nan
+    x[5] = 4.0
+    calls = []
+    one = plain._one
+    monkeypatch.setattr(plain, "_one", lambda *a: calls.append(1) or one(*a))
+    got = plain.noise_sigma(x)
+    assert len(calls) == 8  # the numpy path, one trace at a time
+    for a, b in zip(got, noise_sigma(x), strict=True):
+        np.testing.assert_array_equal(a, b)
