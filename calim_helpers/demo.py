@@ -58,6 +58,24 @@ True
 Writing the small experiment (4 sessions of 600 x 96 x 128, a few seconds)::
 
     exp_dir = demo.write_demo_experiment("out")  # out/DEMO and out/DEMO_truth
+
+The "hard" preset (:mod:`~calim_helpers.synthetic.hard`) is a test bed for neuron
+detection, event detection and neuropil correction: dim, touching, rarely firing
+cells of varied size, out-of-focus cells and neurites, neuropil that follows the
+activity (``neuropil_strength`` scales it), small transients, badly drawn and
+missing expert ROIs. Its truth adds true masks, transients, per-ROI neuropil-free
+ΔF/F and noise levels (``HARD_TRUTH_FIELDS``); :mod:`~calim_helpers.synthetic.truth`
+has the scorers::
+
+    s = demo.simulate_session(600, (96, 128), None, difficulty="hard", seed=3)
+    truth = demo.session_truth(s)       # truth["true_masks"], truth["roi_dff_clean"], ...
+    demo.write_demo_experiment("out", name="HARD", difficulty="hard", n_frames=40)
+    demo.write_sessions("out", demo.plan_sessions([101, 102]), name="HELDOUT")
+
+>>> h = demo.simulate_session(30, (64, 80), 5, difficulty="hard", pixel_size_um=1.0, seed=2)
+>>> t = demo.session_truth(h)
+>>> t["true_masks"].shape, t["roi_dff_clean"].shape[1], str(t["difficulty"])
+((5, 64, 80), 30, 'hard')
 """
 
 from __future__ import annotations
@@ -74,24 +92,42 @@ from calim_helpers.synthetic.experiment import (
     SESSION_NAMES,
     PlannedSession,
     plan_experiment,
+    plan_sessions,
     write_demo_experiment,
+    write_sessions,
 )
 from calim_helpers.synthetic.expert_rois import expert_rois, imagej_rois
+from calim_helpers.synthetic.hard import hard_neuron_count, hard_somata, simulate_hard_session
 from calim_helpers.synthetic.mmstack import write_mmstack
 from calim_helpers.synthetic.scene import Somata, neuropil_image, soma_footprints
 from calim_helpers.synthetic.session import (
+    HARD_TRUTH_FIELDS,
     TRUTH_FIELDS,
     DemoSession,
+    ExtraScene,
     iter_frames,
+    noise_free_frames,
     render_frames,
     session_truth,
     simulate_session,
 )
+from calim_helpers.synthetic.truth import (
+    mask_iou,
+    match_events,
+    match_masks,
+    polygon_mask,
+    session_transients,
+    trace_correlation,
+    true_masks,
+    true_transients,
+)
 
 __all__ = [
+    "HARD_TRUTH_FIELDS",
     "SESSION_NAMES",
     "TRUTH_FIELDS",
     "DemoSession",
+    "ExtraScene",
     "PlannedSession",
     "Somata",
     "Spikes",
@@ -100,17 +136,31 @@ __all__ = [
     "dff_traces",
     "drift_curve",
     "expert_rois",
+    "hard_neuron_count",
+    "hard_somata",
     "imagej_rois",
     "iter_frames",
     "kernel_peak_time",
+    "mask_iou",
+    "match_events",
+    "match_masks",
     "motion_shifts",
     "neuropil_image",
+    "noise_free_frames",
     "plan_experiment",
+    "plan_sessions",
+    "polygon_mask",
     "render_frames",
+    "session_transients",
     "session_truth",
+    "simulate_hard_session",
     "simulate_session",
     "soma_footprints",
     "spike_trains",
+    "trace_correlation",
+    "true_masks",
+    "true_transients",
     "write_demo_experiment",
     "write_mmstack",
+    "write_sessions",
 ]

@@ -375,3 +375,13 @@ def test_fast_shift_matches_scipy_spline_shift(shift):
     image = ndimage.gaussian_filter(np.random.default_rng(0).random((40, 50)), 1.0)
     ref = ndimage.shift(image, shift, order=3, mode="mirror")[7:33, 7:43]
     np.testing.assert_allclose(_shifted_crop(image, shift, 7, (26, 36)), ref, atol=1e-12)
+
+
+def test_neuropil_strength_scales_the_default_neuropil_only():
+    base, same, strong = _session(2), _session(2, neuropil_strength=1.0), _session(
+        2, neuropil_strength=4.0)
+    np.testing.assert_array_equal(demo.render_frames(base, 0, 5), demo.render_frames(same, 0, 5))
+    np.testing.assert_allclose(strong.neuropil, 4.0 * base.neuropil)
+    np.testing.assert_array_equal(strong.dff, base.dff)
+    np.testing.assert_array_equal(strong.neuropil_dff, base.neuropil_dff)
+    assert demo.render_frames(strong, 0, 5).mean() > demo.render_frames(base, 0, 5).mean()

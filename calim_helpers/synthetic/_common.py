@@ -20,6 +20,12 @@ _STREAM_MOTION = 5
 _STREAM_ROIS = 6
 _STREAM_BRIGHTNESS = 7
 _STREAM_CAMERA = 8
+# Streams of the "hard" preset only (calim_helpers.synthetic.hard).
+_STREAM_HARD_SOMATA = 11
+_STREAM_HARD_BRIGHTNESS = 12
+_STREAM_HARD_CONTAMINANTS = 13
+_STREAM_HARD_SPIKES = 14
+_STREAM_HARD_ROIS = 15
 
 
 def _check_shape(frame_shape: Sequence[int]) -> tuple[int, int]:

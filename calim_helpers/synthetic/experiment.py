@@ -32,6 +32,7 @@ from calim_helpers.synthetic.expert_rois import imagej_rois
 from calim_helpers.synthetic.mmstack import write_mmstack
 from calim_helpers.synthetic.scene import soma_footprints
 from calim_helpers.synthetic.session import (
+    HARD_TRUTH_FIELDS,
     TRUTH_FIELDS,
     DemoSession,
     iter_frames,
@@ -39,7 +40,14 @@ from calim_helpers.synthetic.session import (
     simulate_session,
 )
 
-__all__ = ["SESSION_NAMES", "PlannedSession", "plan_experiment", "write_demo_experiment"]
+__all__ = [
+    "SESSION_NAMES",
+    "PlannedSession",
+    "plan_experiment",
+    "plan_sessions",
+    "write_demo_experiment",
+    "write_sessions",
+]
 
 
 class _Recipe(NamedTuple):
@@ -124,6 +132,8 @@ def plan_experiment(
     n_neurons: int | None = None,
     pixel_size_um: float = 0.65,
     frame_interval_s: float = 0.1,
+    difficulty: str = "default",
+    neuropil_strength: float = 1.0,
 ) -> list[PlannedSession]:
     """Simulate (without pixels) the sessions of the demo experiment.
 
@@ -156,6 +166,12 @@ def plan_experiment(
         Pixel size, micrometres. Default is 0.65.
     frame_interval_s : float, optional
         Frame interval, seconds. Default is 0.1.
+    difficulty : {"default", "hard"}, optional
+        ``"hard"``: the sessions of :func:`~calim_helpers.synthetic.hard.simulate_hard_session`
+        (1.5x the neuron counts above, soma radius 4-9 µm, shrunk in tiny frames),
+        with the same layout, bleaching, motion and ROI files. Default is "default".
+    neuropil_strength : float, optional
+        Factor on the neuropil brightness. Default is 1.0.
 
     Returns
     -------
@@ -167,6 +183,8 @@ def plan_experiment(
     ValueError
         If ``sessions`` names an unknown session or the frame is too small.
     """
+    if difficulty not in ("default", "hard"):
+        raise ValueError(f"difficulty must be 'default' or 'hard', got {difficulty!r}")
     if sessions is not None:
         unknown = sorted(set(sessions) - set(SESSION_NAMES))
         if unknown:
@@ -185,6 +203,20 @@ def plan_experiment(
             continue
         session_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
         wanted = recipe.n_full if full_size else recipe.n_small
+        if difficulty == "hard":
+            wanted = round(1.5 * wanted) if n_neurons is None else int(n_neurons)
+            session = _hard_session(
+                n_frames, shape, wanted, pixel_size_um=pixel_size_um,
+                frame_interval_s=frame_interval_s, neuropil_strength=neuropil_strength,
+                bleach_fraction=recipe.bleach_fraction, motion=recipe.motion,
+                roi_naming=recipe.roi_naming, roi_outside=recipe.roi_outside, seed=session_seed)
+            info = {"date": recipe.date, "session": recipe.session,
+                    "experiment_seed": int(seed), **_hard_info(session),
+                    "roi_file": recipe.roi_path, "roi_naming": recipe.roi_naming,
+                    "roi_partly_outside": recipe.roi_outside}
+            planned.append(
+                PlannedSession(recipe.date, recipe.session, recipe.roi_path, session, info))
+            continue
         wanted = wanted if n_neurons is None else int(n_neurons)
         count = _fitting_count(shape, wanted, pixel_size_um, diameter_um, session_seed)
         session = simulate_session(
@@ -194,6 +226,7 @@ def plan_experiment(
             frame_interval_s=frame_interval_s,
             pixel_size_um=pixel_size_um,
             diameter_um=diameter_um,
+            neuropil_strength=neuropil_strength,
             bleach_fraction=recipe.bleach_fraction,
             motion=recipe.motion,
             roi_naming=recipe.roi_naming,
@@ -226,6 +259,144 @@ def plan_experiment(
     return planned
 
 
+def _hard_session(
+    n_frames: int, shape: tuple[int, int], wanted: int | None, *, pixel_size_um: float,
+    seed: int, **kwargs,
+) -> DemoSession:
+    """Simulate a hard session with the largest neuron count <= ``wanted`` that fits.
+
+    The soma radii (4-9 µm) shrink in frames under 54 µm so that the largest is at
+    most a sixth of the frame's short side.
+    """
+    from calim_helpers.synthetic.hard import hard_neuron_count, hard_somata, simulate_hard_session
+
+    largest_um = min(shape) / 6.0 * pixel_size_um
+    radius_um = (4.0, 9.0) if largest_um >= 9.0 else (largest_um * 4 / 9, largest_um)
+    if wanted is None:
+        wanted = hard_neuron_count(shape, pixel_size_um=pixel_size_um)
+    for count in range(int(wanted), 0, -1):
+        try:
+            hard_somata(shape, count, pixel_size_um=pixel_size_um, radius_um=radius_um, seed=seed)
+        except ValueError:
+            continue
+        return simulate_hard_session(n_frames, shape, count, pixel_size_um=pixel_size_um,
+                                     radius_um=radius_um, seed=seed, **kwargs)
+    raise ValueError(
+        f"frame_shape {shape} is too small for somata at pixel_size_um={pixel_size_um!r}")
+
+
+def _hard_info(session: DemoSession) -> dict:
+    """Scalars of a hard session for ``session.json``."""
+    extras = session.extras
+    assert extras is not None
+    return {
+        "difficulty": extras.difficulty,
+        "seed": session.seed,
+        "n_frames": session.n_frames,
+        "frame_shape": list(session.frame_shape),
+        "n_neurons": session.n_neurons,
+        "n_rois": len(session.roi_polygons),
+        "pixel_size_um": session.pixel_size_um,
+        "frame_interval_s": session.frame_interval_s,
+        "neuropil_strength": extras.neuropil_strength,
+        "n_dim": int(extras.dim.sum()),
+        "n_rare": int(extras.rare.sum()),
+        "n_touching": int(extras.touching.sum()),
+        "n_unlabelled": int(extras.unlabelled.sum()),
+        "n_bad_rois": int((extras.roi_quality != 0).sum()),
+        "n_out_of_focus": int((extras.contaminant_kind == "out_of_focus").sum()),
+        "n_neurites": int((extras.contaminant_kind == "neurite").sum()),
+        "bleach_fraction": round(float(1.0 - session.bleach[-1]), 6),
+        "motion": bool(np.any(session.shifts != 0)),
+        "gain": session.gain,
+        "read_noise": session.read_noise,
+        "offset": session.offset,
+        "tau_rise_s": session.tau_rise_s,
+        "tau_decay_s": session.tau_decay_s,
+    }
+
+
+def plan_sessions(
+    seeds: Sequence[int],
+    /,
+    *,
+    difficulty: str = "hard",
+    n_frames: int = 600,
+    frame_shape: Sequence[int] = (96, 128),
+    n_neurons: int | None = None,
+    neuropil_strength: float = 1.0,
+    motion: bool = False,
+    pixel_size_um: float = 0.65,
+    frame_interval_s: float = 0.1,
+    date: str = "01-01-24",
+) -> list[PlannedSession]:
+    """Simulate (without pixels) one session per seed, for held-out benchmark data.
+
+    Session ``k`` is ``<date>/<yymmdd>_<seed>`` and is simulated with exactly that
+    seed, so anyone can regenerate it from the seed alone.
+
+    Parameters
+    ----------
+    seeds : sequence of int
+        One session per seed, distinct, >= 0.
+    difficulty : {"hard", "default"}, optional
+        Preset. Default is "hard".
+    n_frames : int, optional
+        Frames per session (20-60 for short test recordings). Default is 600.
+    frame_shape : tuple of int, optional
+        ``(y, x)``. Default is (96, 128).
+    n_neurons : int, optional
+        In-focus neurons (capped to what fits). Default is None: 2000 per mm² for
+        "hard", 10 for "default".
+    neuropil_strength : float, optional
+        Factor on the neuropil brightness. Default is 1.0.
+    motion : bool, optional
+        Rigid motion in every session. Default is False.
+    pixel_size_um, frame_interval_s : float, optional
+        Defaults are 0.65 µm and 0.1 s.
+    date : str, optional
+        Date folder ``dd-mm-yy``. Default is "01-01-24".
+
+    Returns
+    -------
+    list of PlannedSession
+        In the order of ``seeds``; ROIs in ``ROIs/ROIs.zip``.
+    """
+    if difficulty not in ("default", "hard"):
+        raise ValueError(f"difficulty must be 'default' or 'hard', got {difficulty!r}")
+    seeds = [int(v) for v in seeds]
+    if len(set(seeds)) != len(seeds) or any(v < 0 for v in seeds):
+        raise ValueError(f"seeds must be distinct ints >= 0, got {seeds!r}")
+    day = datetime.datetime.strptime(date, "%d-%m-%y")
+    shape = _check_shape(frame_shape)
+    planned = []
+    for seed in seeds:
+        name = f"{day:%y%m%d}_{seed}"
+        if difficulty == "hard":
+            session = _hard_session(
+                n_frames, shape, n_neurons, pixel_size_um=pixel_size_um,
+                frame_interval_s=frame_interval_s, neuropil_strength=neuropil_strength,
+                motion=motion, seed=seed)
+            info = {"date": date, "session": name, **_hard_info(session),
+                    "roi_file": "ROIs/ROIs.zip"}
+        else:
+            largest_um = min(shape) / 3.0 * pixel_size_um
+            diameter_um = (10.0, 15.0) if largest_um >= 15.0 else (largest_um * 2 / 3, largest_um)
+            count = _fitting_count(shape, 10 if n_neurons is None else int(n_neurons),
+                                   pixel_size_um, diameter_um, seed)
+            session = simulate_session(
+                n_frames, shape, count, frame_interval_s=frame_interval_s,
+                pixel_size_um=pixel_size_um, diameter_um=diameter_um, motion=motion,
+                neuropil_strength=neuropil_strength, seed=seed)
+            info = {"date": date, "session": name, "difficulty": "default", "seed": seed,
+                    "n_frames": n_frames, "frame_shape": list(shape), "n_neurons": count,
+                    "pixel_size_um": pixel_size_um, "frame_interval_s": frame_interval_s,
+                    "neuropil_strength": neuropil_strength, "motion": motion,
+                    "roi_file": "ROIs/ROIs.zip"}
+        planned.append(PlannedSession(date, name, "ROIs/ROIs.zip", session, info))
+    return planned
+
+
 def _start_time(date: str, name: str) -> str:
     """Return a Micro-Manager 2.0 ``StartTime`` for a demo session: its date, a morning hour.
 
@@ -252,6 +423,8 @@ def write_demo_experiment(
     n_neurons: int | None = None,
     pixel_size_um: float = 0.65,
     frame_interval_s: float = 0.1,
+    difficulty: str = "default",
+    neuropil_strength: float = 1.0,
     chunk_frames: int = 50,
     max_file_bytes: int = 4_000_000_000,
     overwrite: bool = False,
@@ -294,6 +467,11 @@ def write_demo_experiment(
         Pixel size, micrometres. Default is 0.65.
     frame_interval_s : float, optional
         Frame interval, seconds. Default is 0.1.
+    difficulty : {"default", "hard"}, optional
+        Preset of :func:`plan_experiment`; the truth of a hard session has the
+        extra fields of ``HARD_TRUTH_FIELDS``. Default is "default".
+    neuropil_strength : float, optional
+        Factor on the neuropil brightness. Default is 1.0.
     chunk_frames : int, optional
         Frames generated and handed to the writer at a time. Default is 50.
     max_file_bytes : int, optional
@@ -314,13 +492,8 @@ def write_demo_experiment(
     ValueError
         If ``sessions`` names an unknown session or the frame is too small.
     """
-    import roifile
-
     out_dir = Path(out_dir)
-    exp_dir, truth_dir = out_dir / name, out_dir / f"{name}_truth"
-    for folder in (exp_dir, truth_dir):
-        if not overwrite and folder.is_dir() and any(folder.iterdir()):
-            raise FileExistsError(f"{folder} exists and is not empty (pass overwrite=True)")
+    _check_free(out_dir, name, overwrite)
     planned = plan_experiment(
         full_size=full_size,
         seed=seed,
@@ -330,9 +503,62 @@ def write_demo_experiment(
         n_neurons=n_neurons,
         pixel_size_um=pixel_size_um,
         frame_interval_s=frame_interval_s,
+        difficulty=difficulty,
+        neuropil_strength=neuropil_strength,
     )
+    return write_sessions(out_dir, planned, name=name, chunk_frames=chunk_frames,
+                          max_file_bytes=max_file_bytes, overwrite=overwrite)
+
+
+def _check_free(out_dir: Path, name: str, overwrite: bool) -> None:
+    for folder in (out_dir / name, out_dir / f"{name}_truth"):
+        if not overwrite and folder.is_dir() and any(folder.iterdir()):
+            raise FileExistsError(f"{folder} exists and is not empty (pass overwrite=True)")
+
+
+def write_sessions(
+    out_dir: str | Path,
+    planned: Sequence[PlannedSession],
+    /,
+    *,
+    name: str = "DEMO",
+    chunk_frames: int = 50,
+    max_file_bytes: int = 4_000_000_000,
+    overwrite: bool = False,
+) -> Path:
+    """Write planned sessions (:func:`plan_experiment`, :func:`plan_sessions`) to disk.
+
+    Same layout and truth as :func:`write_demo_experiment`: ``out_dir/<name>/<date>/
+    <session>/`` (Micro-Manager stack, metadata, ROI zip) and
+    ``out_dir/<name>_truth/<date>/<session>/truth.npz, session.json``, with
+    ``README.txt`` (``TRUTH_FIELDS``, plus ``HARD_TRUTH_FIELDS`` when a session is hard).
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Folder that receives ``<name>`` and ``<name>_truth``.
+    planned : sequence of PlannedSession
+        The sessions.
+    name : str, optional
+        Experiment name. Default is "DEMO".
+    chunk_frames, max_file_bytes, overwrite
+        As in :func:`write_demo_experiment`.
+
+    Returns
+    -------
+    Path
+        ``out_dir/<name>``.
+    """
+    import roifile
+
+    out_dir = Path(out_dir)
+    _check_free(out_dir, name, overwrite)
+    exp_dir, truth_dir = out_dir / name, out_dir / f"{name}_truth"
     truth_dir.mkdir(parents=True, exist_ok=True)
-    (truth_dir / "README.txt").write_text(TRUTH_FIELDS, encoding="utf-8")
+    readme = TRUTH_FIELDS
+    if any(plan.session.extras is not None for plan in planned):
+        readme += HARD_TRUTH_FIELDS
+    (truth_dir / "README.txt").write_text(readme, encoding="utf-8")
     for plan in planned:
         session = plan.session
         sess_dir = exp_dir / plan.date / plan.name

@@ -269,6 +269,27 @@ def soma_footprints(
             "reduce n_neurons or diameter_um, or raise max_overlap"
         )
 
+    patches, origins = _soma_patches(
+        centers, semi_axes, angles, harmonics, dimming, nucleus_offset, r_max,
+        nucleus_fraction=nucleus_fraction, edge_px=edge_px,
+    )
+    return Somata(shape, centers, semi_axes, angles, harmonics, patches, origins)
+
+
+def _soma_patches(
+    centers: np.ndarray,
+    semi_axes: np.ndarray,
+    angles: np.ndarray,
+    harmonics: np.ndarray,
+    dimming: np.ndarray,
+    nucleus_offset: np.ndarray,
+    r_max: np.ndarray,
+    *,
+    nucleus_fraction: float,
+    edge_px: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Footprint patches (peak 1, one common odd size) and their frame origins."""
+    n_neurons = centers.shape[0]
     size = 2 * int(math.ceil(r_max.max(initial=1.0) + 6.0 * edge_px)) + 1
     patches = np.zeros((n_neurons, size, size), dtype=np.float32)
     origins = np.zeros((n_neurons, 2), dtype=np.int64)
@@ -286,7 +307,7 @@ def soma_footprints(
         fp /= fp.max()
         fp[fp < _ZERO_BELOW] = 0.0
         patches[i] = fp
-    return Somata(shape, centers, semi_axes, angles, harmonics, patches, origins)
+    return patches, origins
 
 
 # --------------------------------------------------------------------------- background

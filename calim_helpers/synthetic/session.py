@@ -43,13 +43,78 @@ from calim_helpers.synthetic.scene import (
 )
 
 __all__ = [
+    "HARD_TRUTH_FIELDS",
     "TRUTH_FIELDS",
     "DemoSession",
+    "ExtraScene",
     "iter_frames",
+    "noise_free_frames",
     "render_frames",
     "session_truth",
     "simulate_session",
 ]
+
+
+@dataclass(frozen=True, eq=False)
+class ExtraScene:
+    """What a "hard" session has beyond the default model (see :mod:`~.hard`).
+
+    Attributes
+    ----------
+    difficulty : str
+        Name of the preset (``"hard"``).
+    neuropil_strength : float
+        Factor on the default neuropil brightness (1 = the default demo's 60 electrons).
+    dim, rare, touching, unlabelled : ndarray, shape (n,), bool
+        Per neuron: 3-5x dimmer than the others; fires only a few times; touches or
+        overlaps a neighbour; has no expert ROI.
+    dim_factor : ndarray, shape (n,)
+        Brightness divisor of each neuron (1 for the bright ones).
+    roi_quality : ndarray, shape (n_rois,), int8
+        Per expert ROI: 0 drawn normally, +1 drawn too large, -1 too small.
+    roi_scale : ndarray, shape (n_rois,)
+        Factor by which a badly drawn ROI was scaled about its soma centre (1 if not).
+    contaminant_kind : ndarray, shape (m,), str
+        ``"out_of_focus"`` (a blurred, large, dim cell of another plane) or
+        ``"neurite"`` (a thin curved process).
+    contaminant_patches : list of ndarray, float32
+        Footprint (peak 1) of each contaminant on its own window.
+    contaminant_origins : ndarray, shape (m, 2), int64
+        Frame position ``(row, col)`` of each window's pixel ``[0, 0]``.
+    contaminant_brightness : ndarray, shape (m,)
+        Resting fluorescence at footprint 1, electrons.
+    contaminant_dff : ndarray, shape (m, time)
+        Noise-free ΔF/F of each contaminant.
+    contaminant_spikes : Spikes
+        Their spikes (``neuron`` indexes the contaminants).
+    neuropil_weights_y : ndarray, shape (y + 2 pad_px, ky)
+    neuropil_weights_x : ndarray, shape (x + 2 pad_px, kx)
+        Smooth interpolation weights (rows sum to 1) from a coarse grid of neuropil
+        nodes to the padded frame's rows and columns.
+    neuropil_grid_dff : ndarray, shape (ky, kx, time)
+        Local neuropil ΔF/F at the nodes: it follows the activity of the cells
+        around each node plus axons of unseen cells. The neuropil's local relative
+        change at frame ``t`` is ``Wy @ grid[:, :, t] @ Wx.T``.
+    """
+
+    difficulty: str
+    neuropil_strength: float
+    dim: np.ndarray
+    dim_factor: np.ndarray
+    rare: np.ndarray
+    touching: np.ndarray
+    unlabelled: np.ndarray
+    roi_quality: np.ndarray
+    roi_scale: np.ndarray
+    contaminant_kind: np.ndarray
+    contaminant_patches: list[np.ndarray]
+    contaminant_origins: np.ndarray
+    contaminant_brightness: np.ndarray
+    contaminant_dff: np.ndarray
+    contaminant_spikes: Spikes
+    neuropil_weights_y: np.ndarray
+    neuropil_weights_x: np.ndarray
+    neuropil_grid_dff: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,6 +155,8 @@ class DemoSession:
         Calcium-kernel time constants, seconds.
     roi_polygons, roi_names, roi_neuron, roi_type
         Expert ROIs (see :func:`expert_rois`) and their Fiji type.
+    extras : ExtraScene or None
+        The components of the "hard" preset; None for the default model.
     """
 
     n_frames: int
@@ -116,6 +183,12 @@ class DemoSession:
     roi_names: list[str]
     roi_neuron: np.ndarray
     roi_type: str
+    extras: ExtraScene | None = None
+
+    @property
+    def difficulty(self) -> str:
+        """``"default"`` or the preset of :attr:`extras` (``"hard"``)."""
+        return "default" if self.extras is None else self.extras.difficulty
 
     @property
     def n_neurons(self) -> int:
@@ -131,7 +204,7 @@ class DemoSession:
 def simulate_session(
     n_frames: int,
     frame_shape: Sequence[int],
-    n_neurons: int,
+    n_neurons: int | None,
     /,
     *,
     frame_interval_s: float = 0.1,
@@ -156,9 +229,20 @@ def simulate_session(
     roi_naming: str = "fiji",
     roi_type: str = "polygon",
     roi_outside: bool = False,
+    difficulty: str = "default",
+    neuropil_strength: float = 1.0,
     seed: int = 0,
 ) -> DemoSession:
     """Draw everything of a synthetic session but its pixels.
+
+    ``difficulty="hard"`` hands over to :func:`~calim_helpers.synthetic.hard.simulate_hard_session`
+    (dim, touching and rarely firing cells, out-of-focus cells, neurites, local
+    neuropil activity, small transients, badly drawn and missing expert ROIs): the
+    arguments it shares are passed on; those the preset replaces (``diameter_um``,
+    ``brightness``, ``brightness_cv``, ``neuropil_coupling``, ``rate_hz``,
+    ``dff_per_spike``, ``read_noise``) must keep their defaults here; set them
+    through ``simulate_hard_session`` instead. With ``"hard"``, ``n_neurons`` may be
+    None (a cell density of the preset).
 
     Parameters
     ----------
@@ -166,8 +250,8 @@ def simulate_session(
         Number of frames, >= 1.
     frame_shape : tuple of int
         ``(y, x)`` frame size in pixels.
-    n_neurons : int
-        Number of neurons.
+    n_neurons : int or None
+        Number of neurons (None only with ``difficulty="hard"``).
     frame_interval_s : float, optional
         Frame interval, seconds. Default is 0.1.
     pixel_size_um : float, optional
@@ -212,6 +296,11 @@ def simulate_session(
         Fiji type of the ROIs. Default is "polygon".
     roi_outside : bool, optional
         Make one ROI reach out of the frame. Default is False.
+    difficulty : {"default", "hard"}, optional
+        Preset, see above. Default is "default".
+    neuropil_strength : float, optional
+        Factor on the neuropil brightness (resting level and its fluctuations),
+        e.g. 0.5 for weak and 4.0 for strong neuropil. Default is 1.0.
     seed : int, optional
         Seed; each component uses its own stream of it. Default is 0.
 
@@ -220,6 +309,36 @@ def simulate_session(
     DemoSession
         The session.
     """
+    if difficulty not in ("default", "hard"):
+        raise ValueError(f"difficulty must be 'default' or 'hard', got {difficulty!r}")
+    if not neuropil_strength >= 0:
+        raise ValueError(f"neuropil_strength must be >= 0, got {neuropil_strength!r}")
+    if difficulty == "hard":
+        replaced = {"diameter_um": (diameter_um, (10.0, 15.0)),
+                    "brightness": (brightness, 200.0),
+                    "brightness_cv": (brightness_cv, 0.3),
+                    "neuropil_coupling": (neuropil_coupling, 0.15),
+                    "rate_hz": (rate_hz, (0.05, 0.3)),
+                    "dff_per_spike": (dff_per_spike, 0.25),
+                    "read_noise": (read_noise, 2.0)}
+        changed = [k for k, (v, d) in replaced.items() if tuple(np.atleast_1d(v)) != tuple(
+            np.atleast_1d(d))]
+        if changed:
+            raise ValueError(f"{', '.join(changed)} cannot be set with difficulty='hard'; "
+                             "use demo.simulate_hard_session")
+        from calim_helpers.synthetic.hard import simulate_hard_session
+
+        return simulate_hard_session(
+            n_frames, frame_shape, n_neurons,
+            frame_interval_s=frame_interval_s, pixel_size_um=pixel_size_um,
+            neuropil_level=neuropil_level, neuropil_strength=neuropil_strength,
+            burst_rate_hz=burst_rate_hz, tau_rise_s=tau_rise_s, tau_decay_s=tau_decay_s,
+            bleach_fraction=bleach_fraction, drift_amplitude=drift_amplitude, motion=motion,
+            motion_amplitude_px=motion_amplitude_px, gain=gain, offset=offset,
+            roi_naming=roi_naming, roi_type=roi_type, roi_outside=roi_outside, seed=seed,
+        )
+    if n_neurons is None:
+        raise ValueError("n_neurons must be an int with difficulty='default', got None")
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames!r}")
     shape = _check_shape(frame_shape)
@@ -263,7 +382,7 @@ def simulate_session(
         pad = int(math.ceil(motion_amplitude_px)) + 4
     else:
         shifts, pad = np.zeros((n_frames, 2)), 0
-    neuropil = neuropil_level * neuropil_image(
+    neuropil = neuropil_level * neuropil_strength * neuropil_image(
         shape, pixel_size_um=pixel_size_um, pad_px=pad, seed=seed
     )
     neuropil_dff = neuropil_coupling * (dff.mean(axis=0) if n_neurons else np.zeros(n_frames))
@@ -330,21 +449,36 @@ def _shifted_crop(
     return coef
 
 
-def _render_frame(session: DemoSession, t: int) -> np.ndarray:
-    """Camera counts of frame ``t``; depends on nothing but the session and ``t``."""
+def _electrons(session: DemoSession, t: int) -> np.ndarray:
+    """Noise-free electrons of frame ``t`` (after motion, bleaching and drift)."""
     pad = session.pad_px
     h, w = session.frame_shape
     scene = session.neuropil * (1.0 + session.neuropil_dff[t])
+    extras = session.extras
+    if extras is not None:
+        local = (extras.neuropil_weights_y @ extras.neuropil_grid_dff[:, :, t]
+                 @ extras.neuropil_weights_x.T)
+        scene = scene + session.neuropil * local
     somata = session.somata
     for i in range(somata.n_neurons):
         weight = session.brightness[i] * (1.0 + session.dff[i, t])
         _add_patch(scene, somata.patches[i], somata.origins[i] + pad, weight)
+    if extras is not None:
+        for j, patch in enumerate(extras.contaminant_patches):
+            weight = extras.contaminant_brightness[j] * (1.0 + extras.contaminant_dff[j, t])
+            _add_patch(scene, patch, extras.contaminant_origins[j] + pad, weight)
     dy, dx = session.shifts[t]
     if dy != 0 or dx != 0:
         scene = _shifted_crop(scene, (dy, dx), pad, (h, w))
     else:
         scene = scene[pad : pad + h, pad : pad + w]
-    electrons = scene * session.bleach[t] + session.drift[t]
+    return scene * session.bleach[t] + session.drift[t]
+
+
+def _render_frame(session: DemoSession, t: int) -> np.ndarray:
+    """Camera counts of frame ``t``; depends on nothing but the session and ``t``."""
+    h, w = session.frame_shape
+    electrons = _electrons(session, t)
     rng = np.random.default_rng([session.seed, _STREAM_CAMERA, t])
     counts = session.gain * rng.poisson(np.clip(electrons, 0.0, None))
     counts = counts + session.offset + session.read_noise * rng.standard_normal((h, w))
@@ -376,6 +510,34 @@ def render_frames(session: DemoSession, start: int, stop: int, /) -> np.ndarray:
     out = np.empty((stop - start, *session.frame_shape), dtype=np.uint16)
     for k, t in enumerate(range(start, stop)):
         out[k] = _render_frame(session, t)
+    return out
+
+
+def noise_free_frames(session: DemoSession, start: int, stop: int, /) -> np.ndarray:
+    """Return the expected electrons per pixel of frames ``start`` to ``stop``.
+
+    The camera frame ``t`` is ``offset + gain * Poisson(this) + read noise``; this is
+    the noise-free movie with motion, bleaching and drift applied.
+
+    Parameters
+    ----------
+    session : DemoSession
+        The session.
+    start, stop : int
+        Frame range, ``0 <= start <= stop <= session.n_frames``.
+
+    Returns
+    -------
+    ndarray, shape (stop - start, y, x), float64
+        Electrons.
+    """
+    if not 0 <= start <= stop <= session.n_frames:
+        raise ValueError(
+            f"need 0 <= start <= stop <= n_frames={session.n_frames}, got {start!r}, {stop!r}"
+        )
+    out = np.empty((stop - start, *session.frame_shape), dtype=np.float64)
+    for k, t in enumerate(range(start, stop)):
+        out[k] = _electrons(session, t)
     return out
 
 
@@ -449,7 +611,7 @@ def session_truth(session: DemoSession, /) -> dict[str, np.ndarray]:
         "offset": np.float64(session.offset),
         "tau_rise_s": np.float64(session.tau_rise_s),
         "tau_decay_s": np.float64(session.tau_decay_s),
-    }
+    } | ({} if session.extras is None else _hard_truth(session))
 
 
 TRUTH_FIELDS = """\
@@ -488,4 +650,177 @@ Model: scene_t = neuropil * (1 + neuropil_dff[t])
                  + sum_i brightness[i] * footprint_i * (1 + dff[i, t])
        electrons_t = shift(scene_t, shifts[t]) * bleach[t] + drift[t]
 session.json beside truth.npz repeats the scalars and names the ROI file.
+"""
+
+
+def _patch_overlaps(masks: np.ndarray, patches: Sequence[np.ndarray], origins: np.ndarray
+                    ) -> np.ndarray:
+    """``out[k, i] = sum(masks[k] * patch_i placed at origins[i])``, without dense patches."""
+    n_masks, h, w = masks.shape
+    out = np.zeros((n_masks, len(patches)))
+    for k in range(n_masks):
+        rows, cols = np.nonzero(masks[k])
+        if rows.size == 0:
+            continue
+        r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        for i, patch in enumerate(patches):
+            y0, x0 = int(origins[i][0]), int(origins[i][1])
+            ys, ye = max(y0, r0), min(y0 + patch.shape[0], r1)
+            xs, xe = max(x0, c0), min(x0 + patch.shape[1], c1)
+            if ye > ys and xe > xs:
+                window = masks[k, ys:ye, xs:xe]
+                out[k, i] = float((patch[ys - y0 : ye - y0, xs - x0 : xe - x0] * window).sum())
+    return out
+
+
+def _hard_truth(session: DemoSession) -> dict[str, np.ndarray]:
+    """Return the additional truth of a session with :attr:`DemoSession.extras`."""
+    from scipy import sparse
+
+    from calim_helpers.synthetic.truth import polygon_mask, true_masks, true_transients
+
+    extras = session.extras
+    assert extras is not None
+    pad = session.pad_px
+    h, w = session.frame_shape
+    n_rois, m = len(session.roi_polygons), len(extras.contaminant_patches)
+    footprints = session.somata.dense()
+    masks = true_masks(footprints)
+    roi_masks = np.zeros((n_rois, h, w), dtype=bool)
+    for k, xy in enumerate(session.roi_polygons):
+        roi_masks[k] = polygon_mask(xy, (h, w))
+    roi_iou = np.zeros(n_rois)
+    for k, i in enumerate(session.roi_neuron):
+        union = (roi_masks[k] | masks[i]).sum()
+        roi_iou[k] = (roi_masks[k] & masks[i]).sum() / union if union else 0.0
+    contaminants = np.zeros((m, h, w), dtype=np.float32)
+    for j, patch in enumerate(extras.contaminant_patches):
+        _add_patch(contaminants[j], patch, extras.contaminant_origins[j], 1.0)
+    neuropil = session.neuropil[pad : pad + h, pad : pad + w]
+    wy = extras.neuropil_weights_y[pad : pad + h]
+    wx = extras.neuropil_weights_x[pad : pad + w]
+    grid = extras.neuropil_grid_dff
+
+    def sums(mask_set: np.ndarray) -> sparse.csr_matrix:
+        return sparse.csr_matrix(mask_set.reshape(mask_set.shape[0], -1).astype(np.float32))
+
+    rois = sums(roi_masks)
+    npx = np.maximum(roi_masks.sum(axis=(1, 2)), 1).astype(np.float64)
+    overlap = _patch_overlaps(roi_masks, session.somata.patches, session.somata.origins)
+    soma_w = overlap * session.brightness[None, :]
+    soma_rest = soma_w.sum(axis=1) / npx
+    soma_f = soma_w @ (1.0 + session.dff) / npx[:, None]
+    cont_w = _patch_overlaps(roi_masks, extras.contaminant_patches, extras.contaminant_origins)
+    cont_w = cont_w * extras.contaminant_brightness
+    cont_f = cont_w @ (1.0 + extras.contaminant_dff) / npx[:, None]
+    local_w = np.zeros((n_rois, *grid.shape[:2]))
+    for k in range(n_rois):
+        rows, cols = np.nonzero(roi_masks[k])
+        if rows.size:
+            r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+            sub = roi_masks[k, r0:r1, c0:c1] * neuropil[r0:r1, c0:c1]
+            local_w[k] = wy[r0:r1].T @ sub @ wx[c0:c1]
+    np_rest = rois.astype(np.float64) @ neuropil.ravel()
+    np_f = (np_rest[:, None] * (1.0 + session.neuropil_dff[None, :])
+            + np.einsum("rab,abt->rt", local_w, grid)) / npx[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        roi_dff_clean = np.where(soma_rest[:, None] > 0, soma_f / soma_rest[:, None] - 1.0, np.nan)
+
+    rest = neuropil.astype(np.float64)  # a copy
+    for i in range(session.n_neurons):
+        _add_patch(rest, session.somata.patches[i], session.somata.origins[i],
+                   session.brightness[i])
+    for j, patch in enumerate(extras.contaminant_patches):
+        _add_patch(rest, patch, extras.contaminant_origins[j], extras.contaminant_brightness[j])
+    variance = (rest + (session.read_noise / session.gain) ** 2).ravel()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        roi_noise = np.sqrt(rois.astype(np.float64) @ variance) / npx / soma_rest
+        cells = sums(masks).astype(np.float64)
+        cell_px = np.maximum(masks.sum(axis=(1, 2)), 1)
+        own = session.brightness * np.einsum("iyx,iyx->i", masks, footprints) / cell_px
+        neuron_noise = np.sqrt(cells @ variance) / cell_px / own
+    spikes = session.spikes
+    tr = true_transients(session.dff, spikes.times_s, spikes.neuron,
+                         frame_interval_s=session.frame_interval_s)
+    cspikes = extras.contaminant_spikes
+    return {
+        "difficulty": np.asarray(extras.difficulty),
+        "neuropil_strength": np.float64(extras.neuropil_strength),
+        "dim": extras.dim,
+        "dim_factor": extras.dim_factor,
+        "rare": extras.rare,
+        "touching": extras.touching,
+        "unlabelled": extras.unlabelled,
+        "true_masks": masks,
+        "neuron_noise_dff": neuron_noise,
+        **{f"transient_{key}": value for key, value in tr.items()},
+        "transient_snr": tr["amplitude"] / neuron_noise[tr["neuron"]],
+        "roi_masks": roi_masks,
+        "roi_quality": extras.roi_quality,
+        "roi_scale": extras.roi_scale,
+        "roi_iou": roi_iou,
+        "roi_soma_f": soma_f.astype(np.float32),
+        "roi_background_f": (np_f + cont_f).astype(np.float32),
+        "roi_dff_clean": roi_dff_clean.astype(np.float32),
+        "roi_noise_dff": roi_noise,
+        "contaminant_kind": np.asarray(extras.contaminant_kind, dtype=str),
+        "contaminant_footprints": contaminants,
+        "contaminant_brightness": extras.contaminant_brightness,
+        "contaminant_dff": extras.contaminant_dff.astype(np.float32),
+        "contaminant_spike_times_s": cspikes.times_s,
+        "contaminant_spike_neuron": cspikes.neuron,
+        "neuropil_weights_y": wy,
+        "neuropil_weights_x": wx,
+        "neuropil_grid_dff": grid.astype(np.float32),
+    }
+
+
+HARD_TRUTH_FIELDS = """\
+
+Additional fields of a "hard" session (difficulty = "hard"; see calim_helpers.synthetic.hard).
+r = expert ROIs (r <= n: some neurons have no ROI), m = contaminants (out-of-focus cells and
+neurites), E = true transients, (ky, kx) = neuropil grid nodes.
+
+difficulty          ()        str      "hard"
+neuropil_strength   ()        float64  factor on the default neuropil brightness (60 electrons)
+dim                 (n,)      bool     neuron is 3-5x dimmer than the others
+dim_factor          (n,)      float64  brightness divisor of each neuron (1 if not dim)
+rare                (n,)      bool     neuron fires only a few events in the session
+touching            (n,)      bool     neuron touches or overlaps a neighbour
+unlabelled          (n,)      bool     neuron has no expert ROI
+true_masks          (n, y, x) bool     footprint >= 0.5 of its peak, holes filled (score at IoU>=.5)
+neuron_noise_dff    (n,)      float64  std of the neuron's dF/F over its true mask, one native
+                                       frame, from shot and read noise at rest (frame 0)
+transient_neuron, transient_onset_frame, transient_peak_frame, transient_n_spikes  (E,) int64
+transient_amplitude, transient_peak_dff, transient_onset_s                         (E,) float64
+                                       true transients at the native frame rate (spikes < 0.5 s
+                                       apart merged; amplitude = peak - dF/F before the onset);
+                                       truth.true_transients(dff, ..., time_bin=k) re-derives
+                                       them on a binned time base
+transient_snr       (E,)      float64  transient_amplitude / neuron_noise_dff of its neuron
+roi_masks           (r, y, x) bool     expert ROIs rasterized (pixel centre inside)
+roi_quality         (r,)      int8     0 drawn normally, +1 too large, -1 too small
+roi_scale           (r,)      float64  scale of a badly drawn ROI about its soma centre (1 if not)
+roi_iou             (r,)      float64  IoU of each ROI with its neuron's true mask
+roi_soma_f          (r, T)    float32  mean over the ROI of the in-focus somata's light, electrons
+                                       (unshifted, before bleaching, drift and noise)
+roi_background_f    (r, T)    float32  mean over the ROI of neuropil + contaminants, electrons
+                                       (the ROI's noise-free raw trace is roi_soma_f + this)
+roi_dff_clean       (r, T)    float32  roi_soma_f / its resting value - 1: the neuropil-free dF/F
+                                       a perfect neuropil correction of this ROI gives (for the
+                                       ROI's own neuron alone use dff[roi_neuron])
+roi_noise_dff       (r,)      float64  std of roi_dff_clean's noise, one native frame, at rest
+contaminant_kind    (m,)      str      "out_of_focus" or "neurite"
+contaminant_footprints (m, y, x) float32  footprints, peak 1, unshifted
+contaminant_brightness (m,)   float64  resting fluorescence at footprint 1, electrons
+contaminant_dff     (m, T)    float32  their noise-free dF/F
+contaminant_spike_times_s, contaminant_spike_neuron  (Sc,)  their spikes
+neuropil_weights_y  (y, ky)   float64  interpolation weights of the neuropil grid (frame rows)
+neuropil_weights_x  (x, kx)   float64  (frame columns)
+neuropil_grid_dff   (ky, kx, T) float32  local neuropil dF/F at the grid nodes
+
+Model (hard): scene_t = neuropil * (1 + neuropil_dff[t] + Wy @ neuropil_grid_dff[:, :, t] @ Wx.T)
+                        + sum_i brightness[i] * footprint_i * (1 + dff[i, t])
+                        + sum_j contaminant_brightness[j] * contaminant_footprint_j
+                                * (1 + contaminant_dff[j, t])
 """
