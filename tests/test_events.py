@@ -393,3 +393,72 @@ def test_min_amplitude_drops_small_events_only():
     assert list(floored["peak_frame"]) == [90]
     with pytest.raises(ValueError, match="min_amplitude"):
         detect_events(x, time_s=t, min_amplitude=-1)
+
+
+# ------------------------------------------------------------------ planted SNR
+
+
+def _planted(snr_levels, n_traces, seed, *, n_frames=150, sigma=0.01, spacing=10):
+    """Isolated kernel transients at 1 s frames; binned peak = snr * sigma exactly."""
+    rng = np.random.default_rng(seed)
+    found = {s: [0, 0] for s in snr_levels}
+    false = frames_total = 0
+    for _ in range(n_traces):
+        frames = np.arange(5, n_frames - 5, spacing)
+        onsets = frames + rng.uniform(0.0, 0.3, frames.size)  # early in the frame: one peak
+        snr = rng.choice(np.asarray(snr_levels, dtype=float), size=frames.size)
+        unit = _kernel_trace(onsets, np.ones(frames.size), n_frames)
+        x = _kernel_trace(onsets, snr * sigma / unit[frames], n_frames)
+        x = x + rng.normal(0.0, sigma, n_frames)
+        (x,) = _frozen(x)
+        ev = detect_events(x, time_s=np.arange(n_frames) * DT)
+        hits, used = _match(ev["peak_frame"].to_numpy(), frames)
+        for s, h in zip(snr, hits, strict=True):
+            found[s][0] += int(h)
+            found[s][1] += 1
+        false += int((~used).sum())
+        frames_total += n_frames
+    recall = {s: hit / n for s, (hit, n) in found.items()}
+    tp = sum(hit for hit, _ in found.values())
+    return recall, tp / (tp + false), 1000 * false / frames_total
+
+
+def test_planted_transients_recall_and_precision_by_snr():
+    """Known answer: a one-frame peak of h sigma passes threshold 3 with P = Phi(h - 3).
+
+    Phi(0) = 0.5 at SNR 3, Phi(2) = 0.977 at SNR 5, 1 at SNR 10; the level and sigma
+    are estimated from 150 frames, so allow a margin. White noise alone gives about
+    2 false events per 1000 frames (module docstring of calim_helpers.noise).
+    """
+    recall, precision, per_1000 = _planted((3.0, 5.0, 10.0), 60, seed=20)
+    assert 0.3 <= recall[3.0] <= 0.65, recall
+    assert recall[5.0] >= 0.88, recall
+    assert recall[10.0] == 1.0, recall
+    assert precision >= 0.97, precision
+    assert per_1000 <= 3.0, per_1000
+
+
+def test_planted_transients_at_snr_10_on_pipeline_length_traces():
+    """60 frames (600 native frames binned by 10): short traces still give every SNR 10."""
+    recall, precision, _ = _planted((10.0,), 100, seed=21, n_frames=60, spacing=8)
+    assert recall[10.0] >= 0.99 and precision >= 0.95, (recall, precision)
+
+
+def test_peaks_at_the_trace_ends_count_but_not_next_to_nan():
+    rng = np.random.default_rng(22)
+    x = np.clip(rng.normal(0.0, 0.01, 40), -0.02, 0.02)
+    t = np.arange(40.0)
+    x[0] += 0.3  # the trace starts on a transient's peak
+    x[1] += 0.08
+    x[39] += 0.3  # and ends rising
+    x[38] += 0.1
+    ev = detect_events(x, time_s=t)
+    assert ev["peak_frame"].tolist() == [0, 39]
+    assert ev["onset_frame"].tolist() == [0, 38] and ev["end_frame"].tolist() == [1, 40]
+    y = x.copy()
+    y[:2] = np.nan  # trimmed: the first finite frame is not a peak
+    y[39] = np.nan  # guarded: the frame before is next to NaN
+    assert detect_events(y, time_s=t).empty
+    z = x.copy()
+    z[1] = np.nan  # an isolated first frame has no finite neighbour: no peak
+    assert detect_events(z, time_s=t)["peak_frame"].tolist() == [39]
