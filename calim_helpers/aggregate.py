@@ -102,8 +102,9 @@ def tidy_table(exp: xr.Dataset, /) -> pd.DataFrame:
     """Long table: one row per cell and frame with every trace variable (SPEC §3).
 
     Columns: ``experiment, date, session, roi, roi_name, frame, time_s``, the trace
-    variables (``raw, background, signal, baseline, corrected, baseline_raw, dff,
-    dff_raw, norm``), ``converged`` and ``normalize``.
+    variables (``raw, background``, ``neuropil`` with a neuropil correction, ``signal,
+    baseline, corrected, baseline_raw, dff, dff_raw, norm``), ``converged`` and
+    ``normalize``.
     """
     n_cell, n_time = exp.sizes["cell"], exp.sizes["time"]
     out = pd.DataFrame({
@@ -115,7 +116,10 @@ def tidy_table(exp: xr.Dataset, /) -> pd.DataFrame:
         "frame": np.tile(exp["frame"].values, n_cell),
         "time_s": np.tile(exp["time"].values, n_cell),
     })
-    for c in TRACE_VARIABLES:
+    names = list(TRACE_VARIABLES)
+    if "neuropil" in exp:
+        names.insert(names.index("background") + 1, "neuropil")
+    for c in names:
         values = exp[c]
         if "cell" not in values.dims:
             values = values.expand_dims(cell=n_cell)

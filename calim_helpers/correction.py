@@ -33,6 +33,7 @@ import xarray as xr
 
 from calim_helpers import baseline as bl
 from calim_helpers import normalize as nm
+from calim_helpers import traces
 from calim_helpers.errors import CalimInputError
 
 __all__ = ["correct_traces", "fit_status", "resolve_lam"]
@@ -40,7 +41,11 @@ __all__ = ["correct_traces", "fit_status", "resolve_lam"]
 # trace attributes passed on to the result
 _KEEP_ATTRS = ("experiment", "date", "session", "pixel_size_um", "frame_interval_s_downsampled",
                "native_shape", "background_fraction", "seed", "n_background_pixels",
-               "roi_file", "source_files", "roi_source", "shift_rms_px")
+               "roi_file", "source_files", "roi_source", "shift_rms_px",
+               "neuropil_method", "neuropil_coefficient", "neuropil_inner_um",
+               "neuropil_width_um", "neuropil_min_pixels", "neuropil_pixel_size_um",
+               "neuropil_pixel_size_source", "neuropil_quiet_fraction", "neuropil_fit_degree",
+               "neuropil_formula")
 
 
 def resolve_lam(*, lam: float, cutoff_s: float | None,
@@ -93,8 +98,11 @@ def correct_traces(
     ----------
     tr : xarray.Dataset
         ``raw`` (roi, time) and ``background`` (time) as
-        :func:`calim_helpers.traces.extract_traces` returns them; attribute
-        ``frame_interval_s_downsampled`` (s per frame) when known.
+        :func:`calim_helpers.traces.extract_traces` returns them, and ``neuropil``
+        (roi, time) with a neuropil correction; attribute
+        ``frame_interval_s_downsampled`` (s per frame) when known. The ``signal``
+        fitted is :func:`calim_helpers.traces.background_subtracted`: ``raw -
+        background``, minus the neuropil share when there is a ``neuropil``.
     lam, cutoff_s : float, float or None
         arPLS smoothness, or the cut-off period in s it is computed from
         (:func:`resolve_lam`; both are recorded).
@@ -122,14 +130,18 @@ def correct_traces(
         and ``weight_change_raw`` (float64, the final relative weight change, NaN when
         it could not be computed); attrs record ``lam``, ``cutoff_s`` (None when
         unknown), ``tol``, ``max_iter``, ``normalize``, ``trim_start`` and
-        ``session_scale``. The ratios are NaN where the baseline
+        ``session_scale``; with a neuropil correction also ``neuropil`` (roi, time),
+        ``neuropil_pixels`` and ``neuropil_source`` (roi), the ``neuropil_*`` attrs and,
+        for ``fitted``, the coordinates ``neuropil_coefficient`` and
+        ``neuropil_fit_status`` (roi). The ratios are NaN where the baseline
         is not positive (with a CalimWarning).
     """
     frame_s = tr.attrs.get("frame_interval_s_downsampled")
     lam, cutoff = resolve_lam(lam=lam, cutoff_s=cutoff_s, frame_interval_s=frame_s)
     raw = tr["raw"].transpose("roi", "time").values.astype(np.float64)
     bg = tr["background"].values.astype(np.float64)
-    signal = raw - bg[np.newaxis, :]
+    signal_da = traces.background_subtracted(tr)  # raw - background (- neuropil share)
+    signal = signal_da.values
     base, info = bl.arpls(signal, lam=lam, tol=tol, max_iter=max_iter)
     base_raw, info_raw = bl.arpls(raw, lam=lam, tol=tol, max_iter=max_iter)
     corrected = signal - base
@@ -158,6 +170,14 @@ def correct_traces(
         "weight_change_raw": ("roi", np.atleast_1d(info_raw["weight_change"])
                               .astype(np.float64)),
     }, coords=coords)
+    if "neuropil" in tr:
+        out["neuropil"] = (two, tr["neuropil"].transpose("roi", "time").values.astype(f32))
+        for name in ("neuropil_coefficient", "neuropil_fit_status"):
+            if name in signal_da.coords:  # fitted: one coefficient per ROI
+                out = out.assign_coords({name: ("roi", signal_da[name].values)})
+        for name in ("neuropil_pixels", "neuropil_source"):
+            if name in tr:
+                out[name] = ("roi", tr[name].values)
     scale = ninfo.get("session_scale")
     out.attrs = {k: v for k, v in tr.attrs.items() if k in _KEEP_ATTRS} | {
         "lam": float(lam), "cutoff_s": cutoff if np.isfinite(cutoff) else None,

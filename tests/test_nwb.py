@@ -409,7 +409,7 @@ def test_a_real_pipeline_run_converts_and_passes_the_inspector(tmp_path):
     p["figures"]["per_roi"] = False
     exp = Experiment.open(exp_dir, tmp_path / "out", ["230404_5"])
     steps = {"load": ("load", "registration", "denoise", "downsample", "figures"),
-             "rois": ("rois", "detection", "background", "figures"),
+             "rois": ("rois", "detection", "background", "neuropil", "figures"),
              "arpls": ("arpls", "normalize", "trim_start", "figures"),
              "analysis": ("events", "synchrony", "qc", "heatmap", "figures", "outputs", "nwb")}
     for step, sections in steps.items():

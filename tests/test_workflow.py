@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from calim_helpers import demo, detection, rois
+from calim_helpers import demo, detection, plots, rois
 from calim_helpers.errors import CalimInputError
 from calim_helpers.noise import noise_sigma
 from calim_helpers.params import load_params
@@ -206,12 +206,14 @@ def test_auto_rois_replace_a_missing_expert_set(tmp_path):
              registration=p["registration"] | {"enabled": False}, denoise=p["denoise"],
              downsample=p["downsample"], figures=figures)
     status = run_step("rois", e, compute=p["compute"], background=p["background"],
-                      figures=figures, rois=p["rois"], detection=p["detection"])
+                      figures=figures, rois=p["rois"], detection=p["detection"],
+                      neuropil=p["neuropil"])
     row = status.iloc[0]
     assert row["status"] == "ok" and row["roi_source"] == "auto" and row["n_rois"] >= 3
     assert (e.session_dir(e.sessions[0]) / "ROIs_auto.zip").exists()
     expert_only = run_step("rois", e, compute=p["compute"], background=p["background"],
-                           figures=figures, rois={"source": "expert"}, detection=p["detection"])
+                           figures=figures, rois={"source": "expert"}, detection=p["detection"],
+                           neuropil=p["neuropil"])
     assert expert_only.iloc[0]["status"] == "skipped"
     assert not e.has(e.sessions[0], "traces")  # the earlier traces were cleared, not reused
 
@@ -244,7 +246,7 @@ def _run_chain(exp_dir, out, compute):
                      registration=p["registration"] | {"enabled": False}, denoise=p["denoise"],
                      downsample=p["downsample"], figures=figures)["status"] == "ok").all()
     run_step("rois", e, compute=compute, background=p["background"], figures=figures,
-             rois={"source": "expert"}, detection=p["detection"])
+             rois={"source": "expert"}, detection=p["detection"], neuropil=p["neuropil"])
     table = run_step("arpls", e, compute=compute, arpls=p["arpls"], normalize="dff",
                      trim_start=0, figures=figures)
     assert (table["status"] == "ok").all()
@@ -293,7 +295,8 @@ def _chain(e, p, **changes):
         ("load", {"load": p["load"], "registration": p["registration"],
                   "denoise": p["denoise"], "downsample": p["downsample"], "figures": figures}),
         ("rois", {"rois": p["rois"], "detection": p["detection"],
-                  "background": p["background"], "figures": figures}),
+                  "background": p["background"], "neuropil": p["neuropil"],
+                  "figures": figures}),
         ("arpls", {"arpls": p["arpls"], "normalize": p["normalize"],
                    "trim_start": p["trim_start"], "figures": figures}),
         ("analysis", {"events": p["events"], "synchrony": p["synchrony"], "qc": p["qc"],
@@ -370,3 +373,33 @@ def test_empty_experiment_tables_keep_their_header(tmp_path):
         assert len(table) == 0 and list(table.columns) == list(tables[kind].columns), kind
     assert {"roi", "frame", "time_s", "amplitude"} <= set(pd.read_csv(e.root / "events.csv"))
     assert not (e.root / "sessions_tests.csv").exists()
+
+
+def test_a_neuropil_correction_runs_through_the_steps(tmp_path):
+    """neuropil.method annulus: the ring trace is stored beside raw and background, the
+    signal fitted is raw - c x ring - (1 - c) x background, and the per-ROI raw figure
+    and the tidy table carry it."""
+    exp_dir = demo.write_demo_experiment(tmp_path, n_frames=100, frame_shape=(40, 48), seed=6,
+                                         sessions=["230404_5"])
+    p = load_params()
+    p["registration"] = p["registration"] | {"enabled": False}
+    p["synchrony"] = p["synchrony"] | {"n_shuffles": 20}
+    p["outputs"] = p["outputs"] | {"nwb": False, "movie": "none"}
+    p["neuropil"] = p["neuropil"] | {"method": "annulus", "coefficient": 0.5}
+    e = Experiment.open(exp_dir, tmp_path / "out")
+    tables = _chain(e, p)
+    assert all((t["status"] == "ok").all() for t in tables.values())
+    (s,) = e.sessions
+    res = e.open_store(s, "result").load()
+    assert res.attrs["neuropil_method"] == "annulus" and res.attrs["neuropil_coefficient"] == 0.5
+    expected = (res["raw"].astype(float) - 0.5 * res["neuropil"].astype(float)
+                - 0.5 * res["background"].astype(float))
+    np.testing.assert_allclose(res["signal"], expected, rtol=1e-5, atol=1e-3)
+    assert not np.allclose(res["signal"], res["raw"] - res["background"], atol=1e-2)
+    fig = plots.roi_raw_figure(res, int(res["roi"][0]))
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert "neuropil (ring around the ROI)" in labels
+    from calim_helpers import aggregate
+
+    tidy = aggregate.tidy_table(aggregate.experiment_dataset([res]))
+    assert list(tidy.columns[tidy.columns.get_loc("background") + 1:][:1]) == ["neuropil"]
