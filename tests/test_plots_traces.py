@@ -7,6 +7,7 @@ other ``test_plots_*`` modules.
 from __future__ import annotations
 
 import copy
+import io
 import warnings
 
 import matplotlib as mpl
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from test_plots_movie import all_text, renders
 
@@ -294,3 +296,127 @@ def test_coordinate_in_frames_with_time_unit_s_warns():
     ds["time"].attrs["units"] = "frame"
     with pytest.warns(CalimWarning, match="time_unit='s'"):
         traces.roi_norm_figure(ds, 1)
+
+
+# ------------------------------------------------------------ one figure, many ROIs
+
+KINDS = {"raw": traces.roi_raw_figure, "clean": traces.roi_clean_figure,
+         "norm": traces.roi_norm_figure}
+#: ROIs drawn one after the other into the same figure: a failed fit, then a converged
+#: one, a stable one, a ROI at 1000 times the scale, one with a NaN start, repeats
+ORDER = [2, 1, 3, 4, 5, 2, 6, 4, 1]
+
+
+def varied_session(normalize: str = "dff") -> xr.Dataset:
+    """Six ROIs of different fit statuses, scales and NaN starts."""
+    ds = make_session(n_roi=6, normalize=normalize, trim_start=5, failed=(2,), stable=(3, 6))
+    for var in ("raw", "signal", "baseline", "corrected", "norm"):
+        ds[var][3] = ds[var][3] * 1000  # ROI 4: a y range far from the others'
+    for var in ("raw", "signal", "baseline", "corrected"):
+        ds[var][4, :12] = np.nan  # ROI 5: starts with NaN
+    ds["fit_status_raw"][5] = "stable"  # ROI 6: both fits noted (norm: dff, session)
+    return ds
+
+
+def pixels(fig: Figure, dpi: int = 60) -> np.ndarray:
+    """The PNG of ``fig`` (as io.save_figure writes it), decoded to RGBA."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    buf.seek(0)
+    return mpl.image.imread(buf)
+
+
+@pytest.mark.parametrize(("kind", "normalize"), [
+    ("raw", "dff"), ("clean", "dff"), ("norm", "dff"), ("norm", "session"),
+    ("norm", "zscore")])
+def test_roi_figure_pages_equal_fresh_figures_pixel_for_pixel(kind, normalize):
+    ds = varied_session(normalize)
+    pages = traces.roi_figure_pages(ds, kind, rois=ORDER)
+    seen = []
+    for roi, fig in pages:
+        seen.append((roi, fig))
+        fresh = pixels(KINDS[kind](ds, roi))
+        reused = pixels(fig)
+        assert reused.shape == fresh.shape
+        assert np.array_equal(reused, fresh), f"{kind} ROI {roi} differs from a fresh figure"
+    assert [roi for roi, _ in seen] == ORDER
+    assert all(fig is seen[0][1] for _, fig in seen)  # one figure, redrawn
+
+
+def _data_ylim(values: list[np.ndarray]) -> tuple[float, float]:
+    """Matplotlib's default y limits of lines: the data range with 5 % margins."""
+    lo = min(np.nanmin(v) for v in values)
+    hi = max(np.nanmax(v) for v in values)
+    return lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_roi_figure_pages_show_each_rois_data_title_and_limits(kind):
+    ds = varied_session()
+    lines_of = {"raw": [("raw", "background"), ("signal", "baseline")],
+                "clean": [("corrected",), ("background",)],
+                "norm": [("norm",)]}[kind]
+    for roi, fig in traces.roi_figure_pages(ds, kind, rois=ORDER):
+        one = ds.sel(roi=roi)
+        for ax, names in zip(fig.axes, lines_of, strict=True):
+            data = [ln for ln in ax.get_lines() if ln.get_label()[0] != "_"]
+            assert len(data) == len(names)
+            expected = [np.asarray(one[v].values, dtype=float) for v in names]
+            for line, values in zip(data, expected, strict=True):
+                np.testing.assert_array_equal(line.get_ydata(), values)
+                np.testing.assert_array_equal(line.get_xdata(), ds.time.values)
+            if kind != "raw" and ax is fig.axes[0]:
+                expected.append(np.zeros(1))  # the zero line is part of the y range
+            np.testing.assert_allclose(ax.get_ylim(), _data_ylim(expected), rtol=1e-9)
+        top = fig.axes[0]
+        assert top.get_title().startswith(f"GLUT_DNQX · 04-04-23 · session 230404_5 · ROI {roi} ")
+        assert _is_red(top) == (roi == 2)
+        assert ("failed" in top.get_title()) == (roi == 2)
+        notes = _grey_notes(top)
+        if roi in (3, 6):
+            (note,) = notes
+            assert note.startswith("arPLS (signal): max_iter reached, stable")
+            assert ("arPLS (raw)" in note) == (kind == "norm" and roi == 6)
+        else:
+            assert notes == []
+
+
+def test_roi_figure_pages_default_all_rois_frame_unit_and_pdf():
+    ds = make_session(n_roi=3).assign_coords(time=np.arange(60.0))
+    pages = traces.roi_figure_pages(ds, "clean", time_unit="frame")
+    buf = io.BytesIO()
+    with PdfPages(buf) as pdf:
+        rois = []
+        for roi, fig in pages:
+            assert fig.axes[-1].get_xlabel() == "frame"
+            pdf.savefig(fig)
+            rois.append(roi)
+        assert pdf.get_pagecount() == 3
+    assert rois == [1, 2, 3]
+    assert buf.getvalue()[:4] == b"%PDF"
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"kind": "mask"}, "kind must be one of"),
+    ({"kind": "raw", "rois": [1, 9]}, "roi must be one of"),
+    ({"kind": "raw", "rois": [True]}, "roi must be one of"),
+    ({"kind": "norm", "time_unit": "ms"}, "time_unit must be one of")])
+def test_roi_figure_pages_check_arguments_when_called(kwargs, match):
+    kind = kwargs.pop("kind")
+    with pytest.raises(ValueError, match=match):  # raised before any page is drawn
+        traces.roi_figure_pages(make_session(), kind, **kwargs)
+
+
+def test_roi_figure_pages_check_variables_when_called():
+    with pytest.raises(ValueError, match=r"missing variable\(s\) \['corrected'\]"):
+        traces.roi_figure_pages(make_session().drop_vars("corrected"), "clean")
+
+
+def test_roi_figure_pages_do_not_mutate_input():
+    ds = varied_session()
+    ds["raw"].values.setflags(write=False)
+    before = copy.deepcopy(ds)
+    for kind in KINDS:
+        for _ in traces.roi_figure_pages(ds, kind):
+            pass
+    xr.testing.assert_identical(ds, before)

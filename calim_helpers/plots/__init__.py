@@ -13,7 +13,8 @@ Modules and what they hold (re-exported here unless said otherwise):
 - :mod:`calim_helpers.plots.movie` — :func:`load_figure`, :func:`shifts_figure`,
   :func:`registration_figure`, :func:`roi_overlay`
 - :mod:`calim_helpers.plots.traces` — :func:`roi_raw_figure`,
-  :func:`roi_clean_figure`, :func:`roi_norm_figure`, :func:`traces_figure`
+  :func:`roi_clean_figure`, :func:`roi_norm_figure`, :func:`roi_figure_pages` (one
+  figure redrawn for every ROI, :data:`ROI_FIGURE_KINDS`), :func:`traces_figure`
 - :mod:`calim_helpers.plots.activity` — :func:`raster_figure`,
   :func:`correlation_figure`, :func:`cluster_heatmap_figure`,
   :func:`session_summary_figure`
@@ -64,7 +65,9 @@ from calim_helpers.plots.movie import (
 )
 from calim_helpers.plots.qc import qc_figure, qc_session_figure
 from calim_helpers.plots.traces import (
+    ROI_FIGURE_KINDS,
     roi_clean_figure,
+    roi_figure_pages,
     roi_norm_figure,
     roi_raw_figure,
     traces_figure,
@@ -75,6 +78,7 @@ __all__ = [
     "EXPERIMENT_COLORS",
     "METRIC_LABELS",
     "NORM_LABELS",
+    "ROI_FIGURE_KINDS",
     "TIME_UNITS",
     "activity",
     "cluster_heatmap_figure",
@@ -92,6 +96,7 @@ __all__ = [
     "raster_figure",
     "registration_figure",
     "roi_clean_figure",
+    "roi_figure_pages",
     "roi_norm_figure",
     "roi_overlay",
     "roi_raw_figure",

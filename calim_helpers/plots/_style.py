@@ -28,6 +28,7 @@ __all__ = ["COLORS", "EXPERIMENT_COLORS", "METRIC_LABELS", "NORM_LABELS", "TIME_
 COLORS = {
     "raw": "tab:red",
     "background": "tab:blue",
+    "neuropil": "tab:olive",
     "signal": "tab:purple",
     "corrected": "tab:green",
     "baseline": "black",

@@ -5,10 +5,13 @@
 - :func:`roi_clean_figure` — ``<session>_mask_arpls_clean_<n>.png``: corrected
   signal and background
 - :func:`roi_norm_figure` — ``<session>_mask_arpls_NORM_<n>.png``: normalized signal
+- :func:`roi_figure_pages` — any of these three for many ROIs, drawn into one figure
+  ROI after ROI (the cheap way to save a session's per-ROI PNGs or one multi-page PDF)
 - :func:`traces_figure` — all raw ROI traces and the background of a session
 
 Colours follow :data:`calim_helpers.plots.COLORS`: raw red, background blue,
-ROI − background purple, corrected green, baseline black dashed. The time axis is
+ROI − background purple, neuropil olive (with a neuropil correction), corrected green,
+baseline black dashed. The time axis is
 the Dataset's ``time`` coordinate, in seconds (``time_unit="s"``) or in frames
 (``time_unit="frame"``, when the frame interval is unknown). A failed arPLS fit
 (``fit_status == "failed"``) turns a ROI figure's title and frame red; a fit that
@@ -26,10 +29,11 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import xarray as xr
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from calim_helpers import correction
@@ -47,81 +51,319 @@ from calim_helpers.plots._style import (
     _values,
 )
 
-__all__ = ["roi_clean_figure", "roi_norm_figure", "roi_raw_figure", "traces_figure"]
+__all__ = ["ROI_FIGURE_KINDS", "roi_clean_figure", "roi_figure_pages", "roi_norm_figure",
+           "roi_raw_figure", "traces_figure"]
 
 
-def _select_roi(ds: xr.Dataset, roi: int, /) -> xr.Dataset:
-    """Select ROI number ``roi`` (coordinate ``roi``, from 1) of a session Dataset."""
-    if "roi" not in ds.dims:
-        raise ValueError(f"ds must have a 'roi' dimension, got dims {tuple(ds.dims)}")
-    numbers = [int(r) for r in ds["roi"].values]
-    if isinstance(roi, bool) or not isinstance(roi, int | np.integer) or int(roi) not in numbers:
-        raise ValueError(f"roi must be one of the ROI numbers {numbers}, got {roi!r}")
-    return ds.isel(roi=numbers.index(int(roi)))
+#: Kinds of per-ROI figure (:func:`roi_figure_pages`): the lab's three PNGs per ROI.
+ROI_FIGURE_KINDS = ("raw", "clean", "norm")
 
-
-def _roi_title(ds: xr.Dataset, one: xr.Dataset, /) -> str:
-    """``experiment · date · session · ROI n "name"``."""
-    a = ds.attrs
-    name = str(one["roi_name"].values) if "roi_name" in one.coords else ""
-    parts = [str(a.get("experiment", "?")), str(a.get("date", "?")),
-             f"session {a.get('session', '?')}", f"ROI {int(one['roi'])}"]
-    title = " · ".join(parts)
-    return f'{title} "{name}"' if name else title
-
-
+_KIND_VARS = {"raw": ("raw", "background", "signal", "baseline"),
+              "clean": ("corrected", "background"),
+              "norm": ("norm",)}
+_FIGSIZE = {"raw": (8, 5.5), "clean": (8, 5), "norm": (8, 4)}  # inches
 _NOTE = "0.45"  # grey of neutral notes (stable fits)
 
 
-def _fit_notes(one: xr.Dataset, which: Sequence[str], /) -> tuple[list[str], list[str]]:
-    """Lines on the arPLS fits ``which`` ⊂ {"signal", "raw"}: (failed, stable).
+def _check_kind(kind: object, /) -> str:
+    if kind not in ROI_FIGURE_KINDS:
+        raise ValueError(f"kind must be one of {ROI_FIGURE_KINDS}, got {kind!r}")
+    return str(kind)
+
+
+def _roi_index(ds: xr.Dataset, rois: Sequence[int] | None, /) -> list[int]:
+    """Positions along ``roi`` of the ROI numbers ``rois`` (None: all, in order)."""
+    if "roi" not in ds.dims:
+        raise ValueError(f"ds must have a 'roi' dimension, got dims {tuple(ds.dims)}")
+    numbers = [int(r) for r in ds["roi"].values]
+    if rois is None:
+        return list(range(len(numbers)))
+    index = []
+    for roi in rois:
+        if (isinstance(roi, bool) or not isinstance(roi, int | np.integer)
+                or int(roi) not in numbers):
+            raise ValueError(f"roi must be one of the ROI numbers {numbers}, got {roi!r}")
+        index.append(numbers.index(int(roi)))
+    return index
+
+
+def _roi_titles(ds: xr.Dataset, /) -> list[str]:
+    """``experiment · date · session · ROI n "name"`` of every ROI, in ``roi`` order."""
+    a = ds.attrs
+    head = " · ".join([str(a.get("experiment", "?")), str(a.get("date", "?")),
+                       f"session {a.get('session', '?')}"])
+    names = (np.asarray(ds["roi_name"].values).astype(str) if "roi_name" in ds.coords
+             else [""] * ds.sizes["roi"])
+    titles = []
+    for number, name in zip(ds["roi"].values, names, strict=True):
+        title = f"{head} · ROI {int(number)}"
+        titles.append(f'{title} "{name}"' if name else title)
+    return titles
+
+
+def _per_roi(ds: xr.Dataset, name: str, /) -> np.ndarray | None:
+    """Values of the per-ROI variable ``name`` in ``roi`` order, None if absent."""
+    return np.asarray(ds[name].values) if name in ds else None
+
+
+def _fit_notes(ds: xr.Dataset, which: Sequence[str], /) -> list[tuple[list[str], list[str]]]:
+    """Lines on the arPLS fits ``which`` ⊂ {"signal", "raw"} of each ROI: (failed, stable).
 
     Uses ``fit_status`` / ``fit_status_raw``; a Dataset without them (earlier
     versions) reads a fit that did not converge as failed. Silent without either.
     """
-    failed, stable = [], []
+    notes: list[tuple[list[str], list[str]]] = [([], []) for _ in range(ds.sizes["roi"])]
     for fit in which:
         suffix = "" if fit == "signal" else "_raw"
         try:
-            status = str(correction.fit_status(one, raw=fit == "raw"))
+            status = np.asarray(correction.fit_status(ds, raw=fit == "raw")).reshape(-1)
         except ValueError:
             continue
-        n_iter = f"n_iter{suffix}"
-        n = int(one[n_iter]) if n_iter in one else "?"
-        change = f"weight_change{suffix}"
-        if status == "failed":
-            failed.append(f"arPLS ({fit}) failed (n_iter = {n})")
-        elif status == "stable":
-            dw = (f", weight change {float(one[change]):.1e}" if change in one else "")
-            stable.append(f"arPLS ({fit}): max_iter reached, stable (n_iter = {n}{dw})")
-    return failed, stable
+        n_iter = _per_roi(ds, f"n_iter{suffix}")
+        change = _per_roi(ds, f"weight_change{suffix}")
+        for k, (failed, stable) in enumerate(notes):
+            n = int(n_iter[k]) if n_iter is not None else "?"
+            if status[k] == "failed":
+                failed.append(f"arPLS ({fit}) failed (n_iter = {n})")
+            elif status[k] == "stable":
+                dw = f", weight change {float(change[k]):.1e}" if change is not None else ""
+                stable.append(f"arPLS ({fit}): max_iter reached, stable (n_iter = {n}{dw})")
+    return notes
 
 
-def _set_title(ax, title: str, notes: tuple[list[str], list[str]], /) -> None:
-    """Title; red with a warning line and red frame when a fit failed.
+def _note_fits(ds: xr.Dataset, kind: str, /) -> list[str]:
+    """Name the fits a figure of ``kind`` reports: also the raw fit when ``norm`` uses it."""
+    if kind == "norm" and ds.attrs.get("normalize", "?") in ("dff", "session"):
+        return ["signal", "raw"]
+    return ["signal"]
 
-    Stable fits (``max_iter`` reached, baseline stable) are noted in small grey text
-    just above the axes, under the title; the title and frame keep their colours.
+
+class _Title:
+    """Title, grey note and frame of the top axes of a ROI figure, set again per ROI.
+
+    A failed fit turns the title red, with a warning line, and the frame red; stable
+    fits (``max_iter`` reached, baseline stable) are noted in small grey text just
+    above the axes, under the title. Each :meth:`set` first restores what the
+    previous ROI changed (the axes' own title colour and frame, no note).
     """
-    failed, stable = notes
-    pad = 6.0  # points, matplotlib's default
-    if stable:
-        ax.annotate("\n".join(stable), (0.5, 1.0), xycoords="axes fraction", xytext=(0, 2),
-                    textcoords="offset points", ha="center", va="bottom", color=_NOTE,
-                    fontsize=7)
-        pad = 4.0 + 9.0 * len(stable)  # the title goes above the note (7 pt lines)
-    if failed:
-        ax.set_title("\n".join([title, *failed]), color=COLORS["warn"], fontsize=10, pad=pad)
-        for spine in ax.spines.values():
-            spine.set_color(COLORS["warn"])
-            spine.set_linewidth(1.5)
-    else:
-        ax.set_title(title, fontsize=10, pad=pad)
+
+    def __init__(self, ax, /) -> None:
+        self.ax = ax
+        self.color = ax.title.get_color()
+        self.frame = {k: (sp.get_edgecolor(), sp.get_linewidth())
+                      for k, sp in ax.spines.items()}
+        self.note = None
+
+    def set(self, title: str, notes: tuple[list[str], list[str]], /) -> None:
+        ax = self.ax
+        failed, stable = notes
+        if self.note is not None:
+            self.note.remove()
+            self.note = None
+        pad = 6.0  # points, matplotlib's default
+        if stable:
+            self.note = ax.annotate("\n".join(stable), (0.5, 1.0), xycoords="axes fraction",
+                                    xytext=(0, 2), textcoords="offset points", ha="center",
+                                    va="bottom", color=_NOTE, fontsize=7)
+            pad = 4.0 + 9.0 * len(stable)  # the title goes above the note (7 pt lines)
+        if failed:
+            ax.set_title("\n".join([title, *failed]), color=COLORS["warn"], fontsize=10,
+                         pad=pad)
+            for spine in ax.spines.values():
+                spine.set_edgecolor(COLORS["warn"])
+                spine.set_linewidth(1.5)
+        else:
+            ax.set_title(title, color=self.color, fontsize=10, pad=pad)
+            for k, spine in ax.spines.items():
+                spine.set_edgecolor(self.frame[k][0])
+                spine.set_linewidth(self.frame[k][1])
 
 
 def _baseline_label(ds: xr.Dataset, /) -> str:
     lam = ds.attrs.get("lam")
     return "arPLS baseline" + (f" (λ = {float(lam):g})" if lam is not None else "")
+
+
+def _draw_raw(fig: Figure, ds: xr.Dataset, t: np.ndarray, time_unit: str, /) -> tuple:
+    """Axes and lines of a raw figure (no ROI yet): ``(axes, lines by variable, top axes)``."""
+    nan = np.full(t.shape, np.nan)
+    ax_raw, ax_sig = fig.subplots(2, 1, sharex=True)
+    (raw,) = ax_raw.plot(t, nan, color=COLORS["raw"], lw=1.2, label="ROI (raw)")
+    (bg,) = ax_raw.plot(t, nan, color=COLORS["background"], lw=1.2, label="background")
+    lines = {"raw": raw, "background": bg}
+    signal_label = "ROI − background"
+    if "neuropil" in ds:  # a neuropil correction: its ring, and its share in the signal
+        (lines["neuropil"],) = ax_raw.plot(t, nan, color=COLORS["neuropil"], lw=1.0,
+                                           label="neuropil (ring around the ROI)")
+        signal_label = "ROI − background − neuropil share"
+    ax_raw.set_ylabel(_INTENSITY_LABEL)
+    ax_raw.legend(loc="best", fontsize=8)
+    (sig,) = ax_sig.plot(t, nan, color=COLORS["signal"], lw=1.2, label=signal_label)
+    (base,) = ax_sig.plot(t, nan, color=COLORS["baseline"], ls="--", lw=1.2,
+                          label=_baseline_label(ds))
+    ax_sig.set_ylabel(f"{signal_label}\n{_INTENSITY_LABEL}")
+    ax_sig.set_xlabel(_time_label(time_unit))
+    ax_sig.legend(loc="best", fontsize=8)
+    lines |= {"signal": sig, "baseline": base}
+    return (ax_raw, ax_sig), lines, ax_raw
+
+
+def _draw_clean(fig: Figure, ds: xr.Dataset, t: np.ndarray, time_unit: str, /) -> tuple:
+    """Axes and lines of a clean figure (no ROI yet), as :func:`_draw_raw`."""
+    nan = np.full(t.shape, np.nan)
+    ax, bx = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    ax.axhline(0, color="0.6", lw=0.8)
+    (corrected,) = ax.plot(t, nan, color=COLORS["corrected"], lw=1.3,
+                           label="corrected (ROI − background − baseline)")
+    ax.set_ylabel(f"corrected\n{_INTENSITY_LABEL}")
+    ax.legend(loc="best", fontsize=8)
+    (bg,) = bx.plot(t, nan, color=COLORS["background"], lw=1.2, label="background")
+    bx.set_ylabel(f"background\n{_INTENSITY_LABEL}")
+    bx.set_xlabel(_time_label(time_unit))
+    bx.legend(loc="best", fontsize=8)
+    return (ax, bx), {"corrected": corrected, "background": bg}, ax
+
+
+def _draw_norm(fig: Figure, ds: xr.Dataset, t: np.ndarray, time_unit: str, /) -> tuple:
+    """Axes and line of a normalized-signal figure (no ROI yet), as :func:`_draw_raw`."""
+    normalize = ds.attrs.get("normalize", "?")
+    ax = fig.subplots()
+    _shade_trim(ax, t, ds.attrs.get("trim_start", 0))
+    ax.axhline(0, color="0.6", lw=0.8)
+    (norm,) = ax.plot(t, np.full(t.shape, np.nan), color=COLORS["corrected"], lw=1.3,
+                      label="normalized")
+    ax.set_xlim(*_time_extent(t))
+    ax.set_ylabel(_norm_label(normalize))
+    ax.set_xlabel(_time_label(time_unit))
+    if normalize == "session" and "session_scale" in ds.attrs:
+        ax.text(0.01, 0.97, f"S = {float(ds.attrs['session_scale']):.4g} counts",
+                transform=ax.transAxes, ha="left", va="top", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
+    return (ax,), {"norm": norm}, ax
+
+
+_DRAW = {"raw": _draw_raw, "clean": _draw_clean, "norm": _draw_norm}
+
+
+def _pages(ds: xr.Dataset, kind: str, index: list[int], t: np.ndarray, time_unit: str, /,
+           *, fig: Figure) -> Iterator[tuple[int, Figure]]:
+    """Draw the ROIs at positions ``index`` one after the other into ``fig``.
+
+    The axes, lines, labels and legends are made once; per ROI only the lines'
+    y data, the y limits, the title, the note and the frame change.
+    """
+    names = _KIND_VARS[kind] + (("neuropil",) if kind == "raw" and "neuropil" in ds else ())
+    values = {v: np.broadcast_to(_values(ds[v].transpose("roi", "time") if "roi" in ds[v].dims
+                                         else ds[v].transpose("time")),
+                                 (ds.sizes["roi"], t.size))
+              for v in names}
+    titles = _roi_titles(ds)
+    notes = _fit_notes(ds, _note_fits(ds, kind))
+    numbers = ds["roi"].values
+    axes, lines, top = _DRAW[kind](fig, ds, t, time_unit)
+    title = _Title(top)
+    for k in index:
+        for v in names:
+            lines[v].set_ydata(values[v][k])
+        for ax in axes:  # every axes first: siblings share the time axis
+            ax.relim()
+        for ax in axes:
+            ax.autoscale_view()
+            # constrained layout starts again from where a new figure starts (its
+            # result depends slightly on the start); set_position leaves the layout
+            ax.set_position(ax.get_subplotspec().get_position(fig))
+            ax.set_in_layout(True)
+        title.set(titles[k], notes[k])
+        yield int(numbers[k]), fig
+
+
+def _check_ds(ds: xr.Dataset, kind: str, /) -> None:
+    _check_vars(ds, _KIND_VARS[kind], "ds")
+    for v in _KIND_VARS[kind]:
+        if not set(ds[v].dims) <= {"roi", "time"} or "time" not in ds[v].dims:
+            raise ValueError(f"ds[{v!r}] must have dims ('roi', 'time') or ('time',), "
+                             f"got {ds[v].dims}")
+
+
+def _roi_figure(ds: xr.Dataset, roi: int, kind: str, t: np.ndarray, time_unit: str, /
+                ) -> Figure:
+    """One fresh figure of ``kind`` for ROI number ``roi`` (validated)."""
+    one = ds.isel(roi=_roi_index(ds, [roi]))  # read only this ROI's values
+    fig = Figure(figsize=_FIGSIZE[kind], layout="constrained")
+    ((_, fig),) = _pages(one, kind, [0], t, time_unit, fig=fig)
+    return fig
+
+
+def roi_figure_pages(ds: xr.Dataset, kind: str, /, *, rois: Sequence[int] | None = None,
+                     time_unit: str = "s") -> Iterator[tuple[int, Figure]]:
+    """Draw the per-ROI figures of one kind into ONE figure, ROI after ROI.
+
+    The cheap way to save a session's per-ROI figures: the figure, its axes,
+    lines, labels and legends are built once; each step of the iterator puts the
+    next ROI's traces, y limits, title, fit note and frame colour into it. Each
+    page is identical in content to the fresh figure of :func:`roi_raw_figure`,
+    :func:`roi_clean_figure` or :func:`roi_norm_figure` for that ROI (those build
+    their figure with the same code). The figure has an Agg canvas; save (or
+    display) it before advancing the iterator: every step yields the SAME
+    :class:`~matplotlib.figure.Figure`, redrawn.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A session Dataset with dims ``(roi, time)`` and the variables of ``kind``
+        (see the three functions above): ``raw``, ``background``, ``signal``,
+        ``baseline`` for ``"raw"``; ``corrected``, ``background`` for ``"clean"``;
+        ``norm`` for ``"norm"``. Read once, when this function is called.
+    kind : {"raw", "clean", "norm"}
+        Which figure: :func:`roi_raw_figure` (``<session>_mask<n>``),
+        :func:`roi_clean_figure` (``<session>_mask_arpls_clean_<n>``) or
+        :func:`roi_norm_figure` (``<session>_mask_arpls_NORM_<n>``).
+    rois : sequence of int, optional
+        ROI numbers (coordinate ``roi``, from 1), drawn in this order. Default is
+        None (every ROI, in the Dataset's order).
+    time_unit : {"s", "frame"}, optional
+        Unit of the ``time`` coordinate (see :func:`roi_raw_figure`). Default is
+        ``"s"``.
+
+    Yields
+    ------
+    roi : int
+        The ROI number now drawn.
+    figure : matplotlib.figure.Figure
+        The same figure at every step, showing ROI ``roi``.
+
+    Raises
+    ------
+    ValueError
+        Here, not at the first step: if ``kind`` or ``time_unit`` is unknown, a
+        variable is missing or a number of ``rois`` is not a ROI number.
+
+    Examples
+    --------
+    Save each page, e.g. as PNGs (``io.save_figure`` closes nothing that matters
+    here: the figure is not managed by pyplot) or as the pages of one PDF:
+
+    >>> import numpy as np, xarray as xr
+    >>> ds = xr.Dataset({"norm": (("roi", "time"), np.arange(10.0).reshape(2, 5))},
+    ...                 coords={"roi": [1, 2], "time": np.arange(5.0)},
+    ...                 attrs={"normalize": "dff"})
+    >>> pages = roi_figure_pages(ds, "norm", time_unit="frame")
+    >>> [(roi, round(float(fig.axes[0].get_ylim()[1]), 2)) for roi, fig in pages]
+    [(1, 4.2), (2, 9.45)]
+    >>> from matplotlib.backends.backend_pdf import PdfPages
+    >>> import io
+    >>> with PdfPages(io.BytesIO()) as pdf:
+    ...     for roi, fig in roi_figure_pages(ds, "norm", time_unit="frame"):
+    ...         pdf.savefig(fig)
+    """
+    kind = _check_kind(kind)
+    time_unit = _check_time_unit(time_unit)
+    _check_ds(ds, kind)
+    index = _roi_index(ds, rois)
+    t = _coord_time(ds, "ds", time_unit)
+    fig = Figure(figsize=_FIGSIZE[kind], layout="constrained")
+    FigureCanvasAgg(fig)
+    return _pages(ds, kind, index, t, time_unit, fig=fig)
 
 
 def roi_raw_figure(ds: xr.Dataset, roi: int, /, *, time_unit: str = "s") -> Figure:
@@ -131,7 +373,8 @@ def roi_raw_figure(ds: xr.Dataset, roi: int, /, *, time_unit: str = "s") -> Figu
     blue); the bottom panel the background-subtracted signal (purple) with the arPLS
     baseline fitted to it (black dashed). A failed fit turns the title and frame red
     and says so with its iteration count; a fit that reached ``max_iter`` with a
-    stable baseline is noted in grey.
+    stable baseline is noted in grey. To draw many ROIs, :func:`roi_figure_pages`
+    is much cheaper.
 
     Parameters
     ----------
@@ -157,25 +400,9 @@ def roi_raw_figure(ds: xr.Dataset, roi: int, /, *, time_unit: str = "s") -> Figu
         ``time_unit`` is unknown.
     """
     time_unit = _check_time_unit(time_unit)
-    _check_vars(ds, ["raw", "background", "signal", "baseline"], "ds")
-    one = _select_roi(ds, roi)
-    t = _coord_time(ds, "ds", time_unit)
-    fig = Figure(figsize=(8, 5.5), layout="constrained")
-    ax_raw, ax_sig = fig.subplots(2, 1, sharex=True)
-    ax_raw.plot(t, _values(one["raw"]), color=COLORS["raw"], lw=1.2, label="ROI (raw)")
-    ax_raw.plot(t, _values(one["background"]), color=COLORS["background"], lw=1.2,
-                label="background")
-    ax_raw.set_ylabel(_INTENSITY_LABEL)
-    ax_raw.legend(loc="best", fontsize=8)
-    ax_sig.plot(t, _values(one["signal"]), color=COLORS["signal"], lw=1.2,
-                label="ROI − background")
-    ax_sig.plot(t, _values(one["baseline"]), color=COLORS["baseline"], ls="--", lw=1.2,
-                label=_baseline_label(ds))
-    ax_sig.set_ylabel(f"ROI − background\n{_INTENSITY_LABEL}")
-    ax_sig.set_xlabel(_time_label(time_unit))
-    ax_sig.legend(loc="best", fontsize=8)
-    _set_title(ax_raw, _roi_title(ds, one), _fit_notes(one, ["signal"]))
-    return fig
+    _check_ds(ds, "raw")
+    _roi_index(ds, [roi])
+    return _roi_figure(ds, roi, "raw", _coord_time(ds, "ds", time_unit), time_unit)
 
 
 def roi_clean_figure(ds: xr.Dataset, roi: int, /, *, time_unit: str = "s") -> Figure:
@@ -207,23 +434,9 @@ def roi_clean_figure(ds: xr.Dataset, roi: int, /, *, time_unit: str = "s") -> Fi
         ``time_unit`` is unknown.
     """
     time_unit = _check_time_unit(time_unit)
-    _check_vars(ds, ["corrected", "background"], "ds")
-    one = _select_roi(ds, roi)
-    t = _coord_time(ds, "ds", time_unit)
-    fig = Figure(figsize=(8, 5), layout="constrained")
-    ax, bx = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
-    ax.axhline(0, color="0.6", lw=0.8)
-    ax.plot(t, _values(one["corrected"]), color=COLORS["corrected"], lw=1.3,
-            label="corrected (ROI − background − baseline)")
-    ax.set_ylabel(f"corrected\n{_INTENSITY_LABEL}")
-    ax.legend(loc="best", fontsize=8)
-    bx.plot(t, _values(one["background"]), color=COLORS["background"], lw=1.2,
-            label="background")
-    bx.set_ylabel(f"background\n{_INTENSITY_LABEL}")
-    bx.set_xlabel(_time_label(time_unit))
-    bx.legend(loc="best", fontsize=8)
-    _set_title(ax, _roi_title(ds, one), _fit_notes(one, ["signal"]))
-    return fig
+    _check_ds(ds, "clean")
+    _roi_index(ds, [roi])
+    return _roi_figure(ds, roi, "clean", _coord_time(ds, "ds", time_unit), time_unit)
 
 
 def roi_norm_figure(ds: xr.Dataset, roi: int, /, *, time_unit: str = "s") -> Figure:
@@ -255,25 +468,9 @@ def roi_norm_figure(ds: xr.Dataset, roi: int, /, *, time_unit: str = "s") -> Fig
         ``time_unit`` is unknown.
     """
     time_unit = _check_time_unit(time_unit)
-    _check_vars(ds, ["norm"], "ds")
-    one = _select_roi(ds, roi)
-    t = _coord_time(ds, "ds", time_unit)
-    normalize = ds.attrs.get("normalize", "?")
-    fig = Figure(figsize=(8, 4), layout="constrained")
-    ax = fig.subplots()
-    _shade_trim(ax, t, ds.attrs.get("trim_start", 0))
-    ax.axhline(0, color="0.6", lw=0.8)
-    ax.plot(t, _values(one["norm"]), color=COLORS["corrected"], lw=1.3, label="normalized")
-    ax.set_xlim(*_time_extent(t))
-    ax.set_ylabel(_norm_label(normalize))
-    ax.set_xlabel(_time_label(time_unit))
-    if normalize == "session" and "session_scale" in ds.attrs:
-        ax.text(0.01, 0.97, f"S = {float(ds.attrs['session_scale']):.4g} counts",
-                transform=ax.transAxes, ha="left", va="top", fontsize=8)
-    ax.legend(loc="best", fontsize=8)
-    fits = ["signal", "raw"] if normalize in ("dff", "session") else ["signal"]
-    _set_title(ax, _roi_title(ds, one), _fit_notes(one, fits))
-    return fig
+    _check_ds(ds, "norm")
+    _roi_index(ds, [roi])
+    return _roi_figure(ds, roi, "norm", _coord_time(ds, "ds", time_unit), time_unit)
 
 
 def traces_figure(tr: xr.Dataset, /, *, title: str = "", time_unit: str = "s") -> Figure:
