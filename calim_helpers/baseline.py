@@ -62,8 +62,9 @@ __all__ = ["FIT_STATUSES", "arpls", "arpls_dataarray", "cutoff_from_lam", "lam_f
 _EPS = np.finfo(np.float64).eps
 _pbsv = get_lapack_funcs("pbsv", dtype=np.float64)  # banded Cholesky solve, as solveh_banded
 _HAVE_NUMBA = njit is not None  # False: the numpy iteration (tests switch it off)
-# Traces fitted side by side by the compiled iteration: 16 lets LLVM vectorize the loops
-# over lanes (it leaves loops of fewer than 16 iterations scalar).
+# Traces fitted side by side by the compiled iteration: at least 16 lets LLVM vectorize
+# the loops over lanes (it leaves loops of fewer than 16 iterations scalar); 32 measured
+# fastest (benchmarks/bench_arpls.py).
 _LANES = 32
 # A fit whose residuals are all below this many ulps of the trace's magnitude reproduces
 # the data to rounding: its weights carry no information and the iteration stops.
@@ -457,6 +458,8 @@ _N_FIELDS = 9
 # exp(t) = 2^k exp(r), r = t - k ln 2 in [-ln2/2, ln2/2]: Taylor series to r^13 (error below
 # 1 ulp), ln 2 split in two (Cody and Waite) so that k ln 2 is subtracted exactly.
 _LOG2E = 1.4426950408889634
+# ln 2 split into a high part exact in few bits and the rest (Cody and Waite's argument
+# reduction; the values of fdlibm's e_exp.c)
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
 _EXP_COEF = tuple(1.0 / math.factorial(i) for i in range(14))
@@ -464,10 +467,18 @@ _POW2 = np.ldexp(1.0, np.arange(-1022, 1024))  # 2^k, k = -1022 … 1023
 
 
 def _jit(fn):
-    """Compile ``fn`` with numba (cached on disk, no GIL); leave it as is without numba."""
+    """Compile ``fn`` with numba (cached on disk, no GIL); leave it as is without numba.
+
+    Where no cache folder is writable (a read-only installation and home folder, as on
+    some cluster nodes; numba's ``NUMBA_CACHE_DIR`` chooses another) it is compiled in
+    memory only, instead of failing.
+    """
     if njit is None:  # pragma: no cover
         return fn
-    return njit(cache=True, nogil=True, error_model="numpy", inline="always")(fn)
+    try:
+        return njit(cache=True, nogil=True, error_model="numpy", inline="always")(fn)
+    except RuntimeError:  # pragma: no cover - numba found no writable cache locator
+        return njit(cache=False, nogil=True, error_model="numpy", inline="always")(fn)
 
 
 @_jit

@@ -45,7 +45,9 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     for t in existing:
         shutil.rmtree(t)
     exp = demo.write_demo_experiment(out, name=args.name, full_size=args.full_size,
-                                     seed=args.seed)
+                                     seed=args.seed, difficulty=args.difficulty,
+                                     neuropil_strength=args.neuropil_strength,
+                                     n_frames=args.frames)
     print(f"demo experiment: {exp}")
     print(f"ground truth:    {out / (args.name + '_truth')}")
     return 0
@@ -190,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--full-size", action="store_true",
                    help="1500 x 512 x 688 frames per session, streamed to disk")
     d.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    d.add_argument("--difficulty", choices=("default", "hard"), default="default",
+                   help="hard: dim, touching and rarely firing cells, out-of-focus cells and "
+                   "neurites, local neuropil, 15%% of expert ROIs too large or too small "
+                   "(default: default)")
+    d.add_argument("--neuropil-strength", type=float, default=1.0, metavar="X",
+                   help="neuropil level and fluctuations, x the default (default: 1)")
+    d.add_argument("--frames", type=int, metavar="N",
+                   help="native frames per session, e.g. 40 for a short movie (default: 600, "
+                   "1500 with --full-size)")
     d.add_argument("--overwrite", action="store_true", help="replace an existing demo")
     d.set_defaults(func=_cmd_demo_data)
 

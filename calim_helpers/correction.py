@@ -28,13 +28,16 @@ True
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import numpy as np
 import xarray as xr
 
 from calim_helpers import baseline as bl
 from calim_helpers import normalize as nm
 from calim_helpers import traces
-from calim_helpers.errors import CalimInputError
+from calim_helpers.errors import CalimInputError, CalimWarning
 
 __all__ = ["correct_traces", "fit_status", "resolve_lam"]
 
@@ -142,6 +145,7 @@ def correct_traces(
     bg = tr["background"].values.astype(np.float64)
     signal_da = traces.background_subtracted(tr)  # raw - background (- neuropil share)
     signal = signal_da.values
+    _warn_neuropil_fits(signal_da, tr.attrs.get("neuropil_coefficient"))
     base, info = bl.arpls(signal, lam=lam, tol=tol, max_iter=max_iter)
     base_raw, info_raw = bl.arpls(raw, lam=lam, tol=tol, max_iter=max_iter)
     corrected = signal - base
@@ -186,6 +190,22 @@ def correct_traces(
         "session_scale": None if scale is None else float(scale),
     }
     return out
+
+
+def _warn_neuropil_fits(signal: xr.DataArray, fallback: Any, /) -> None:
+    """Name the ROIs whose fitted neuropil coefficient fell back or was clipped."""
+    if "neuropil_fit_status" not in signal.coords:
+        return
+    status = np.asarray(signal["neuropil_fit_status"].values)
+    numbers = signal["roi"].values if "roi" in signal.coords else np.arange(1, status.size + 1)
+    for kind, why in (("fallback", f"no fit (too few quiet frames or a flat ring): "
+                                   f"coefficient {fallback} used"),
+                      ("clipped", "fitted coefficient outside [0, 1], clipped")):
+        rois = numbers[status == kind]
+        if rois.size:
+            warnings.warn(f"neuropil fitted: {rois.size} ROI(s) {why}: ROI "
+                          + ", ".join(str(int(r)) for r in rois[:20])
+                          + (", ..." if rois.size > 20 else ""), CalimWarning, stacklevel=3)
 
 
 def fit_status(ds: xr.Dataset, /, *, raw: bool = False) -> np.ndarray:

@@ -66,13 +66,48 @@ def downsample(
     trimmed = movie.isel({d: slice(0, movie.sizes[d] - dropped[d]) for d in factors})
     if trimmed.chunks is not None:
         trimmed = trimmed.chunk({d: _aligned_chunk(trimmed, d, f) for d, f in factors.items()})
-    out = trimmed.astype(np.float32).coarsen(factors).mean(keep_attrs=True)
-    out = out.astype(np.float32)
+    by_axis = tuple(factors.get(d, 1) for d in trimmed.dims)
+    data = trimmed.data
+    if isinstance(data, np.ndarray):
+        values = _block_mean(data, by_axis)
+    else:
+        values = data.map_blocks(
+            _block_mean, by_axis, dtype=np.float32,
+            chunks=tuple(tuple(c // f for c in cs) for cs, f in zip(data.chunks, by_axis,
+                                                                    strict=True)))
+    coords = {}
+    for name, coord in trimmed.coords.items():
+        if not set(coord.dims) & set(factors):
+            coords[name] = coord
+        elif coord.ndim == 1 and coord.dtype.kind in "iuf":  # a block's coordinate: its mean
+            f = factors[coord.dims[0]]
+            coords[name] = (coord.dims, coord.values.reshape(-1, f).mean(axis=1))
+    out = xr.DataArray(values, dims=trimmed.dims, coords=coords, name=movie.name)
     out.attrs = {**movie.attrs, "downsample_factors": [f"{d}={f}" for d, f in factors.items()],
                  **{f"dropped_{d}": int(n) for d, n in dropped.items()}}
     for d in out.coords:
         out[d].attrs = dict(movie[d].attrs)
     return out
+
+
+def _block_mean(block: np.ndarray, factors: tuple[int, ...], /) -> np.ndarray:
+    """Mean of ``factors``-sized blocks of ``block`` (each axis a whole number of blocks).
+
+    Sums the ``f`` strided slices of each axis in float32 (exact for integer pixels: a
+    2 x 2 x 10 block of uint16 sums to less than 2**24), then divides once by the block
+    size. Slices of contiguous memory are summed instead of reducing a reshaped view
+    over several axes, which numpy does 5-7x slower.
+    """
+    out = np.asarray(block, dtype=np.float32)
+    for axis, f in enumerate(factors):
+        if f > 1:
+            parts = [out[(slice(None),) * axis + (slice(k, None, f),)] for k in range(f)]
+            total = parts[0].copy()
+            for part in parts[1:]:
+                total += part
+            out = total
+    n = int(np.prod(factors))
+    return out / np.float32(n) if n > 1 else out.copy()
 
 
 def _aligned_chunk(arr: xr.DataArray, dim: str, factor: int) -> int:

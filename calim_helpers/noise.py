@@ -366,10 +366,18 @@ def _one(x: np.ndarray, clip: float, half: int, max_iter: int
 
 
 def _jit(fn):
-    """Compile ``fn`` with numba (cached on disk, no GIL); leave it as is without numba."""
+    """Compile ``fn`` with numba (cached on disk, no GIL); leave it as is without numba.
+
+    Where no cache folder is writable (a read-only installation and home folder, as on
+    some cluster nodes; numba's ``NUMBA_CACHE_DIR`` chooses another) it is compiled in
+    memory only, instead of failing.
+    """
     if njit is None:  # pragma: no cover
         return fn
-    return njit(cache=True, nogil=True, error_model="numpy")(fn)
+    try:
+        return njit(cache=True, nogil=True, error_model="numpy")(fn)
+    except RuntimeError:  # pragma: no cover - numba found no writable cache locator
+        return njit(cache=False, nogil=True, error_model="numpy")(fn)
 
 
 @_jit

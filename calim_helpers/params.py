@@ -128,6 +128,7 @@ SCHEMA: dict[str, Any] = _section(
         method=_choice("rigid", "piecewise"),
         template_frames=_int(ge=1),
         upsample_factor=_int(ge=1),
+        bin_px=_int(ge=1),
         max_shift_px=_number(gt=0, null=True),
         grid={"type": "array", "items": _int(ge=1), "minItems": 2, "maxItems": 2, _MESSAGES: {
             "minItems": "must be two integers [rows, columns]",
@@ -140,8 +141,23 @@ SCHEMA: dict[str, Any] = _section(
             "not": "must be odd (the window is centred on its pixel)"}}),
     downsample=_section(time=_int(ge=1), y=_int(ge=1), x=_int(ge=1)),
     rois=_section(source=_choice("expert", "auto", "auto_if_missing")),
-    detection=_section(diameter_um=_number(gt=0), iou_threshold=_number(gt=0, le=1)),
+    detection=_section(
+        method=_choice("morphology", "correlation"),
+        diameter_um=_number(gt=0),
+        diameter_range={"type": "array", "items": _number(gt=0), "minItems": 2,
+                        "maxItems": 2, _MESSAGES: {
+                            "minItems": "must be two numbers [smallest, largest]",
+                            "maxItems": "must be two numbers [smallest, largest]"}},
+        iou_threshold=_number(gt=0, le=1)),
     background=_section(fraction=_number(gt=0, le=1), seed=_int(ge=0)),
+    neuropil=_section(
+        method=_choice("none", "annulus", "fitted"),
+        coefficient=_number(ge=0, le=1),
+        inner_um=_number(ge=0),
+        width_um=_number(gt=0),
+        min_pixels=_int(ge=1),
+        quiet_fraction=_number(gt=0, le=1),
+        fit_degree=_int(ge=0)),
     arpls=_section(lam=_number(gt=0), cutoff_s=_number(gt=0, null=True), tol=_number(gt=0),
                    max_iter=_int(ge=1)),
     normalize=_choice("dff", "session", "zscore"),
@@ -293,6 +309,11 @@ def _cross_check(params: Mapping[str, Any]) -> None:
     if not vmin < vmax:
         raise CalimParameterError(
             f"parameter heatmap.vmin = {_show(vmin)}: must be < heatmap.vmax = {_show(vmax)}")
+    low, high = params["detection"]["diameter_range"]
+    if not low <= high:
+        raise CalimParameterError(
+            f"parameter detection.diameter_range = {_show([low, high])}: must be "
+            "[smallest, largest] with smallest <= largest")
     outputs = params["outputs"]
     if outputs["nwb_movie"] and not (outputs["nwb"] and outputs["movie"] == "downsampled"):
         raise CalimParameterError(

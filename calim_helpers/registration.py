@@ -187,7 +187,7 @@ def _check_filter(
 
 def _check_bin(bin_px: int, shape: tuple[int, int]) -> int:
     """Return the binning used: ``bin_px``, reduced to keep >= 32 px per axis."""
-    if not isinstance(bin_px, int | np.integer) or bin_px < 1:
+    if isinstance(bin_px, bool) or not isinstance(bin_px, int | np.integer) or bin_px < 1:
         raise ValueError(f"bin_px must be an integer >= 1, got {bin_px!r}")
     return int(max(1, min(bin_px, min(shape) // _MIN_BINNED)))
 
@@ -466,12 +466,12 @@ def _fourier_mean(frames: np.ndarray, shifts: np.ndarray, piece: int = 16) -> np
     total = np.zeros((shape[0], len(kx)), dtype=np.complex128)
     for start in range(0, len(frames), piece):
         block = np.pad(frames[start:start + piece].astype(np.float32), widths, mode="edge")
-        spectra = sfft.rfft2(block, workers=-1)
+        spectra = sfft.rfft2(block, workers=1)
         s = shifts[start:start + piece]
         spectra *= np.exp(-2j * np.pi * s[:, 0, None] * ky).astype(np.complex64)[:, :, None]
         spectra *= np.exp(-2j * np.pi * s[:, 1, None] * kx).astype(np.complex64)[:, None, :]
         total += spectra.sum(axis=0)
-    mean = sfft.irfft2(total / len(frames), s=shape, workers=-1)
+    mean = sfft.irfft2(total / len(frames), s=shape, workers=1)
     return mean[pad:pad + ny, pad:pad + nx].astype(np.float32)
 
 

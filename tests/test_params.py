@@ -453,3 +453,9 @@ def test_a_movie_link_needs_the_movie_and_the_nwb_file():
     with pytest.raises(CalimParameterError, match="outputs.nwb_movie = true: needs"):
         load_params(None, [("outputs.nwb_movie", "true"), ("outputs.nwb", "false")])
     assert load_params(None, [("outputs.nwb_movie", "true")])["outputs"]["nwb_movie"]
+
+
+def test_a_soma_size_range_must_be_in_order():
+    with pytest.raises(CalimParameterError, match=r"^parameter detection.diameter_range = "
+                                                  r"\[1.6, 0.5\]: must be \[smallest, largest\]"):
+        load_params(None, [("detection.diameter_range", "[1.6, 0.5]")])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
@@ -32,16 +31,12 @@ def still():
 # ------------------------------------------------------------- the default stays the same
 
 
-def test_default_session_bytes_unchanged():
-    """The default preset is byte-identical to before the hard preset existed."""
+def test_default_sessions_carry_no_hard_truth():
+    """A default session has no hard extras (its pixels are pinned by the notebooks' nbval
+    references and the end-to-end truth tests, not by a hash copied from this code)."""
     s = demo.simulate_session(40, (32, 40), 2, pixel_size_um=1.5, roi_naming="cell",
                               roi_outside=True, seed=1)
-    h = hashlib.sha256(demo.render_frames(s, 0, s.n_frames).tobytes())
     t = demo.session_truth(s)
-    for f in sorted(t):
-        h.update(f.encode())
-        h.update(np.ascontiguousarray(t[f]).tobytes())
-    assert h.hexdigest() == "1251662faf579a7ba9768cb94c620e1996913dadc5ef7292638dd5efa487878c"
     assert s.extras is None and s.difficulty == "default"
     assert "true_masks" not in t
 

@@ -21,7 +21,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["cluster_for_run", "local_cluster", "machine_cores", "resolve_workers"]
+__all__ = ["cluster_for_run", "local_cluster", "machine_cores", "resolve_workers",
+           "warm_compiled"]
 
 log = logging.getLogger("calim.run")
 
@@ -49,6 +50,20 @@ def resolve_workers(workers: Any, /) -> int:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"compute.workers must be 'auto' or an integer >= 1, got {workers!r}")
     return workers
+
+
+def warm_compiled() -> None:
+    """Compile (or load from numba's disk cache) the compiled loops once, in this process.
+
+    Workers started afterwards load them from the cache instead of compiling them at
+    the same time and writing the same cache files concurrently.
+    """
+    import numpy as np
+
+    from calim_helpers import baseline
+
+    rng = np.random.default_rng(0)
+    baseline.arpls(100.0 + rng.normal(size=(2, 40)), lam=10.0)  # also noise.noise_sigma
 
 
 @contextlib.contextmanager
@@ -84,6 +99,7 @@ def cluster_for_run(compute: dict[str, Any], n_sessions: int, /) -> Iterator[dic
     if compute["scheduler"] != "threads" or n <= 1:
         yield dict(compute)
         return
+    warm_compiled()
     log.info("starting %d dask worker(s), memory limit %s each", n, compute["worker_memory"])
     with local_cluster(n, memory_limit=compute["worker_memory"]) as address:
         yield dict(compute) | {"scheduler": address}

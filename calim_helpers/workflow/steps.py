@@ -230,10 +230,11 @@ def factors_used(attrs: Mapping[str, Any], /) -> dict[str, int]:
 
 def rois_step(experiment: Experiment, session: io.Session, /, *, rois: Mapping[str, Any],
               detection: Mapping[str, Any], background: Mapping[str, Any],
-              figures: Mapping[str, Any]) -> dict[str, Any]:
+              neuropil: Mapping[str, Any], figures: Mapping[str, Any]) -> dict[str, Any]:
     """ROIs (expert or detected) carried to the downsampled grid; ROI and background traces.
 
-    Writes ``<session>_traces.zarr`` (``raw`` (roi, time), ``background`` (time),
+    Writes ``<session>_traces.zarr`` (``raw`` (roi, time), ``background`` (time), with
+    a neuropil correction ``neuropil`` (roi, time), ...
     ``labels`` native ROI label image, the background pixel indices), ``ROIs_auto.zip``
     when detection ran, and ``<session>_rois.png`` (ROI map over the MIP).
     """
@@ -277,7 +278,9 @@ def rois_step(experiment: Experiment, session: io.Session, /, *, rois: Mapping[s
         raise Skip("automatic detection found no neuron and there is no usable expert ROI")
     tr = traces.extract_traces(
         movie, roi_list, native_shape=native, factors=factors,
-        background_fraction=float(background["fraction"]), seed=int(background["seed"]))
+        background_fraction=float(background["fraction"]), seed=int(background["seed"]),
+        pixel_size_um=_known(loaded.attrs.get("pixel_size_um")),
+        **{f"neuropil_{k}": v for k, v in neuropil.items()})
     tr = tr.compute()  # small: (roi, time) traces; one pass over the downsampled movie
     labels = roi_io.label_image(roi_list, native)
     tr["labels"] = (("row", "col"), labels)
@@ -329,7 +332,14 @@ def detection_rois(movie: xr.DataArray, attrs: Mapping[str, Any], /, *,
     ``iou_threshold`` of the section is for comparing with expert ROIs, not detection.
     """
     return det.detect_rois(movie, diameter_um=float(detection["diameter_um"]),
-                                 pixel_size_um=attrs.get("pixel_size_um"), factors=factors)
+                           pixel_size_um=attrs.get("pixel_size_um"), factors=factors,
+                           method=detection["method"],
+                           diameter_range=tuple(detection["diameter_range"]))
+
+
+def _known(value: Any) -> float | None:
+    """Return a stored number as a float, or None where it is unknown (None or NaN)."""
+    return None if value is None or not np.isfinite(value) else float(value)
 
 
 # --------------------------------------------------------------------------- arpls
@@ -374,14 +384,18 @@ def roi_file_names(session_name: str, rois: list[int], /) -> dict[int, tuple[str
 
 def roi_figures(experiment: Experiment, session: io.Session, ds: xr.Dataset, /, *,
                 dpi: int) -> None:
-    """Save the lab's three PNGs per ROI (raw, clean, normalized)."""
+    """Save the lab's three PNGs per ROI (raw, clean, normalized).
+
+    One figure per kind is built once and redrawn for each ROI
+    (:func:`calim_helpers.plots.traces.roi_figure_pages`); the PNGs are those of
+    :func:`~calim_helpers.plots.roi_raw_figure` and its siblings, pixel for pixel.
+    """
     folder = experiment.session_dir(session)
     names = roi_file_names(session.name, ds["roi"].values.tolist())
     unit = time_unit(ds)
-    for n, files in names.items():
-        for fig_fn, fname in zip((plots.roi_raw_figure, plots.roi_clean_figure,
-                                  plots.roi_norm_figure), files, strict=True):
-            io.save_figure(fig_fn(ds, n, time_unit=unit), folder / fname, dpi=dpi)
+    for k, kind in enumerate(plots.ROI_FIGURE_KINDS):  # raw, clean, norm
+        for n, fig in plots.roi_figure_pages(ds, kind, rois=list(names), time_unit=unit):
+            io.save_figure(fig, folder / names[n][k], dpi=dpi)
 
 
 # --------------------------------------------------------------------------- analysis
