@@ -186,7 +186,7 @@ def condition_tests(
       sessions; each session contributes one value per feature, the median over
       its ROIs (:func:`per_session`), so that cells of one session are not
       counted as independent samples. When a group has fewer than 2 sessions
-      with a value, the test is not computable: ``test`` is ``"n/a"``, the
+      with a value, the test is not computable: ``test`` is ``"none"``, the
       p-value NaN and ``note`` says which group is short. It never falls back to
       cells.
     - ``"cell"`` — every ROI is a sample. This is the only meaningful choice
@@ -194,7 +194,7 @@ def condition_tests(
       e.g. ``{"04-04-23_230404_5": rows, ...}``). Used for conditions it
       counts cells of one session as independent (pseudo-replication) and gives
       p-values far too small. Groups with no value left are left out of the test;
-      fewer than 2 groups give ``"n/a"``.
+      fewer than 2 groups give ``"none"``.
 
     Parameters
     ----------
@@ -216,9 +216,9 @@ def condition_tests(
     -------
     pandas.DataFrame
         One row per metric with columns ``metric``; ``unit``; ``test``
-        (``"mannwhitney"``, ``"kruskal"`` or ``"n/a"``); ``statistic`` (U of the
+        (``"mannwhitney"``, ``"kruskal"`` or ``"none"``, a word CSV readers keep as text); ``statistic`` (U of the
         first group tested, or H); ``p_value``; ``groups`` (the groups tested,
-        ``" vs "``-joined); ``note`` (why the test is ``"n/a"``, else ``""``);
+        ``" vs "``-joined); ``note`` (why the test is ``"none"``, else ``""``);
         and ``n_<group>`` per group: the number of samples with a value, i.e.
         sessions at ``unit="session"``, cells at ``unit="cell"``.
 
@@ -270,14 +270,14 @@ def condition_tests(
         else:
             tested = {name: v for name, v in samples.items() if v.size}
             note = "" if len(tested) >= 2 else "not computable: fewer than 2 groups with values"
-        kind = "n/a" if len(tested) < 2 else (
+        kind = "none" if len(tested) < 2 else (
             "mannwhitney" if test == "mannwhitney" or (test == "auto" and len(tested) == 2)
             else "kruskal")
         if kind == "mannwhitney" and len(tested) > 2:
             raise ValueError(f"test='mannwhitney' compares 2 groups, got {len(tested)} "
                              f"for {metric!r}; use 'kruskal' or 'auto'")
         statistic = p_value = np.nan
-        if kind != "n/a":
+        if kind != "none":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # e.g. all values tied
                 if kind == "mannwhitney":

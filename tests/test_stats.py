@@ -116,7 +116,7 @@ def test_fewer_than_two_sessions_is_not_computable():
     groups["B"] = groups["B"][groups["B"]["session"] == "B1"]  # one session left
     res = stats.condition_tests(groups, metrics=["rate_per_min"])
     row = res.iloc[0]
-    assert row["test"] == "n/a" and np.isnan(row["p_value"]) and np.isnan(row["statistic"])
+    assert row["test"] == "none" and np.isnan(row["p_value"]) and np.isnan(row["statistic"])
     assert row["unit"] == "session"  # no silent switch to cells
     assert "B has 1 session" in row["note"] and "needs >= 2" in row["note"]
     assert (row["n_A"], row["n_B"]) == (2, 1)
@@ -132,7 +132,7 @@ def test_groups_that_are_sessions():
     assert res["p_value"] == pytest.approx(sps.kruskal(a, b, c).pvalue)
     assert res["unit"] == "cell" and res["n_04-04-23_230404_5"] == 25
     wrong = stats.condition_tests(by_session, metrics=["rate_per_min"]).iloc[0]
-    assert wrong["test"] == "n/a" and "use unit='cell'" in wrong["note"]
+    assert wrong["test"] == "none" and "use unit='cell'" in wrong["note"]
 
 
 def test_table_with_experiment_column_equals_mapping():
@@ -203,12 +203,12 @@ def test_cell_unit_matches_scipy():
 
 def test_cell_unit_edge_cases():
     one = stats.condition_tests(by_experiment(1), unit="cell")
-    assert (one["test"] == "n/a").all() and one["p_value"].isna().all()
+    assert (one["test"] == "none").all() and one["p_value"].isna().all()
     assert one["note"].str.contains("fewer than 2 groups").all()
     empty = by_experiment(2)
     empty["GLUT_DNQX"]["participation"] = np.nan  # no value left -> not testable
     res = stats.condition_tests(empty, metrics=["participation"], unit="cell")
-    assert res.loc[0, "test"] == "n/a" and res.loc[0, "n_GLUT_DNQX"] == 0
+    assert res.loc[0, "test"] == "none" and res.loc[0, "n_GLUT_DNQX"] == 0
 
 
 def test_errors():

@@ -189,7 +189,7 @@ def test_analysis_tables(run):
             assert (e.session_dir(s) / f"{s.name}_{suffix}.png").exists(), (s.id, suffix)
     assert (e.root / "sessions_summary.pdf").exists()
     tests = pd.read_csv(e.root / "sessions_tests.csv")
-    assert set(tests["test"]) <= {"kruskal", "n/a"} and (tests["unit"] == "cell").all()
+    assert set(tests["test"]) <= {"kruskal", "none"} and (tests["unit"] == "cell").all()
 
 
 def _quiet(p, **sections):
