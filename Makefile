@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DEMO   ?= demo
 OUT    ?= out
 
-.PHONY: demo test lab bench fixtures-imagej nbval-refs clean-demo
+.PHONY: demo test lab bench bench-science fixtures-imagej nbval-refs clean-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +32,13 @@ lab: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[lab]"
 	$(BIN)/jupyter lab notebooks/
 
-# Speed and memory side by side (a few minutes); figures recorded in benchmarks/README.md.
+# Speed and memory side by side (~15 min); figures recorded in benchmarks/README.md.
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/run_all.py
+
+# Detection, events and neuropil accuracy on held-out hard sessions (~1 h).
+bench-science: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/run_all.py --science
 
 # Needs Java, Debian's imagej and xvfb: regenerates tests/fixtures/imagej/ with real ImageJ.
 fixtures-imagej: $(VENV)/.installed-test

@@ -2,9 +2,10 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/run_all.py [NAME ...]
+    .venv/bin/python benchmarks/run_all.py [NAME ... | --science]
 
-Without names, runs all of :data:`BENCHMARKS` in order; each prints its own figures,
+Without names, runs :data:`BENCHMARKS` (speed and memory) in order; ``--science`` runs
+:data:`SCIENCE` (accuracy on held-out hard sessions); each prints its own figures,
 measured side by side in that one run. Record them in benchmarks/README.md with the
 machine they ran on.
 """
@@ -19,12 +20,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-#: (script, arguments): the pipeline first (the issue's headline figures), then the parts.
+#: Speed and memory (``make bench``, ~15 min): the pipeline first, then its parts.
 BENCHMARKS = {
     "pipeline": ("bench_pipeline.py", []),
     "arpls": ("bench_arpls.py", []),
     "registration": ("bench_registration.py", []),
     "figures": ("bench_figures.py", []),
+}
+#: Accuracy on held-out hard sessions (``make bench-science``, ~1 h: they simulate and
+#: run many sessions).
+SCIENCE = {
     "detection": ("bench_detection.py", []),
     "events": ("bench_events.py", []),
     "neuropil": ("bench_neuropil.py", []),
@@ -38,8 +43,11 @@ def main(names: list[str]) -> int:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, {platform.platform()}")
     failed = 0
+    known = BENCHMARKS | SCIENCE
+    if names == ["--science"]:
+        names = list(SCIENCE)
     for name in names or list(BENCHMARKS):
-        script, args = BENCHMARKS[name]
+        script, args = known[name]
         print(f"\n=== {name} ({script}) ===", flush=True)
         t0 = time.perf_counter()
         code = subprocess.call([sys.executable, str(HERE / script), *args], cwd=HERE)
