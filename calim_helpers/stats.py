@@ -215,12 +215,12 @@ def condition_tests(
     Returns
     -------
     pandas.DataFrame
-        One row per metric with columns ``metric``; ``unit``; ``test``
-        (``"mannwhitney"``, ``"kruskal"`` or ``"none"``, a word CSV readers keep as
-        text); ``statistic`` (U of the first group tested, or H); ``p_value``; ``groups`` (the groups tested,
-        ``" vs "``-joined); ``note`` (why the test is ``"none"``, else ``""``);
-        and ``n_<group>`` per group: the number of samples with a value, i.e.
-        sessions at ``unit="session"``, cells at ``unit="cell"``.
+        One row per metric with columns ``metric``; ``unit``; ``test`` (``"mannwhitney"``,
+        ``"kruskal"`` or ``"none"``, a word CSV readers keep as text); ``statistic`` (U of
+        the first group tested, or H); ``p_value``; ``groups`` (the groups tested, ``" vs
+        "``-joined); ``note`` (why the test is ``"none"``, else ``""``); and ``n_<group>``
+        per group: the number of samples with a value, i.e. sessions at ``unit="session"``,
+        cells at ``unit="cell"``.
 
     Raises
     ------
