@@ -2,20 +2,28 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_events.py                 # held-out seeds 101-110
-    .venv/bin/python benchmarks/bench_events.py --seeds 1-20    # the tuning seeds
+    .venv/bin/python benchmarks/bench_events.py                 # fresh held-out seeds 801-810
+    .venv/bin/python benchmarks/bench_events.py --seeds 101-110 # held out, earlier reports
+    .venv/bin/python benchmarks/bench_events.py --seeds 1-20    # the tuning seeds (1-30)
     .venv/bin/python benchmarks/bench_events.py --work DIR -p events.threshold 3.5
+    .venv/bin/python benchmarks/bench_events.py --neuropil annulus   # one neuropil method
+
+Each seed set is scored on the pipeline run with ``neuropil.method fitted`` (the
+recommended correction) and ``none`` (the lab's method), unless ``--neuropil`` says
+otherwise; ``-p KEY VALUE`` with a key outside ``events.`` is passed to the run.
 
 What it does: writes the hard sessions of the seeds (``benchmarks/make_hard_sessions.py``'s
 defaults: 600 native frames of 96 x 128 pixels at 0.1 s, 0.65 µm) into ``--work``
 (default ``$TMPDIR/calim_bench_events``), runs the whole pipeline on them once
-(``calim run EXP --out WORK/out -q -p figures.per_roi false -p outputs.nwb false``;
-the run's own resume skips it the next time), then detects events with
-:func:`calim_helpers.events.detect_events_dataset` on each session's ``norm`` (the
-pipeline's ΔF/F, 1 s frames) with the parameters of ``calim_helpers/data/default.yaml``
-(``-p events.KEY VALUE`` overrides one), and scores them. It also scores the detector
-alone on *oracle* traces: each ROI's noise-free, neuropil-free ΔF/F (``roi_dff_clean``,
-binned like the pipeline) plus Gaussian noise of the ROI's true sigma on that time base.
+(``calim run EXP --out WORK/out[_SETTING] -q -p figures.per_roi false -p outputs.nwb
+false [-p neuropil.method METHOD]``; the run's own resume skips it the next time),
+then detects events with :func:`calim_helpers.events.detect_events_dataset` on each
+session's ``norm`` (the pipeline's ΔF/F, 1 s frames; the store's ``neuropil`` ring
+and raw traces go along in the dataset) with the parameters of
+``calim_helpers/data/default.yaml`` (``-p events.KEY VALUE`` overrides one), and
+scores them. It also scores the detector alone on *oracle* traces: each ROI's
+noise-free, neuropil-free ΔF/F (``roi_dff_clean``, binned like the pipeline) plus
+Gaussian noise of the ROI's true sigma on that time base.
 
 Scoring definition (one ROI = the transients of its own neuron, ``truth["roi_neuron"]``)
 ---------------------------------------------------------------------------------------
@@ -69,6 +77,7 @@ TIME_BIN = 10  # the pipeline's downsample.time
 MIN_SNR = 3.0
 N_FRAMES = 600
 SHAPE = (96, 128)
+EXTRA_VARIABLES = ("neuropil", "baseline_raw", "raw", "background")
 RUN_PARAMS = ("-p", "figures.per_roi", "false", "-p", "outputs.nwb", "false")
 
 
@@ -147,16 +156,17 @@ def _other_cell_at(frames: np.ndarray, other: np.ndarray, noise: float) -> np.nd
     return out
 
 
-def score(sessions: list[tuple[dict, np.ndarray, np.ndarray]], params: dict, *,
-          tolerance: int = 1) -> dict:
-    """Pool the scores of ``(truth, norm (roi, time), time_s)`` triples."""
+def score(sessions: list[tuple], params: dict, *, tolerance: int = 1) -> dict:
+    """Pool the scores of ``(truth, norm (roi, time), time_s, extra)`` tuples."""
     import xarray as xr
 
     hits, amps, snrs = [], [], []
     n_fp = n_neutral = n_fp_other = 0
-    for truth, norm, time_s in sessions:
+    for truth, norm, time_s, extra in sessions:
         rts = roi_truth(truth)
-        ds = xr.Dataset({"norm": (("roi", "time"), norm)}, coords={"time": time_s})
+        ds = xr.Dataset({"norm": (("roi", "time"), norm),
+                         **extra},
+                        coords={"time": time_s})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CalimWarning)
             ev = detect_events_dataset(ds, **params)
@@ -194,8 +204,12 @@ def score(sessions: list[tuple[dict, np.ndarray, np.ndarray]], params: dict, *,
     }
 
 
-def pipeline_sessions(results: Path, truth_dir: Path) -> list[tuple[dict, np.ndarray, np.ndarray]]:
-    """``(truth, norm, time_s)`` of every session with a truth.npz and a result store."""
+def pipeline_sessions(results: Path, truth_dir: Path) -> list[tuple]:
+    """``(truth, norm, time_s, extra)`` of every session with a truth.npz and a result store.
+
+    ``extra`` holds the store's other (roi, time) variables the detector reads: ``neuropil``
+    (with a neuropil correction).
+    """
     out = []
     for tpath in sorted(truth_dir.glob("*/*/truth.npz")):
         date, name = tpath.parent.parent.name, tpath.parent.name
@@ -206,33 +220,45 @@ def pipeline_sessions(results: Path, truth_dir: Path) -> list[tuple[dict, np.nda
         if norm.shape[0] != len(truth["roi_neuron"]):
             raise RuntimeError(f"{store}: {norm.shape[0]} ROIs, truth has "
                                f"{len(truth['roi_neuron'])}")
-        out.append((truth, norm, ds["time"].values.astype(np.float64)))
+        extra = {k: (ds[k].dims, ds[k].values.astype(np.float64))
+                 for k in EXTRA_VARIABLES if k in ds}
+        out.append((truth, norm, ds["time"].values.astype(np.float64), extra))
     return out
 
 
-def oracle_sessions(sessions: list[tuple[dict, np.ndarray, np.ndarray]], seed: int = 0
-                    ) -> list[tuple[dict, np.ndarray, np.ndarray]]:
+def oracle_sessions(sessions: list[tuple], seed: int = 0) -> list[tuple]:
     """The same ROIs, with ``roi_dff_clean`` binned + Gaussian noise of the ROI's sigma."""
     rng = np.random.default_rng(seed)
     out = []
-    for truth, _, time_s in sessions:
+    for truth, _, time_s, _ in sessions:
         clean = clean_binned(truth)
         noise = np.asarray(truth["roi_noise_dff"], dtype=np.float64) / math.sqrt(TIME_BIN)
-        out.append((truth, clean + rng.normal(size=clean.shape) * noise[:, None], time_s))
+        out.append((truth, clean + rng.normal(size=clean.shape) * noise[:, None], time_s, {}))
     return out
 
 
-def prepare(work: Path, seeds: list[int], name: str) -> tuple[Path, Path]:
+def out_dir(work: Path, run_params: list[tuple[str, str]]) -> Path:
+    """The pipeline's output folder for these run parameters (one per setting)."""
+    if not run_params:
+        return work / "out"
+    slug = "_".join(f"{k}-{v}" for k, v in run_params)
+    return work / ("out_" + "".join(c if c.isalnum() or c in "-_." else "_" for c in slug))
+
+
+def prepare(work: Path, seeds: list[int], name: str,
+            run_params: list[tuple[str, str]] = ()) -> tuple[Path, Path]:
     """Write the sessions (once) and run the pipeline on them (resumed when done)."""
     exp = work / "data" / name
     if not exp.exists():
         planned = demo.plan_sessions(seeds, difficulty="hard", n_frames=N_FRAMES,
                                      frame_shape=SHAPE)
         demo.write_sessions(work / "data", planned, name=name)
-    calim = Path(sys.executable).with_name("calim")
-    cmd = [str(calim), "run", str(exp), "--out", str(work / "out"), "-q", *RUN_PARAMS]
+    out = out_dir(work, list(run_params))
+    extra = [a for k, v in run_params for a in ("-p", k, v)]
+    cmd = [sys.executable, "-m", "calim_helpers.cli", "run", str(exp), "--out", str(out),
+           "-q", *RUN_PARAMS, *extra]
     subprocess.run(cmd, check=True)
-    return work / "out" / name, work / "data" / f"{name}_truth"
+    return out / name, work / "data" / f"{name}_truth"
 
 
 def _print(label: str, s: dict) -> None:
@@ -249,28 +275,44 @@ def _print(label: str, s: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, prepare the sessions, print the scores."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", nargs="+", default=["101-110"],
-                   help="session seeds, e.g. 101-110 (held out, the default) or 1-20")
+    p.add_argument("--seeds", nargs="+", default=["801-810"],
+                   help="session seeds: 801-810 (fresh held out, the default), 101-110 "
+                   "(held out, earlier reports) or 1-30 (tuning)")
+    p.add_argument("--neuropil", nargs="+", default=["fitted", "none"],
+                   choices=["none", "annulus", "fitted"],
+                   help="neuropil.method(s) of the pipeline runs scored (default: fitted, "
+                   "the recommended, and none, the lab's method)")
     p.add_argument("--work", type=Path,
                    default=Path(tempfile.gettempdir()) / "calim_bench_events",
                    help="folder for the sessions and the pipeline's outputs (reused)")
     p.add_argument("--tolerance", type=int, default=1, help="peak tolerance, frames")
     p.add_argument("-p", "--param", nargs=2, action="append", default=[],
-                   metavar=("KEY", "VALUE"), help="override events.KEY, e.g. -p "
-                   "events.threshold 3.5")
+                   metavar=("KEY", "VALUE"), help="override events.KEY (e.g. -p "
+                   "events.threshold 3.5) or, any other section, a run parameter "
+                   "(e.g. -p neuropil.method fitted)")
     args = p.parse_args(argv)
     seeds = _seeds(args.seeds)
     params = default_event_params()
+    run_params = []
     for key, value in args.param:
-        params[key.removeprefix("events.")] = yaml.safe_load(value)
+        if key.startswith("events.") or "." not in key:
+            params[key.removeprefix("events.")] = yaml.safe_load(value)
+        elif key == "neuropil.method":
+            args.neuropil = [value]
+        else:
+            run_params.append((key, value))
     name = f"HARD_{seeds[0]}_{seeds[-1]}_{len(seeds)}"
-    start = time.perf_counter()
-    results, truth_dir = prepare(args.work, seeds, name)
-    prep_s = time.perf_counter() - start
-    sessions = pipeline_sessions(results, truth_dir)
-    print(f"{len(sessions)} hard sessions (seeds {args.seeds}), pipeline outputs "
-          f"{results} ({prep_s:.0f} s); events: {params}; tolerance {args.tolerance} frame(s)")
-    _print("pipeline norm", score(sessions, params, tolerance=args.tolerance))
+    for method in args.neuropil:
+        rp = run_params + ([] if method == "none" else [("neuropil.method", method)])
+        start = time.perf_counter()
+        results, truth_dir = prepare(args.work, seeds, name, rp)
+        prep_s = time.perf_counter() - start
+        sessions = pipeline_sessions(results, truth_dir)
+        print(f"\n{len(sessions)} hard sessions (seeds {args.seeds}), neuropil {method}, run "
+              f"parameters {rp or 'defaults'}, pipeline outputs {results} ({prep_s:.0f} s); "
+              f"events: {params}; tolerance {args.tolerance} frame(s)")
+        _print(f"pipeline norm (neuropil {method})",
+               score(sessions, params, tolerance=args.tolerance))
     _print("oracle traces", score(oracle_sessions(sessions), params,
                                   tolerance=args.tolerance))
     return 0

@@ -134,10 +134,10 @@ def correct_traces(
         it could not be computed); attrs record ``lam``, ``cutoff_s`` (None when
         unknown), ``tol``, ``max_iter``, ``normalize``, ``trim_start`` and
         ``session_scale``; with a neuropil correction also ``neuropil`` (roi, time),
-        ``neuropil_pixels`` and ``neuropil_source`` (roi), the ``neuropil_*`` attrs and,
-        for ``fitted``, the coordinates ``neuropil_coefficient`` and
-        ``neuropil_fit_status`` (roi). The ratios are NaN where the baseline
-        is not positive (with a CalimWarning).
+        ``neuropil_pixels``, ``neuropil_outer_um`` and ``neuropil_source`` (roi), the
+        ``neuropil_*`` attrs and, for ``fitted``, the coordinates
+        ``neuropil_coefficient`` and ``neuropil_fit_status`` (roi). The ratios are NaN
+        where the baseline is not positive (with a CalimWarning).
     """
     frame_s = tr.attrs.get("frame_interval_s_downsampled")
     lam, cutoff = resolve_lam(lam=lam, cutoff_s=cutoff_s, frame_interval_s=frame_s)
@@ -179,7 +179,7 @@ def correct_traces(
         for name in ("neuropil_coefficient", "neuropil_fit_status"):
             if name in signal_da.coords:  # fitted: one coefficient per ROI
                 out = out.assign_coords({name: ("roi", signal_da[name].values)})
-        for name in ("neuropil_pixels", "neuropil_source"):
+        for name in ("neuropil_pixels", "neuropil_outer_um", "neuropil_source"):
             if name in tr:
                 out[name] = ("roi", tr[name].values)
     scale = ninfo.get("session_scale")

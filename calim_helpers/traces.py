@@ -629,6 +629,10 @@ def _pixel_size(pixel_size_um: float | None, attrs: Mapping[str, Any], w_roi: sp
     # unknown: take the median ROI's equivalent diameter (from its footprint on
     # the grid, in native pixels) as a typical soma's
     area_px = np.diff(w_roi.indptr) * gf["y"] * gf["x"]
+    area_px = area_px[area_px > 0]  # ROIs that reach the grid
+    if not area_px.size:
+        raise ValueError("pixel_size_um is unknown and no ROI covers a pixel of the movie "
+                         "to guess it from; pass pixel_size_um")
     diameter_px = float(np.median(2.0 * np.sqrt(area_px / np.pi)))
     size = _ASSUMED_ROI_DIAMETER_UM / diameter_px
     warnings.warn(

@@ -203,3 +203,18 @@ def test_qc_session_figure_edge_cases_and_no_mutation():
         fig = qc.qc_session_figure(ds)
     renders(fig)
     xr.testing.assert_identical(ds, before)
+
+
+def test_one_absurd_snr_does_not_flatten_the_others():
+    """A noise of ~0 (e.g. a trace of a few frames) gives a huge SNR: the axis keeps the
+    other bars readable and that bar is labelled with its value."""
+    image, labels, status, _, background = make_qc()
+    snr = np.array([5.0, 1e14, 2.0, 6.0])
+    fig = qc.qc_figure(image, labels, None, background, status, snr)
+    (ax,) = [a for a in fig.axes if a.get_ylabel() == "SNR"]
+    assert ax.get_ylim()[1] == pytest.approx(1.45 * 6.0)
+    assert [t.get_text() for t in ax.texts] == ["↑1e+14"]
+    fig = qc.qc_figure(image, labels, None, background, status, np.array([5.0, 7, 2, 6]))
+    (ax,) = [a for a in fig.axes if a.get_ylabel() == "SNR"]
+    assert ax.get_ylim()[1] == pytest.approx(1.45 * 7) and not ax.texts
+    renders(fig)

@@ -234,7 +234,16 @@ def qc_figure(
             tick.set_color(COLORS["warn"])
             tick.set_fontweight("bold")
     ax.set_xlim(0.3, n_roi + 0.7)
-    top = max(float(np.nanmax(heights, initial=0.0)), snr_threshold)
+    # an absurd SNR (a noise of ~0, e.g. on a trace of a few frames) must not flatten the
+    # rest: bars above 100 x the threshold (and 4 x the median) leave the axis, labelled
+    limit = max(100.0 * snr_threshold,
+                4.0 * float(np.median(heights)) if heights.size else 0.0)
+    shown = heights[heights <= limit]
+    top = max(float(shown.max(initial=0.0)), snr_threshold)
+    for r, h in zip(rois, heights, strict=True):
+        if h > limit:
+            ax.annotate(f"↑{h:.3g}", (r, 1.2 * top), ha="center", va="bottom", fontsize=6,
+                        zorder=6, bbox={"fc": "white", "ec": "none", "pad": 0.5})
     ax.set_ylim(0, 1.45 * top if top > 0 else 1.0)
     ax.set_xlabel("ROI (red number: fit failed)")
     ax.set_ylabel("SNR")
