@@ -19,7 +19,8 @@ one-session experiment with the demo generator, then measures side by side in th
   memory of the whole process tree (sampled every 0.2 s from /proc);
 - ``worker memory``: peak resident memory of a fresh process running the load step
   (motion correction, denoising, block mean) of one session of 1500 and of 3000 frames
-  (targets: <= 600 MB, and 3000 within 15 % of 1500).
+  with one thread, as on a worker of the local cluster (targets: <= 600 MB, and 3000
+  within 15 % of 1500).
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def hwm():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
 base = hwm()
+import dask
+dask.config.set(scheduler="threads", num_workers=1)  # as on a worker of the local cluster
 p = load_params()
 e = Experiment.open(sys.argv[1], sys.argv[2])
 s = e.sessions[0]

@@ -168,7 +168,8 @@ def run_session(step: str, experiment: Experiment, session: io.Session,
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            with dask.config.set(scheduler=scheduler):  # chunk work stays in this process
+            # chunk work stays in this process; on a cluster worker, with its own threads
+            with dask.config.set(scheduler=scheduler, num_workers=_worker_threads()):
                 row |= {"status": "ok", "reason": ""} | STEPS[step](experiment, session,
                                                                     **sections)
         except Skip as exc:
@@ -189,6 +190,21 @@ def run_session(step: str, experiment: Experiment, session: io.Session,
     if row["status"] == "ok" and fingerprint is not None:
         _write_marker(experiment, session, step, fingerprint, row)
     return row
+
+
+def _worker_threads() -> int | None:
+    """Threads of the dask.distributed worker running this code (None: not on a worker).
+
+    A session sent to a worker computes its chunks with that many threads (one on the
+    local cluster's single-threaded workers), so that N workers use N cores rather than
+    N x cores threads competing for them.
+    """
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return None
 
 
 def _file_identity(path: Any) -> list[Any] | None:
