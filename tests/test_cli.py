@@ -295,10 +295,23 @@ def test_a_rerun_with_nothing_changed_reuses_every_notebook(e2e, tmp_path, capsy
     for name in ("load", "rois", "arpls", "analysis"):
         rows = _rows(out / e2e.experiment.name / "status" / f"{name}.csv")
         assert rows and all(r["cached"] == "True" for r in rows), name
+    # an output deleted since: its notebook runs again and only that work is redone
+    (out / e2e.experiment.name / "results_norm.csv").unlink()
+    (out / e2e.experiment.name / "04-04-23" / "230404_5" / "230404_5_features.csv").unlink()
+    assert main(["run", str(e2e.experiment), "--out", str(out), *e2e.options]) == 0
+    for name in ("results_norm.csv", "04-04-23/230404_5/230404_5_features.csv"):
+        assert (out / e2e.experiment.name / name).read_bytes() == \
+            (e2e.out / e2e.experiment.name / name).read_bytes(), name
+    analysis = {r["session"]: r["cached"]
+                for r in _rows(out / e2e.experiment.name / "status" / "analysis.csv")}
+    assert analysis.pop("04-04-23_230404_5") == "False"
+    assert set(analysis.values()) == {"True"}
     # a changed parameter executes the notebooks again; steps it does not touch are cached
-    code = main(["run", str(e2e.experiment), "--out", str(out), *e2e.options,
-                 "-p", "events.threshold", "3.5"])
-    load = _rows(out / e2e.experiment.name / "status" / "load.csv")
-    analysis = _rows(out / e2e.experiment.name / "status" / "analysis.csv")
-    assert all(r["cached"] == "True" for r in load)
+    # (on the small experiment)
+    main(["run", str(e2e.other), "--out", str(out), *e2e.options, "-p", "events.threshold",
+          "3.5"])
+    load = [r for r in _rows(out / e2e.other.name / "status" / "load.csv") if r["status"] == "ok"]
+    analysis = _rows(out / e2e.other.name / "status" / "analysis.csv")
+    analysis = [r for r in analysis if r["status"] != "skipped"]
+    assert load and analysis and all(r["cached"] == "True" for r in load)
     assert all(r["cached"] == "False" and r["status"] == "ok" for r in analysis)

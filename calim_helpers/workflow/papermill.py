@@ -219,12 +219,23 @@ def _nb_marker(root: Path, name: str) -> Path:
     return root / ".calim" / f"notebook_{name}.json"
 
 
-def _reusable(root: Path, name: str, fingerprint: str) -> pd.DataFrame | None:
+#: What 05_aggregate writes under OUT/<experiment>/ (checked before reusing it).
+AGGREGATE_OUTPUTS = ("results_raw.csv", "results_norm.csv", "results_long.csv", "hist_cum.csv",
+                     "heatmap.pdf", "hist_cum.pdf", "experiment.zarr", "events.csv",
+                     "features.csv", "network_events.csv")
+
+
+def _reusable(experiment: Experiment, name: str, fingerprint: str) -> pd.DataFrame | None:
     """Return the status table of a reusable earlier execution of notebook ``name``.
 
-    Reusable: same fingerprint, its outputs there, and no session failed (a failure
-    may be transient). Otherwise None.
+    Reusable: same fingerprint, its executed notebook and HTML there, no session failed
+    (a failure may be transient), and every output it wrote still there (each
+    completed session's outputs of its step; the experiment tables of 05_aggregate).
+    Otherwise None.
     """
+    from calim_helpers.workflow.runner import outputs_exist
+
+    root = experiment.root
     output = root / "notebooks" / f"{name}.ipynb"
     try:
         marker = json.loads(_nb_marker(root, name).read_text())
@@ -235,13 +246,17 @@ def _reusable(root: Path, name: str, fingerprint: str) -> pd.DataFrame | None:
         return None
     step = STEP_OF.get(name)
     if step is None:
-        return pd.DataFrame()
+        return (pd.DataFrame() if all((root / f).exists() for f in AGGREGATE_OUTPUTS)
+                else None)
     status = root / "status" / f"{step}.csv"
     if not status.exists():
         return None
     table = pd.read_csv(status, keep_default_na=False)
     if (table["status"] == "failed").any():
         return None  # a failure may be transient: try again
+    ok = set(table.loc[table["status"] == "ok", "session"].astype(str))
+    if not all(outputs_exist(experiment, s, step) for s in experiment.sessions if s.id in ok):
+        return None  # an output was deleted since: run the notebook (its step redoes it)
     return table.assign(cached=True, seconds=0.0)
 
 
@@ -306,7 +321,8 @@ def run_experiments(
                     bar.update(len(NOTEBOOKS))
                     continue
                 root = Path(out_dir) / exp_dir.name
-                inputs = _session_inputs(Experiment.open(exp_dir, out_dir, params["sessions"]))
+                experiment = Experiment.open(exp_dir, out_dir, params["sessions"])
+                inputs = _session_inputs(experiment)
                 for name in NOTEBOOKS:
                     if name == "05_aggregate":
                         values["compare"] = list(done) if last else []
@@ -316,7 +332,7 @@ def run_experiments(
                     fingerprint = notebook_fingerprint(name, values, inputs)
                     reused = None
                     if resume and not executed:
-                        reused = _reusable(root, name, fingerprint)
+                        reused = _reusable(experiment, name, fingerprint)
                     if reused is not None:
                         log.info("%s: %s unchanged since the last run, not re-executed",
                                  exp_dir.name, name)

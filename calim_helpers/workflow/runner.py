@@ -161,7 +161,7 @@ def run_session(step: str, experiment: Experiment, session: io.Session,
     fingerprint = step_fingerprint(step, experiment, session, sections)
     if resume and fingerprint is not None:
         done = _read_marker(experiment, session, step)
-        if done is not None and done.get("fingerprint") == fingerprint and _outputs_exist(
+        if done is not None and done.get("fingerprint") == fingerprint and outputs_exist(
                 experiment, session, step):
             return done["row"] | {"seconds": 0.0, "cached": True}
     clear_from(experiment, session, step)
@@ -258,7 +258,8 @@ def _write_marker(experiment: Experiment, session: io.Session, step: str, finger
                   json.dumps({"fingerprint": fingerprint, "row": safe}, default=str))
 
 
-def _outputs_exist(experiment: Experiment, session: io.Session, step: str) -> bool:
+def outputs_exist(experiment: Experiment, session: io.Session, step: str) -> bool:
+    """Whether the main output of ``step`` for ``session`` is there (store or tables)."""
     if step == "analysis":
         return experiment.file(session, "features.csv").exists()
     return experiment.has(session, STORES[step])
