@@ -9,7 +9,9 @@ import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
-from roifile import ImagejRoi
+from _movies import movie as _movie
+from _movies import poly as _poly
+from _movies import random_movie
 from scipy import ndimage
 
 from calim_helpers.correction import correct_traces
@@ -28,21 +30,8 @@ ONES = {"time": 1, "y": 1, "x": 1}
 F = {"time": 10, "y": 2, "x": 2}
 
 
-def _movie(data, chunks=None, pixel_size_um=0.65):
-    m = xr.DataArray(data, dims=("time", "y", "x"),
-                     coords={"time": np.arange(data.shape[0]) * 0.1},
-                     attrs={"pixel_size_um": pixel_size_um})
-    return m.chunk(chunks) if chunks else m
-
-
 def _random_movie(nt=40, ny=40, nx=52, seed=0, chunks=None):
-    data = np.random.default_rng(seed).integers(0, 65535, (nt, ny, nx), dtype=np.uint16)
-    data.setflags(write=False)
-    return _movie(data, chunks)
-
-
-def _poly(pts, name):
-    return ImagejRoi.frompoints(np.asarray(pts, dtype=float), name=name)
+    return random_movie(nt, ny, nx, seed=seed, chunks=chunks)
 
 
 def _rois():

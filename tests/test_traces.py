@@ -10,8 +10,10 @@ import pytest
 import scipy.sparse as sp
 import tifffile
 import xarray as xr
+from _movies import movie as _movie
+from _movies import poly as _poly
+from _movies import random_movie
 from imagej_fixtures import FIX, UNSUPPORTED, imagej_means
-from roifile import ImagejRoi
 
 from calim_helpers.downsample import downsample
 from calim_helpers.errors import CalimInputError, CalimWarning
@@ -28,21 +30,8 @@ ONES = {"time": 1, "y": 1, "x": 1}
 F = {"time": 10, "y": 2, "x": 2}
 
 
-def _movie(data, chunks=None):
-    nt = data.shape[0]
-    m = xr.DataArray(data, dims=("time", "y", "x"),
-                     coords={"time": np.arange(nt) * 0.1}, attrs={"pixel_size_um": 0.65})
-    return m.chunk(chunks) if chunks else m
-
-
 def _random_movie(nt=35, ny=21, nx=27, seed=0, chunks=None):
-    data = np.random.default_rng(seed).integers(0, 65535, (nt, ny, nx), dtype=np.uint16)
-    data.setflags(write=False)
-    return _movie(data, chunks)
-
-
-def _poly(pts, name):
-    return ImagejRoi.frompoints(np.asarray(pts, dtype=float), name=name)
+    return random_movie(nt, ny, nx, seed=seed, chunks=chunks)
 
 
 def _small_rois():

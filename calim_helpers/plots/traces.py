@@ -285,10 +285,12 @@ def _check_ds(ds: xr.Dataset, kind: str, /) -> None:
                              f"got {ds[v].dims}")
 
 
-def _roi_figure(ds: xr.Dataset, roi: int, kind: str, t: np.ndarray, time_unit: str, /
-                ) -> Figure:
-    """One fresh figure of ``kind`` for ROI number ``roi`` (validated)."""
+def _roi_figure(ds: xr.Dataset, roi: int, kind: str, time_unit: str, /) -> Figure:
+    """Check the arguments, then draw one fresh figure of ``kind`` for ROI number ``roi``."""
+    time_unit = _check_time_unit(time_unit)
+    _check_ds(ds, kind)
     one = ds.isel(roi=_roi_index(ds, [roi]))  # read only this ROI's values
+    t = _coord_time(ds, "ds", time_unit)
     fig = Figure(figsize=_FIGSIZE[kind], layout="constrained")
     ((_, fig),) = _pages(one, kind, [0], t, time_unit, fig=fig)
     return fig
@@ -399,10 +401,7 @@ def roi_raw_figure(ds: xr.Dataset, roi: int, /, *, time_unit: str = "s") -> Figu
         If ``roi`` is not one of the ROI numbers, a variable is missing or
         ``time_unit`` is unknown.
     """
-    time_unit = _check_time_unit(time_unit)
-    _check_ds(ds, "raw")
-    _roi_index(ds, [roi])
-    return _roi_figure(ds, roi, "raw", _coord_time(ds, "ds", time_unit), time_unit)
+    return _roi_figure(ds, roi, "raw", time_unit)
 
 
 def roi_clean_figure(ds: xr.Dataset, roi: int, /, *, time_unit: str = "s") -> Figure:
@@ -433,10 +432,7 @@ def roi_clean_figure(ds: xr.Dataset, roi: int, /, *, time_unit: str = "s") -> Fi
         If ``roi`` is not one of the ROI numbers, a variable is missing or
         ``time_unit`` is unknown.
     """
-    time_unit = _check_time_unit(time_unit)
-    _check_ds(ds, "clean")
-    _roi_index(ds, [roi])
-    return _roi_figure(ds, roi, "clean", _coord_time(ds, "ds", time_unit), time_unit)
+    return _roi_figure(ds, roi, "clean", time_unit)
 
 
 def roi_norm_figure(ds: xr.Dataset, roi: int, /, *, time_unit: str = "s") -> Figure:
@@ -467,10 +463,7 @@ def roi_norm_figure(ds: xr.Dataset, roi: int, /, *, time_unit: str = "s") -> Fig
         If ``roi`` is not one of the ROI numbers, ``norm`` is missing or
         ``time_unit`` is unknown.
     """
-    time_unit = _check_time_unit(time_unit)
-    _check_ds(ds, "norm")
-    _roi_index(ds, [roi])
-    return _roi_figure(ds, roi, "norm", _coord_time(ds, "ds", time_unit), time_unit)
+    return _roi_figure(ds, roi, "norm", time_unit)
 
 
 def traces_figure(tr: xr.Dataset, /, *, title: str = "", time_unit: str = "s") -> Figure:
