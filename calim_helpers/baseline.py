@@ -50,18 +50,14 @@ import xarray as xr
 from scipy.linalg import get_lapack_funcs
 from scipy.special import expit
 
+from calim_helpers.compiled import HAVE_NUMBA, jit
 from calim_helpers.noise import noise_sigma
-
-try:  # optional: the compiled arPLS iteration (about 10-40 times faster than the numpy one)
-    from numba import njit
-except ImportError:  # pragma: no cover - exercised by monkeypatching _HAVE_NUMBA
-    njit = None
 
 __all__ = ["FIT_STATUSES", "arpls", "arpls_dataarray", "cutoff_from_lam", "lam_from_cutoff"]
 
 _EPS = np.finfo(np.float64).eps
 _pbsv = get_lapack_funcs("pbsv", dtype=np.float64)  # banded Cholesky solve, as solveh_banded
-_HAVE_NUMBA = njit is not None  # False: the numpy iteration (tests switch it off)
+_HAVE_NUMBA = HAVE_NUMBA  # False: the numpy iteration (tests switch it off)
 # Traces fitted side by side by the compiled iteration: at least 16 lets LLVM vectorize
 # the loops over lanes (it leaves loops of fewer than 16 iterations scalar); 32 measured
 # fastest (benchmarks/bench_arpls.py).
@@ -466,22 +462,7 @@ _EXP_COEF = tuple(1.0 / math.factorial(i) for i in range(14))
 _POW2 = np.ldexp(1.0, np.arange(-1022, 1024))  # 2^k, k = -1022 … 1023
 
 
-def _jit(fn):
-    """Compile ``fn`` with numba (cached on disk, no GIL); leave it as is without numba.
-
-    Where no cache folder is writable (a read-only installation and home folder, as on
-    some cluster nodes; numba's ``NUMBA_CACHE_DIR`` chooses another) it is compiled in
-    memory only, instead of failing.
-    """
-    if njit is None:  # pragma: no cover
-        return fn
-    try:
-        return njit(cache=True, nogil=True, error_model="numpy", inline="always")(fn)
-    except RuntimeError:  # pragma: no cover - numba found no writable cache locator
-        return njit(cache=False, nogil=True, error_model="numpy", inline="always")(fn)
-
-
-@_jit
+@jit(inline=True)
 def _logistic_weight(t: float) -> float:
     """``1 / (1 + exp(t))`` (= expit(-t)) for any finite ``t``, in a vectorizable form."""
     t = min(max(t, -708.0), 709.0)  # exp(t) stays a normal number; the weight is unchanged
@@ -493,7 +474,7 @@ def _logistic_weight(t: float) -> float:
     return 1.0 / (1.0 + p * _POW2[int(kf) + 1022])
 
 
-@_jit
+@jit(inline=True)
 def _lane_solve(V, a, b, c, n, nneg, sneg, dmax):  # pragma: no cover - compiled
     """Solve every lane's ``(W + λDᵀD) z = W y`` in ``V``; sum its negative residuals.
 
@@ -532,7 +513,7 @@ def _lane_solve(V, a, b, c, n, nneg, sneg, dmax):  # pragma: no cover - compiled
             dmax[j] = max(dmax[j], abs(d))
 
 
-@_jit
+@jit(inline=True)
 def _lane_load(V, y, trace, lane, n):  # pragma: no cover - compiled
     """Put ``y[trace]`` (or zeros, for ``trace < 0``) in ``lane`` with weights 1; max|y|."""
     L = _LANES
@@ -545,7 +526,7 @@ def _lane_load(V, y, trace, lane, n):  # pragma: no cover - compiled
     return scale if trace >= 0 else 1.0
 
 
-@_jit
+@jit(inline=True)
 def _fit_lanes(y, a, b, c, tol, max_iter, base, wts, conv, nit, change):  # pragma: no cover
     """:func:`_fit_numpy`'s iteration for every row of ``y``, compiled, ``_LANES`` at a time.
 

@@ -281,22 +281,74 @@ def test_zero_shifts_return_the_input_as_float32():
     xr.testing.assert_equal(out.coords.to_dataset(), movie.coords.to_dataset())
 
 
-def test_apply_matches_ndimage_frame_by_frame_whatever_the_chunks():
+def _keys(s: np.ndarray) -> np.ndarray:
+    """Keys (1981) cubic convolution kernel, a = -1/2, written from the paper's formula."""
+    s = np.abs(s)
+    return np.where(s <= 1, 1.5 * s**3 - 2.5 * s**2 + 1,
+                    np.where(s < 2, -0.5 * s**3 + 2.5 * s**2 - 4 * s + 2, 0.0))
+
+
+def _keys_shift_brute(frame: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """corrected(y, x) = frame(y - dy, x - dx): the 4 x 4 sum at every pixel, border clamped."""
+    ny, nx = frame.shape
+    f = frame.astype(np.float64)
+    out = np.zeros((ny, nx))
+    yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+    py, px = yy - shift[0], xx - shift[1]
+    qy, qx = np.floor(py).astype(int), np.floor(px).astype(int)
+    for m in range(-1, 3):
+        for n in range(-1, 3):
+            w = _keys(py - (qy + m)) * _keys(px - (qx + n))
+            out += w * f[np.clip(qy + m, 0, ny - 1), np.clip(qx + n, 0, nx - 1)]
+    return out
+
+
+def test_cubic_apply_matches_keys_formula_whatever_the_chunks():
     rng = np.random.default_rng(2)
     frames = rng.integers(0, 4000, (15, 16, 18), dtype=np.uint16)
     frames.setflags(write=False)
     shifts = rng.uniform(-3, 3, (15, 2))
     shifts[3] = (2.0, -1.0)  # an integer shift is an exact copy
+    shifts[4] = (-40.0, 25.5)  # beyond the frame: all border
     shifts.setflags(write=False)
-    ref = np.stack([ndimage.shift(f.astype(np.float64), s, order=3, mode="nearest")
-                    for f, s in zip(frames, shifts, strict=True)])
+    ref = np.stack([_keys_shift_brute(f, s) for f, s in zip(frames, shifts, strict=True)])
     for chunks in (None, {"time": 4}, {"time": 4, "y": 5}):
-        out = apply_shifts(_movie(frames, chunks), shifts).values
-        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-2)
+        out = apply_shifts(_movie(frames, chunks), shifts)
+        assert out.attrs["registration_interpolation"] == "cubic"
+        np.testing.assert_allclose(out.values, ref, rtol=1e-5, atol=2e-3)
     out = apply_shifts(_movie(frames), shifts).values
     np.testing.assert_array_equal(out[3, 2:, :-1], frames[3, :-2, 1:].astype(np.float32))
-    lin = apply_shifts(_movie(frames), shifts, order=1)
-    assert lin.attrs["registration_order"] == 1
+
+
+def test_cubic_apply_reproduces_a_quadratic_and_agrees_with_the_spline_on_smooth_frames():
+    yy, xx = np.meshgrid(np.arange(30.0), np.arange(40.0), indexing="ij")
+    quad = 500 + 3 * yy + 2 * xx + 0.05 * (yy - 15) ** 2 - 0.03 * (xx - 20) * (yy - 10)
+    shift = np.array([[0.37, -1.62]])
+    out = apply_shifts(_movie(quad[None].astype(np.float32)), shift).values[0]
+    y2, x2 = yy - shift[0, 0], xx - shift[0, 1]
+    truth = 500 + 3 * y2 + 2 * x2 + 0.05 * (y2 - 15) ** 2 - 0.03 * (x2 - 20) * (y2 - 10)
+    np.testing.assert_allclose(out[3:-3, 3:-3], truth[3:-3, 3:-3], rtol=1e-6)
+    smooth = ndimage.gaussian_filter(np.random.default_rng(3).normal(size=(48, 56)), 3) * 1e4
+    smooth = (smooth + 2000).astype(np.float32)[None]
+    cubic = apply_shifts(_movie(smooth), shift).values[0, 6:-6, 6:-6]
+    spline = apply_shifts(_movie(smooth), shift, interpolation="spline").values[0, 6:-6, 6:-6]
+    assert np.abs(cubic - spline).max() < 0.01 * np.ptp(smooth)
+
+
+def test_spline_apply_matches_ndimage_frame_by_frame():
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 4000, (15, 16, 18), dtype=np.uint16)
+    shifts = rng.uniform(-3, 3, (15, 2))
+    ref = np.stack([ndimage.shift(f.astype(np.float64), s, order=3, mode="nearest")
+                    for f, s in zip(frames, shifts, strict=True)])
+    out = apply_shifts(_movie(frames, {"time": 4}), shifts, interpolation="spline")
+    np.testing.assert_allclose(out.values, ref, rtol=1e-5, atol=1e-2)
+    lin = apply_shifts(_movie(frames), shifts, interpolation="spline", order=1)
+    assert lin.attrs["registration_interpolation"] == "spline order 1"
+    with pytest.raises(ValueError, match="interpolation"):
+        apply_shifts(_movie(frames), shifts, interpolation="lanczos")
+    with pytest.raises(ValueError, match="'spline'"):
+        apply_shifts(_movie(frames), shifts, mode="constant")
 
 
 def test_apply_is_lazy_until_computed():
@@ -374,7 +426,7 @@ def test_piecewise_with_one_patch_is_rigid():
     rigid = estimate_shifts(movie, img)
     np.testing.assert_allclose(field.values[:, :, 0, 0], rigid.values)
     a = apply_piecewise(movie, field).values
-    b = apply_shifts(movie, rigid).values
+    b = apply_shifts(movie, rigid, interpolation="spline").values  # the same spline
     np.testing.assert_allclose(a, b, atol=1e-3)
 
 

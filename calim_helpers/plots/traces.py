@@ -244,6 +244,25 @@ def _draw_norm(fig: Figure, ds: xr.Dataset, t: np.ndarray, time_unit: str, /) ->
 
 _DRAW = {"raw": _draw_raw, "clean": _draw_clean, "norm": _draw_norm}
 
+# Margins of the per-ROI figures, inches: fixed (a layout engine would take over half
+# of the time of drawing a page), wide enough for two-line axis labels and tick labels
+# of up to 8 characters. The top grows with the lines above the axes (title, failed
+# fits, stable-fit notes).
+_MARGIN = {"left": 1.15, "right": 0.2, "bottom": 0.55, "top": 0.4, "gap": 0.35}
+_LINE_IN = {"title": 10 * 1.2 / 72, "note": 7 * 1.25 / 72}  # one more line of each
+
+
+def _place_axes(fig: Figure, title_lines: int, note_lines: int, /) -> None:
+    """Set the axes' margins for a title of ``title_lines`` and ``note_lines`` notes."""
+    w, h = fig.get_size_inches()
+    top = (_MARGIN["top"] + _LINE_IN["title"] * max(title_lines - 1, 0)
+           + _LINE_IN["note"] * note_lines)
+    n_axes = len(fig.axes)
+    height = (h - top - _MARGIN["bottom"] - (n_axes - 1) * _MARGIN["gap"]) / n_axes  # each
+    fig.subplots_adjust(left=_MARGIN["left"] / w, right=1 - _MARGIN["right"] / w,
+                        bottom=_MARGIN["bottom"] / h, top=1 - top / h,
+                        hspace=_MARGIN["gap"] / max(height, 0.1))
+
 
 def _pages(ds: xr.Dataset, kind: str, index: list[int], t: np.ndarray, time_unit: str, /,
            *, fig: Figure) -> Iterator[tuple[int, Figure]]:
@@ -269,11 +288,8 @@ def _pages(ds: xr.Dataset, kind: str, index: list[int], t: np.ndarray, time_unit
             ax.relim()
         for ax in axes:
             ax.autoscale_view()
-            # constrained layout starts again from where a new figure starts (its
-            # result depends slightly on the start); set_position leaves the layout
-            ax.set_position(ax.get_subplotspec().get_position(fig))
-            ax.set_in_layout(True)
         title.set(titles[k], notes[k])
+        _place_axes(fig, 1 + len(notes[k][0]), len(notes[k][1]))
         yield int(numbers[k]), fig
 
 
@@ -291,7 +307,7 @@ def _roi_figure(ds: xr.Dataset, roi: int, kind: str, time_unit: str, /) -> Figur
     _check_ds(ds, kind)
     one = ds.isel(roi=_roi_index(ds, [roi]))  # read only this ROI's values
     t = _coord_time(ds, "ds", time_unit)
-    fig = Figure(figsize=_FIGSIZE[kind], layout="constrained")
+    fig = Figure(figsize=_FIGSIZE[kind])
     ((_, fig),) = _pages(one, kind, [0], t, time_unit, fig=fig)
     return fig
 
@@ -363,7 +379,7 @@ def roi_figure_pages(ds: xr.Dataset, kind: str, /, *, rois: Sequence[int] | None
     _check_ds(ds, kind)
     index = _roi_index(ds, rois)
     t = _coord_time(ds, "ds", time_unit)
-    fig = Figure(figsize=_FIGSIZE[kind], layout="constrained")
+    fig = Figure(figsize=_FIGSIZE[kind])
     FigureCanvasAgg(fig)
     return _pages(ds, kind, index, t, time_unit, fig=fig)
 

@@ -60,10 +60,15 @@ def warm_compiled() -> None:
     """
     import numpy as np
 
-    from calim_helpers import baseline
+    import xarray as xr
+
+    from calim_helpers import baseline, registration
 
     rng = np.random.default_rng(0)
     baseline.arpls(100.0 + rng.normal(size=(2, 40)), lam=10.0)  # also noise.noise_sigma
+    for dtype in (np.uint16, np.float32):  # Micro-Manager stacks; the denoised movie
+        frames = xr.DataArray(np.zeros((1, 4, 4), dtype), dims=("time", "y", "x"))
+        registration.apply_shifts(frames, np.full((1, 2), 0.5)).values
 
 
 @contextlib.contextmanager
