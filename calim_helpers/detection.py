@@ -310,11 +310,12 @@ def detect_neurons(
     diameter_px: float = 9.0,
     method: str = "morphology",
     diameter_range: tuple[float, float] = (0.5, 1.6),
-    seed_threshold: float = 1.0,
+    seed_threshold: float = 2.0,
     min_ring_contrast: float = 0.5,
     min_solidity: float = 0.8,
     max_elongation: float = 2.1,
-    second_ring_contrast: float = 0.6,
+    min_edge_sharpness: float = 0.27,
+    second_ring_contrast: float = 0.4,
     second_min_area: float = 0.4,
     threshold: float | None = None,
     smooth_px: float | None = None,
@@ -341,11 +342,16 @@ def detect_neurons(
        haze; ``top`` = cleaned image minus background (a white top-hat).
     3. *Seeds*: local maxima in position and scale of the scale-normalized
        Laplacian of Gaussian of ``top`` over radii ``d_min / 2 .. d_max / 2``
-       (Lindeberg's blob detector), above ``seed_threshold`` robust standard
-       deviations of ``top`` (1.4826 MAD); of two seeds closer than 0.7 times
-       the sum of their radii only the stronger is kept.
+       (Lindeberg's blob detector), above ``seed_threshold`` standard
+       deviations of the background clutter of ``top`` (from its negative
+       values, which only the background has: 1.4826 times their median
+       magnitude); of two seeds closer than 0.7 times the sum of their radii
+       only the stronger is kept.
     4. *Regions*: watershed of the smoothed ``top`` from the seeds, within
-       ``top`` > 1 robust SD; each soma keeps the pixels of its basin above
+       ``top`` > 1 clutter SD; neighbouring basins with no dip between them
+       whose union is soma-sized and compact (elongation <= 1.8) are merged
+       (one soma crossed by a neurite or with an off-centre nucleus gets
+       several seeds); each soma keeps the pixels of its basin above
        ``outline_level`` of its 95th-percentile ``top`` (the half-maximum
        outline of the true footprint), largest part, holes filled. A region
        with two distance-transform cores joined by a narrow neck (below 0.85
@@ -353,11 +359,15 @@ def detect_neurons(
     5. *Shape tests*: a region is kept if its area is within
        ``[min_area_px, max_area_px]``, its solidity (area / convex-hull area)
        at least ``min_solidity``, its elongation (ratio of the principal axes)
-       at most ``max_elongation`` (neurites, blood vessels) and its ring
+       at most ``max_elongation`` (neurites, blood vessels), its ring
        contrast -- ``(median top inside - median top in a 2-pixel ring
-       around) / median top inside`` -- at least ``min_ring_contrast``
-       (out-of-focus cells and neuropil texture have soft edges); that step
-       must also exceed 5 standard errors, from the noise of one pixel of
+       around) / median top inside`` -- at least ``min_ring_contrast``, and
+       its edge sharpness -- the median gradient magnitude of ``top`` on the
+       pixels just inside and just outside its outline, over its median
+       ``top`` -- at least ``min_edge_sharpness`` (out-of-focus cells and
+       neuropil texture have soft edges; a touching neighbour lowers the ring
+       contrast but leaves most of the edge sharp); the step must also
+       exceed 5 standard errors, from the noise of one pixel of
        ``mean`` (``median(std) / sqrt(n_frames)``, or without ``std`` the
        robust SD of ``mean`` minus its 1-pixel Gaussian blur), which rejects
        noise blobs on a featureless background.
@@ -376,7 +386,7 @@ def detect_neurons(
     With ``d = diameter_px``, ``d_min, d_max = diameter_range[0] * d,
     diameter_range[1] * d``. Tuned on hard synthetic sessions
     (:func:`calim_helpers.demo.simulate_session` with ``difficulty="hard"``,
-    seeds 1-40: somata 8-18 µm, dim, touching and rarely firing cells,
+    seeds 1-60: somata 8-18 µm, dim, touching and rarely firing cells,
     neurites, out-of-focus cells); see ``benchmarks/bench_detection.py`` for
     held-out scores. Only ``mean`` is used, so a cell that never fires is found
     as well as an active one, and short movies work (a mean of a few frames).
@@ -415,8 +425,8 @@ def detect_neurons(
         ``diameter_px`` (``"morphology"``; 0 < low <= high). Default is
         (0.5, 1.6): 6-19 µm for a 12 µm typical soma.
     seed_threshold : float, optional
-        Smallest blob response of a seed, in robust standard deviations of the
-        top-hat image (``"morphology"``). Default is 1.0.
+        Smallest blob response of a seed, in standard deviations of the
+        top-hat image's background clutter (``"morphology"``). Default is 2.0.
     min_ring_contrast : float, optional
         Smallest ring contrast of a soma, in (-inf, 1] (``"morphology"``).
         Default is 0.5.
@@ -425,9 +435,15 @@ def detect_neurons(
     max_elongation : float, optional
         Largest ratio of a soma's major to minor axis, >= 1 (``"morphology"``).
         Default is 2.1.
+    min_edge_sharpness : float, optional
+        Smallest median gradient magnitude of the top-hat image across a
+        soma's outline, per pixel, as a fraction of the soma's median top-hat
+        value, >= 0 (``"morphology"``; 0 switches the test off). A sharp
+        disc edge smoothed over about a pixel gives 0.3-0.5, a cell of another
+        plane blurred by 2 pixels about 0.2. Default is 0.27.
     second_ring_contrast : float, optional
         Smallest ring contrast of a soma found in the second round, in
-        (-inf, 1] (``"morphology"``). Default is 0.6.
+        (-inf, 1] (``"morphology"``). Default is 0.4.
     second_min_area : float, optional
         Smallest area of a soma found in the second round, as a multiple of
         the area of a disc of ``diameter_px``, >= 0 (``"morphology"``).
@@ -492,6 +508,7 @@ def detect_neurons(
             images, diameter_px=diameter_px, diameter_range=diameter_range,
             seed_threshold=seed_threshold, min_ring_contrast=min_ring_contrast,
             min_solidity=min_solidity, max_elongation=max_elongation,
+            min_edge_sharpness=min_edge_sharpness,
             second_ring_contrast=second_ring_contrast, second_min_area=second_min_area,
             outline_level=0.6 if outline_level is None else outline_level,
             min_area_px=min_area_px, max_area_px=max_area_px,
@@ -690,7 +707,7 @@ def _pixel_noise(images: Any, mean: np.ndarray) -> float:
 
 def _shape_ok(cell: np.ndarray, top: np.ndarray, *, pixel_noise: float,
               min_ring_contrast: float, min_solidity: float, max_elongation: float,
-              exclude: np.ndarray | None = None) -> bool:
+              min_edge_sharpness: float = 0.0, exclude: np.ndarray | None = None) -> bool:
     """Shape tests of :func:`detect_neurons` (``"morphology"``) on one region.
 
     The ring leaves out the pixels of ``exclude`` (other somata) unless that leaves
@@ -709,6 +726,11 @@ def _shape_ok(cell: np.ndarray, top: np.ndarray, *, pixel_noise: float,
     step_se = 1.2533 * pixel_noise * math.sqrt(1 / cell.sum() + 1 / max(int(ring.sum()), 1))
     if step / inside < min_ring_contrast or step < 5 * step_se:
         return False
+    if min_edge_sharpness > 0:
+        edge = ndimage.binary_dilation(cell) & ~ndimage.binary_erosion(cell)
+        gy, gx = np.gradient(top)
+        if np.median(np.hypot(gy, gx)[edge]) < min_edge_sharpness * inside:
+            return False
     if cell.sum() / convex_hull_image(cell).sum() < min_solidity:
         return False
     rows, cols = np.nonzero(cell)
@@ -717,6 +739,93 @@ def _shape_ok(cell: np.ndarray, top: np.ndarray, *, pixel_noise: float,
         if eig[0] <= 0 or math.sqrt(eig[1] / eig[0]) > max_elongation:
             return False
     return True
+
+
+#: Basins of one soma are merged when the saddle between them is at least this
+#: fraction of the lower basin peak and their union is at most this elongated.
+_MERGE_SADDLE = 0.8
+_MERGE_ELONGATION = 1.8
+
+
+def _elongation(cell: np.ndarray) -> float:
+    """Ratio of the principal axes of a region's pixels (inf when degenerate)."""
+    rows, cols = np.nonzero(cell)
+    if rows.size < 3:
+        return float("inf")
+    eig = np.linalg.eigvalsh(np.cov(np.stack([rows, cols]).astype(np.float64)))
+    return math.sqrt(eig[1] / eig[0]) if eig[0] > 0 else float("inf")
+
+
+def _clutter_sd(top: np.ndarray) -> float:
+    """SD of the background clutter of a top-hat image, from its negative values.
+
+    Somata, neurites and out-of-focus cells only add to the top-hat image, so its
+    values below 0 are background (noise, neuropil texture): taken as one half of a
+    zero-mean normal, their SD is ``1.4826 * median(|x|)``. The robust SD of the
+    whole image instead grows with the fraction of the frame the cells cover (half
+    of it or more in dense fields). Falls back to that with fewer than 10 negative
+    pixels.
+    """
+    neg = top[top < 0]
+    if neg.size < 10:
+        return _robust_sd(top)
+    return float(1.4826 * np.median(-neg))
+
+
+def _merge_basins(basins: np.ndarray, smooth: np.ndarray, residual: np.ndarray, *,
+                  outline_level: float, saddle: float, max_elongation: float,
+                  max_area: float) -> np.ndarray:
+    """Merge neighbouring watershed basins that belong to one soma.
+
+    A soma crossed by a neurite, or with an off-centre nucleus, gets several blob
+    seeds and so several basins, each outlined as a fragment. Two touching basins
+    are merged when ``smooth`` shows no dip between them -- the highest of
+    ``min(smooth[p], smooth[q])`` over their touching pixel pairs is at least
+    ``saddle`` times the lower of the two basin peaks -- and their union, outlined
+    like a soma, is at most ``max_area`` pixels and ``max_elongation`` elongated
+    (two touching somata side by side have an elongation near 2). Pairs are
+    tried from the shallowest dip.
+    """
+    n = int(basins.max())
+    if n < 2:
+        return basins
+    peak = ndimage.maximum(smooth, basins, np.arange(n + 1))
+    pairs: dict[tuple[int, int], float] = {}
+    for axis in (0, 1):
+        a = basins.take(np.arange(basins.shape[axis] - 1), axis=axis)
+        b = basins.take(np.arange(1, basins.shape[axis]), axis=axis)
+        va = smooth.take(np.arange(basins.shape[axis] - 1), axis=axis)
+        vb = smooth.take(np.arange(1, basins.shape[axis]), axis=axis)
+        sel = (a > 0) & (b > 0) & (a != b)
+        for x, y, v in zip(a[sel], b[sel], np.minimum(va, vb)[sel], strict=True):
+            key = (min(x, y), max(x, y))
+            pairs[key] = max(pairs.get(key, -np.inf), float(v))
+    parent = np.arange(n + 1)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def depth(item: tuple[tuple[int, int], float]) -> float:
+        (x, y), v = item
+        return -v / max(min(peak[x], peak[y]), 1e-12)
+
+    for (x, y), v in sorted(pairs.items(), key=depth):
+        if v < saddle * min(peak[x], peak[y]):
+            continue
+        rx, ry = find(x), find(y)
+        if rx == ry:
+            continue
+        union = np.isin(basins, [k for k in range(1, n + 1) if find(k) in (rx, ry)])
+        region = union & (residual >= outline_level * np.percentile(residual[union], 95))
+        if region.sum() > max_area or _elongation(region) > max_elongation:
+            continue
+        parent[ry] = rx
+    roots = np.array([find(k) for k in range(n + 1)])
+    roots[0] = 0
+    return roots[basins]
 
 
 def _soma_model(top: np.ndarray, labels: np.ndarray, blur_px: float = 1.0) -> np.ndarray:
@@ -742,7 +851,8 @@ def _soma_model(top: np.ndarray, labels: np.ndarray, blur_px: float = 1.0) -> np
 def _detect_morphology(
     images: Any, *, diameter_px: float, diameter_range: tuple[float, float],
     seed_threshold: float, min_ring_contrast: float, min_solidity: float,
-    max_elongation: float, second_ring_contrast: float, second_min_area: float,
+    max_elongation: float, min_edge_sharpness: float, second_ring_contrast: float,
+    second_min_area: float,
     outline_level: float, min_area_px: float | None,
     max_area_px: float | None, min_border_area_px: float | None,
 ) -> tuple[np.ndarray, dict]:
@@ -762,6 +872,8 @@ def _detect_morphology(
         raise ValueError(f"min_solidity must be in [0, 1], got {min_solidity!r}")
     if not max_elongation >= 1:
         raise ValueError(f"max_elongation must be >= 1, got {max_elongation!r}")
+    if not min_edge_sharpness >= 0:
+        raise ValueError(f"min_edge_sharpness must be >= 0, got {min_edge_sharpness!r}")
     if not second_ring_contrast <= 1:
         raise ValueError(f"second_ring_contrast must be <= 1, got {second_ring_contrast!r}")
     if not second_min_area >= 0:
@@ -779,7 +891,7 @@ def _detect_morphology(
         raise ValueError(f"min_border_area_px must be >= 0, got {min_border_area_px!r}")
 
     top = _top_hat(mean, d_min, d_max)
-    noise = _robust_sd(top)
+    noise = _clutter_sd(top)
     pixel_noise = _pixel_noise(images, mean)
     radii = np.geomspace(d_min / 2, d_max / 2, 6)
     second_area = second_min_area * math.pi * diameter_px**2 / 4
@@ -788,15 +900,19 @@ def _detect_morphology(
     n = 0
     residual = top
     for round_ in range(2):
-        ring_contrast = min_ring_contrast if round_ == 0 else second_ring_contrast
         seeds = [(y, x) for y, x in _blob_seeds(residual, radii, seed_threshold * noise)
                  if labels[y, x] == 0]
         if not seeds:
             break
         markers = np.zeros(shape, dtype=np.int32)
         markers[tuple(np.array(seeds).T)] = np.arange(1, len(seeds) + 1)
-        basins = watershed(-ndimage.gaussian_filter(residual, 0.7), markers,
+        smooth = ndimage.gaussian_filter(residual, 0.7)
+        basins = watershed(-smooth, markers,
                            mask=((residual > noise) & (labels == 0)) | (markers > 0))
+        basins = _merge_basins(basins, smooth, residual, outline_level=outline_level,
+                               saddle=_MERGE_SADDLE, max_elongation=_MERGE_ELONGATION,
+                               max_area=max_area)
+        candidates = []
         for k, box in enumerate(ndimage.find_objects(basins), start=1):
             if box is None:
                 continue
@@ -820,14 +936,19 @@ def _detect_morphology(
                            or cols.max() == shape[1] - 1)
                 if touches and area < min_border:
                     continue
-                if not _shape_ok(cell, local, pixel_noise=pixel_noise,
-                                 min_ring_contrast=ring_contrast,
-                                 min_solidity=min_solidity, max_elongation=max_elongation,
-                                 exclude=ndimage.binary_dilation(labels[box] > 0)
-                                 if round_ else None):
-                    continue
-                n += 1
-                labels[rows, cols] = n
+                candidates.append((box, cell, rows, cols))
+        for box, cell, rows, cols in candidates:
+            local = residual[box]
+            exclude = ndimage.binary_dilation(labels[box] > 0) if round_ else None
+            ok = _shape_ok(cell, local, pixel_noise=pixel_noise,
+                           min_ring_contrast=min_ring_contrast if round_ == 0
+                           else second_ring_contrast,
+                           min_solidity=min_solidity, max_elongation=max_elongation,
+                           min_edge_sharpness=min_edge_sharpness, exclude=exclude)
+            if not ok:
+                continue
+            n += 1
+            labels[rows, cols] = n
         residual = np.where(ndimage.binary_dilation(labels > 0), 0.0,
                             top - _soma_model(top, labels))
 
@@ -840,6 +961,7 @@ def _detect_morphology(
         "min_ring_contrast": float(min_ring_contrast),
         "min_solidity": float(min_solidity),
         "max_elongation": float(max_elongation),
+        "min_edge_sharpness": float(min_edge_sharpness),
         "second_ring_contrast": float(second_ring_contrast),
         "second_min_area": float(second_min_area),
         "outline_level": float(outline_level),

@@ -299,6 +299,7 @@ def test_detect_on_featureless_images_finds_nothing():
         ({"min_ring_contrast": 1.5}, "min_ring_contrast"),
         ({"min_solidity": 2}, "min_solidity"),
         ({"max_elongation": 0.5}, "max_elongation"),
+        ({"min_edge_sharpness": -0.1}, "min_edge_sharpness"),
         ({"second_ring_contrast": 1.5}, "second_ring_contrast"),
         ({"second_min_area": -0.1}, "second_min_area"),
     ],
@@ -584,7 +585,7 @@ def test_morphology_finds_a_dim_cell_touching_a_bright_one(seed):
     labels = detect_neurons(summary_images(_movie(movie)), diameter_px=9.0)
     result = match_rois(labels, [bright, dim])
     assert result["n_a"] == 2 and result["n_matched"] == 2, result["pairs"]
-    assert labels.attrs["second_ring_contrast"] == 0.6
+    assert labels.attrs["second_ring_contrast"] == 0.4
 
 
 def test_morphology_fringe_of_a_bright_soma_is_not_a_cell():
@@ -639,3 +640,76 @@ def test_detect_rois_on_a_short_movie_round_trips_to_native_pixels():
     one = detect_rois(small.isel(time=slice(0, 1)), diameter_um=12.0, pixel_size_um=0.65,
                       factors={"time": 10, "y": 2, "x": 2})
     assert match_rois([rasterize(r, native) for r in one], discs)["f1"] == 1.0
+
+
+def test_morphology_finds_dim_discs_in_a_crowded_field():
+    """Bright discs (radius 4.5, step 80) on a grid, six dim
+    ones (step 12) sit in the gaps. The seed threshold is set from the background clutter
+    (the negative part of the top-hat image), not from the spread of the whole image,
+    which grows with the fraction the bright discs cover (over 40 %): all come back."""
+    shape = (72, 96)
+    rng = np.random.default_rng(3)
+    grid = [(6 + 10 * i + rng.uniform(-0.5, 0.5), 6 + 12 * j)
+            for i in range(7) for j in range(8)]
+    bright = [_disc(shape, c, 4.5) for k, c in enumerate(grid) if k % 5]
+    dim = [_disc(shape, c, 3.5) for k, c in enumerate(grid) if k % 5 == 0]
+    scene = _neuropil(shape) + ndimage.gaussian_filter(
+        80.0 * np.sum(bright, axis=0) + 12.0 * np.sum(dim, axis=0), 0.6)
+    movie = _scene_movie(scene, 60, 5.0, seed=4)
+    labels = detect_neurons(summary_images(_movie(movie)), diameter_px=9.0)
+    result = match_rois(labels, bright + dim)
+    assert np.asarray(bright).any(axis=0).mean() > 0.4
+    found = {b for _, b, _ in result["pairs"]}
+    assert set(range(len(bright) + 1, len(bright) + len(dim) + 1)) <= found, result["pairs"]
+    assert result["precision"] == 1.0 and result["recall"] == 1.0, result["pairs"]
+
+
+def test_morphology_keeps_a_soma_crossed_by_a_neurite_whole():
+    """A large disc (radius 7) crossed through its middle by a bright process comes back
+    as one soma that matches the disc, not as two halves either side of the process."""
+    shape = (48, 64)
+    cell = _disc(shape, (24, 30), 7.0)
+    scene = _neuropil(shape) + ndimage.gaussian_filter(60.0 * cell, 0.7)
+    yy, xx = np.indices(shape)
+    scene += 50.0 * np.exp(-0.5 * ((yy - 24 - 0.3 * (xx - 30)) / 0.7) ** 2)
+    for seed in range(3):
+        movie = _scene_movie(scene, 60, 3.0, seed=30 + seed)
+        labels = detect_neurons(summary_images(_movie(movie)), diameter_px=9.0)
+        result = match_rois(labels, [cell])
+        assert result["n_matched"] == 1 and result["pairs"][0][2] > 0.7, result["pairs"]
+        assert result["n_a"] == 1, result["pairs"]
+
+
+def test_morphology_edge_sharpness_rejects_a_blurred_disc():
+    """Same peak, same size: a disc with a sharp edge is a soma, the same disc blurred by
+    2 px (a cell of another plane) is not, even with the ring test switched off; with the
+    edge test off as well the blurred disc comes back."""
+    shape = (40, 80)
+    sharp, soft = _disc(shape, (20, 20), 5.0), _disc(shape, (20, 60), 5.0)
+    scene = (_neuropil(shape) + ndimage.gaussian_filter(40.0 * sharp, 0.7)
+             + 40.0 / 0.75 * ndimage.gaussian_filter(soft.astype(float), 2.0))
+    movie = _scene_movie(scene, 60, 2.0, seed=5)
+    images = summary_images(_movie(movie))
+    labels = detect_neurons(images, diameter_px=9.0, min_ring_contrast=-10.0)
+    assert labels.attrs["min_edge_sharpness"] == 0.27
+    assert match_rois(labels, [sharp])["n_matched"] == 1
+    assert not labels.values[soft].any()
+    loose = detect_neurons(images, diameter_px=9.0, min_ring_contrast=-10.0,
+                           min_edge_sharpness=0.0)
+    assert loose.values[20, 60] > 0
+
+
+@pytest.mark.xfail(strict=True, reason="known limitation: each disc's ring is two-thirds "
+                   "neighbour, so all three fail the ring test (hard seed 17 has such a cluster)")
+def test_morphology_splits_three_touching_discs():
+    """Three discs of equal brightness, each overlapping the other two by about a pixel
+    (a cluster like those of the hard preset): three somata, each matching its disc."""
+    shape = (48, 64)
+    centres = [(20, 26), (20, 36), (28.7, 31)]
+    discs = [_disc(shape, c, 5.4) for c in centres]
+    scene = _neuropil(shape) + ndimage.gaussian_filter(
+        70.0 * np.clip(np.sum(discs, axis=0), 0, 1), 0.7)
+    movie = _scene_movie(scene, 60, 3.0, seed=6)
+    labels = detect_neurons(summary_images(_movie(movie)), diameter_px=9.0)
+    result = match_rois(labels, discs)
+    assert result["n_a"] == 3 and result["n_matched"] == 3, result["pairs"]
