@@ -390,6 +390,9 @@ def detect_neurons(
     neurites, out-of-focus cells); see ``benchmarks/bench_detection.py`` for
     held-out scores. Only ``mean`` is used, so a cell that never fires is found
     as well as an active one, and short movies work (a mean of a few frames).
+    Known limitation: a cluster of three or more touching somata of similar
+    brightness can be lost whole, as each soma's ring is mostly its neighbours
+    and fails the ring test.
 
     ``"correlation"`` finds *active* somata only, where neighbouring pixels
     fluctuate together (the method of earlier versions):

