@@ -124,6 +124,7 @@ from contextlib import AbstractContextManager
 from functools import partial
 from typing import NamedTuple
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -148,6 +149,7 @@ AXES = ("dy", "dx")
 _TEMPLATE_PIECES = 8  # dask chunks the template's frames are cut into
 _MIN_BINNED = 32  # binning never leaves fewer pixels than this along an axis
 _BATCH = 32  # frames registered together (one batch of FFTs)
+_MEDIAN_ROWS = 32  # rows of the template's frames whose median is taken at a time
 _CONVENTION = "correction to apply: corrected(y, x) = frame(y - dy, x - dx), native pixels"
 
 
@@ -479,6 +481,43 @@ def _fourier_mean(frames: np.ndarray, shifts: np.ndarray, piece: int = 16) -> np
     return mean[pad:pad + ny, pad:pad + nx].astype(np.float32)
 
 
+def _read_frames(movie: xr.DataArray, index: np.ndarray) -> np.ndarray:
+    """Frames ``index`` (increasing) of the movie, read one dask chunk at a time.
+
+    Filled into one array: reading them in one go holds whole chunks and the pieces
+    of the result besides the result (twice its size at the peak).
+    """
+    out = np.empty((len(index), movie.sizes["y"], movie.sizes["x"]), dtype=movie.dtype)
+    data = movie.data
+    bounds = (np.cumsum((0, *data.chunks[0])) if isinstance(data, da.Array)
+              else np.array([0, movie.sizes["time"]]))
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        inside = np.flatnonzero((index >= lo) & (index < hi))
+        if inside.size:
+            want = index[inside]
+            steps = np.unique(np.diff(want))
+            # a strided slice reaches the file as one (only those frames are read)
+            part = (data[want[0]:want[-1] + 1:int(steps[0]) if steps.size else 1]
+                    if steps.size <= 1 else data[want])
+            out[inside] = part.compute() if isinstance(part, da.Array) else part
+    return out
+
+
+def _pieces(frames: np.ndarray, chunk: int) -> da.Array:
+    """Wrap ``frames`` in a dask array of ``chunk`` frames per chunk, sharing its memory.
+
+    (``da.from_array`` copies a numpy array: 141 MB more for 200 full-size frames.)
+    """
+    def piece(start: int) -> np.ndarray:
+        return frames[start:start + chunk]
+
+    return da.concatenate([
+        da.from_delayed(dask.delayed(piece, pure=True)(start),
+                        shape=(min(chunk, len(frames) - start), *frames.shape[1:]),
+                        dtype=frames.dtype)
+        for start in range(0, len(frames), chunk)])
+
+
 def make_template(
     movie: xr.DataArray,
     /,
@@ -547,13 +586,15 @@ def make_template(
     step = max(1, nt // n_frames)
     start = (nt - step * (min(n_frames, nt) - 1) - 1) // 2
     picked = slice(start, start + step * min(n_frames, nt), step)
-    frames = np.asarray(movie.isel(time=picked).values)
+    frames = _read_frames(movie, np.arange(nt)[picked])
     index = np.arange(nt)[picked]
 
-    template = np.median(frames, axis=0).astype(np.float32)
+    template = np.empty(frames.shape[1:], dtype=np.float32)
+    for r in range(0, frames.shape[1], _MEDIAN_ROWS):  # the median copies only these rows
+        template[r:r + _MEDIAN_ROWS] = np.median(frames[:, r:r + _MEDIAN_ROWS], axis=0)
     # a few chunks so that dask's threads share the work
     chunk = -(-len(frames) // _TEMPLATE_PIECES)
-    stack = xr.DataArray(da.from_array(frames, chunks=(chunk, -1, -1)), dims=movie.dims)
+    stack = xr.DataArray(_pieces(frames, chunk), dims=movie.dims)
     for _ in range(n_iter):
         registrar = _Registrar(template, _whole_frame(movie), upsample_factor=upsample_factor,
                                highpass_sigma=highpass_sigma, lowpass_sigma=lowpass_sigma,

@@ -108,3 +108,4 @@ def test_a_local_cluster_is_started_and_closed():
             assert {w["memory_limit"] for w in info.values()} == {10**9}
     with pytest.raises(OSError):
         distributed.Client(address, timeout=2)
+

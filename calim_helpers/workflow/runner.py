@@ -38,6 +38,7 @@ import pandas as pd
 
 from calim_helpers import __version__, io
 from calim_helpers.errors import CalimInputError
+from calim_helpers.workflow import cluster
 from calim_helpers.workflow.experiment import STORES, Experiment
 from calim_helpers.workflow.steps import ANALYSIS_TABLES, STEPS, Skip
 
@@ -165,6 +166,7 @@ def run_session(step: str, experiment: Experiment, session: io.Session,
                 experiment, session, step):
             return done["row"] | {"seconds": 0.0, "cached": True}
     clear_from(experiment, session, step)
+    cluster.large_blocks_to_os()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
