@@ -37,9 +37,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy.cluster.hierarchy import fcluster, leaves_list, linkage
-from scipy.signal import welch
-from scipy.spatial.distance import squareform
 
 from calim_helpers.errors import CalimWarning
 from calim_helpers.events import event_rates
@@ -178,6 +175,8 @@ def power_spectra(
     CalimWarning
         If NaN frames remain inside a trace after its leading NaN frames.
     """
+    from scipy.signal import welch  # here: scipy.signal takes 0.6 s to import
+
     values, da = _roi_time(norm, "norm")
     nperseg = _positive_int("nperseg", nperseg, low=2)
     if frame_interval_s is None:
@@ -558,6 +557,9 @@ def cluster_rois(
     >>> labels.tolist(), order.tolist()
     ([1, 2, 1, 2], [0, 2, 1, 3])
     """
+    from scipy.cluster.hierarchy import fcluster, leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
     c = np.asarray(corr.values if isinstance(corr, xr.DataArray) else corr, dtype=np.float64)
     if c.ndim != 2 or c.shape[0] != c.shape[1]:
         raise ValueError(f"corr must be a square (roi, roi) matrix, got shape {c.shape}")
