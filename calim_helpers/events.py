@@ -50,37 +50,91 @@ Let ``x`` be one normalized trace (e.g. ΔF/F), NaN on trimmed or guarded frames
 
 Threshold, prominence, floor and noise
 --------------------------------------
-``threshold`` is a height above the trace's one resting level, ``prominence``
-a height above the local trough, both in units of the same ``sigma``; the
-noise estimate leaves out every frame that reaches 2.5 sigma above the local
-level, with its decay, so detected transients never inflate the sigma they
-are measured against. For an isolated transient in white noise the two tests
-coincide; ``prominence`` decides only for a transient riding on the decay of
-another (or on a drift the baseline fit left), where it keeps noise on the
-decay from counting. ``min_amplitude`` is a floor in the trace's own units on
-top of them. Measured (``benchmarks/bench_events.py``; kernel transients
-planted at one frame per second in Gaussian noise, ``tests/test_events.py``):
-recall 0.45 at SNR 3 (the peak plus noise passes 3 sigma about half the time),
-0.93 at SNR 5, 1.0 at SNR 10, 0.8 false events per 1000 noise frames.
+Three tests, in this order, decide whether a local maximum is an event:
+
+1. ``threshold``: its height above the trace's one resting level, in units of
+   ``sigma``;
+2. ``prominence``: its height above the higher of the troughs that separate
+   it from higher signal, in the same ``sigma``;
+3. ``min_amplitude``: its ``amplitude`` (from the local pre-onset level), in
+   the trace's own units (ΔF/F for ``dff``), not in sigmas.
+
+``sigma`` and the level come from :func:`calim_helpers.noise.noise_sigma`,
+which leaves out every frame that reaches 2.5 sigma above the local level,
+with its decay: detected transients never inflate the sigma they are measured
+against, and anything that rises past 2.5 sigma (a neighbour's transient, a
+neuropil wiggle) is not counted as noise either. For an isolated transient in
+white noise the first two tests coincide; ``prominence`` decides only for a
+transient riding on the decay of another (or on a drift the baseline fit
+left), where it keeps noise on the decay from counting. Measured on white
+noise (``tests/test_events.py``): kernel transients planted at one frame per
+second are found with recall 0.45 at SNR 3 (the peak plus noise passes 3
+sigma about half the time), 0.93 at SNR 5, 1.0 at SNR 10; noise alone gives
+5.3 false events per 1000 frames on 60-frame traces, 2.6 on 150-frame and 1.6
+on 1500-frame ones (the ideal, with sigma and level known, is at most
+P(z > 3) = 1.35 per 1000): a sigma estimated from few frames spreads (10-90 %:
+0.79-1.12 of the truth at 60 frames) and a low estimate lowers the effective
+threshold.
+
+The floor matters when a trace holds light that is not its cell's and not
+white noise (neuropil left after the correction, out-of-focus cells,
+neurites): such wiggles are many sigmas high when the shot noise is low, so
+no sigma test removes them, but they have a typical size in ΔF/F. On the
+pipeline's traces of hard sessions (below) the floor, not the sigma tests,
+sets the balance: at a given floor, threshold = prominence from 2.5 to 3.5
+changes F1 by at most 0.002; floors from 0.004 to 0.007 change it by 0.026
+(``fitted``, seeds 11-40).
+The floor's best value follows the neuropil correction (tuning seeds 1-10 /
+11-40, F1): with ``neuropil.method none`` 0.734 / 0.707 at 0.01 (the default),
+0.706 / 0.677 at 0.005, 0.671 / 0.660 at 0.015; with ``fitted`` 0.781 / 0.742
+at 0.01, 0.804 / 0.779 at 0.005 (smallest-third recall 0.43 / 0.36 -> 0.68 /
+0.69, precision 0.86 / 0.86 -> 0.78 / 0.75). The pipeline's ``dff`` shows
+only about a quarter of a cell's true ΔF/F (median slope 0.27, 10-90 %
+0.09-0.39, over its own neuron's ΔF/F): its divisor, the raw trace's
+baseline, also holds the neuropil, the contaminants and the camera offset. So
+the floor 0.01 is about 0.04 true ΔF/F, above most of the smallest third of
+the true transients (0.01-0.06).
 
 What limits it (measured)
 -------------------------
-On held-out "hard" synthetic sessions (seeds 101-110, 600 frames at 0.1 s, the
-pipeline's defaults, 1 s frames; scoring defined in ``benchmarks/bench_events.py``)
-with the defaults (3, 3, ``min_amplitude`` 0.01): on the pipeline's ``norm``
-precision 0.83, recall 0.68, F1 0.75; on the same ROIs' noise-free,
-neuropil-free ΔF/F plus Gaussian noise of their true sigma precision 0.90,
-recall 0.92, F1 0.91. The gap is the traces, not the detector: most false
-events of ``norm`` coincide with a rise of the neuropil and out-of-focus
-light inside the ROI (a local network burst the global background does not
-remove), the rest of both sets with a neighbour's soma or a neurite inside
-the ROI; what is left of ``norm`` around the true ΔF/F (own cell, other
-cells, neuropil and a smooth drift regressed out) is a median 3 times (10-90 %:
-1.7-10 times) the ROIs' shot and read noise, so transients of true SNR 3-10
-are near 1-3 sigma there.
-No threshold, prominence or floor changes this on the tuning seeds 1-20: F1
-stays between 0.64 and 0.72 on ``norm`` over threshold 2.5-4, prominence 2-4
-and floor 0-0.015, and precision stays below 0.84 (up to threshold 8).
+``benchmarks/bench_events.py`` on "hard" synthetic sessions (600 frames at
+0.1 s, the pipeline's defaults with ``neuropil.method fitted``, 1 s frames,
+60 per trace; scoring in its docstring), tuning seeds 1-10 / 11-40, default
+event parameters: on the pipeline's ``norm`` precision 0.862 / 0.864, recall
+0.714 / 0.650, F1 0.781 / 0.742, smallest-third recall 0.430 / 0.357; on the
+same ROIs' noise-free, neuropil-free ΔF/F plus Gaussian noise of their true
+sigma ("oracle") 0.879 / 0.902, 0.945 / 0.933, 0.911 / 0.917, 0.898 / 0.890.
+
+- Oracle false positives are other cells' light in the ROI: 33 of 50 / 85 of
+  105 coincide with a transient of a neighbouring soma that the ROI covers (a
+  touching cell, a ROI drawn too large); the rest are noise. Counting those
+  as neither, precision is 0.955 / 0.980. The scoring is right to count them
+  (they are not events of the ROI's neuron); a detector that sees one trace
+  cannot tell them apart.
+- Pipeline false positives (floor 0.01) coincide mostly with a rise of the
+  neuropil inside the ROI (23 of 44 / 59 of 106) or of an out-of-focus cell or
+  neurite (16 / 30), few with noise (4 / 9) or a neighbour's soma (1 / 8):
+  the trace, not the detector. What is left of ``norm`` around the own
+  cell's ΔF/F is a median 2.9 times the ROI's shot and read noise (1-10), so the
+  small transients drown in it: recall at true SNR 3-5 is 0.07 / 0.15 (oracle
+  0.76 / 0.66).
+- Tried on these seeds (floor 0.005, ``fitted``; F1 change against the same
+  seeds without it), not kept: rejecting events that the neuropil ring
+  explains (ring rise over event amplitude above 0.3-1: -0.055 to 0.000);
+  rejecting events that another ROI's simultaneous event explains (the
+  lowest tenth of the ratio of the two traces at the other ROI's events,
+  ROIs with 5 events or more): pipeline -0.004 / +0.004, oracle +0.013 /
+  +0.009 with precision 0.911 / 0.928; a two-frame matched filter for
+  transients split across frames (11-40: -0.005 to -0.001); floors scaled per
+  ROI by the ring's spread, the trace's difference MAD or IQR (at best
+  -0.012, against the fixed floor); a sigma that can only be larger (the max
+  or mean with the difference MAD; 11-40: -0.017 to -0.006). The oracle's true
+  sigma instead of the estimate gains only +0.009 (11-40), a match tolerance
+  of 2 frames +0.004 to +0.006, and dividing by the raw baseline minus the
+  ring's (true ΔF/F scale: median slope 0.99) reaches 0.784 at its best floor
+  (0.02; 1-10). At 1 s frames a transient lasts one or two frames (decay time
+  0.7 s), so its shape does not tell it from a neuropil wiggle, which follows
+  the cells around.
 
 Examples
 --------

@@ -107,7 +107,12 @@ Limits
   with the former HSM+RMS; overlapping 3-4 sigma transients every ~8 frames,
   28-37 % high (HSM+RMS: 21-30 %).
 - The smaller-side rule of step 4 costs a small low bias on quiet traces:
-  -2 to -3 % at 150 frames, -1 % at 1500.
+  -2 to -3 % at 150 frames, -1 % at 1500, -4.5 % at 60 frames, where the estimate
+  also spreads more (10-90 % of ``sigma_hat / sigma`` on white noise: 0.79-1.12 at
+  60 frames, 0.87-1.07 at 150, 0.95-1.02 at 1500; 2000, 2000 and 200 traces). A low
+  estimate lowers an event threshold in sigmas: the false event rate of
+  :func:`calim_helpers.events.detect_events` on white noise is 5.3 per 1000 frames at
+  60 frames against 1.6 at 1500.
 - Only positive transients are recognized; negative deflections (e.g. an
   over-fitted baseline) deeper than ``clip`` sigma are dropped as artefacts,
   shallower ones count as noise.
@@ -130,8 +135,9 @@ above the local level, with its decay, so a peak that passes the default
 ``threshold = 3`` never widens the noise it is measured against; a peak must
 also stand ``prominence`` sigmas above the trough that separates it from
 higher signal, which keeps noise on a decay from counting as a new event.
-With the defaults (3, 3), Gaussian noise alone gives about 2.6 events per
-1000 frames on 150-frame traces and 1.6 on 1500-frame traces (measured); a
+With the defaults (3, 3), Gaussian noise alone gives about 5.3 events per
+1000 frames on 60-frame traces, 2.6 on 150-frame and 1.6 on 1500-frame traces
+(measured); a
 sigma that active frames inflate, as the former estimates did by ~5 % on
 moderately active traces, lowers that rate at the price of missing small
 transients.
