@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from calim_helpers import io, resources
+from calim_helpers.workflow import kernels
 from calim_helpers.workflow.cluster import cluster_for_run
 from calim_helpers.workflow.experiment import Experiment
 from calim_helpers.workflow.record import finish_record, run_record
@@ -139,6 +140,7 @@ def execute_notebook(
     source_dir: Path,
     html: bool = True,
     prefix: str = "",
+    kernel: Any | None = None,
 ) -> str:
     """Execute one notebook with papermill; return "" or the failure (cell and error).
 
@@ -156,6 +158,10 @@ def execute_notebook(
         Also render the executed notebook to HTML beside it. Default is True.
     prefix : str, optional
         Put before each forwarded line of the kernel's stderr. Default is "".
+    kernel : jupyter_client.KernelManager, optional
+        A kernel already started in ``output.parent`` (:class:`~calim_helpers.workflow.
+        kernels.NextKernel`); it is shut down afterwards. Default is None: papermill
+        starts one.
     """
     import papermill as pm
 
@@ -167,13 +173,16 @@ def execute_notebook(
     error = ""
     sink = _LineForwarder(prefix)
     try:
+        engine = {}
+        if kernel is not None:
+            kernels.register_engine()
+            engine = {"engine_name": kernels.ENGINE, "km": kernel}
         pm.execute_notebook(str(src), str(tmp), parameters=values, kernel_name="python3",
                             progress_bar=False, log_output=False, stderr_file=sink,
                             cwd=str(output.parent),
-                            # the kernel's own log is not ours: its warning about the
-                            # loopback transport, and the interrupt a kernel that held a
-                            # dask client gets at shutdown (harmless, but says ERROR)
-                            extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+                            extra_arguments=list(kernels.KERNEL_ARGUMENTS),
+                            # its cells are done; a graceful shutdown waits 0.2 s more
+                            shutdown_kernel="immediate", **engine)
     except pm.PapermillExecutionError as exc:
         error = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}".strip()
     except Exception as exc:  # noqa: BLE001 - a dead kernel fails this experiment, not the run
@@ -304,67 +313,80 @@ def run_experiments(
                                                              params["sessions"]).sessions))
     try:
         with tempfile.TemporaryDirectory(prefix="calim-nb-") as tmp, \
-                cluster_for_run(params["compute"], n_sessions) as compute:
-            for k, exp_dir in enumerate(experiments):
-                exp_dir = Path(exp_dir).resolve()
-                run = ExperimentRun(exp_dir.name)
-                runs.append(run)
-                values = dict(params) | {"experiment_dir": str(exp_dir), "compute": compute,
-                                         "out_dir": str(Path(out_dir).resolve())}
-                last = k == len(experiments) - 1
-                try:
-                    run_record(Experiment.open(exp_dir, out_dir, params["sessions"]), params,
-                               command=command)
-                except Exception as exc:  # noqa: BLE001 - reported like a failed notebook
-                    run.failed_notebook, run.error = "run_record", f"{type(exc).__name__}: {exc}"
-                    log.error("%s: cannot start: %s", exp_dir.name, run.error)
-                    bar.update(len(NOTEBOOKS))
-                    continue
-                root = Path(out_dir) / exp_dir.name
-                experiment = Experiment.open(exp_dir, out_dir, params["sessions"])
-                inputs = _session_inputs(experiment)
-                for name in NOTEBOOKS:
-                    if name == "05_aggregate":
-                        values["compare"] = list(done) if last else []
-                    bar.set_postfix_str(f"{exp_dir.name} {name}")
-                    output = root / "notebooks" / f"{name}.ipynb"
-                    step = STEP_OF.get(name)
-                    fingerprint = notebook_fingerprint(name, values, inputs)
-                    reused = None
-                    if resume and not executed:
-                        reused = _reusable(experiment, name, fingerprint)
-                    if reused is not None:
-                        log.info("%s: %s unchanged since the last run, not re-executed",
-                                 exp_dir.name, name)
-                        if step:
-                            io.write_text(root / "status" / f"{step}.csv",
-                                          reused.to_csv(index=False))
-                            run.statuses[step] = reused
-                        bar.update(1)
+                kernels.NextKernel() as ahead:
+            folders = [Path(out_dir).resolve() / Path(e).resolve().name / "notebooks"
+                       for e in experiments]
+            if folders and not (resume and _nb_marker(folders[0].parent, NOTEBOOKS[0]).exists()):
+                folders[0].mkdir(parents=True, exist_ok=True)  # the first kernel starts now
+                ahead.prepare(folders[0])
+            with cluster_for_run(params["compute"], n_sessions) as compute:
+                for k, exp_dir in enumerate(experiments):
+                    exp_dir = Path(exp_dir).resolve()
+                    run = ExperimentRun(exp_dir.name)
+                    runs.append(run)
+                    values = dict(params) | {"experiment_dir": str(exp_dir), "compute": compute,
+                                             "out_dir": str(Path(out_dir).resolve())}
+                    last = k == len(experiments) - 1
+                    try:
+                        run_record(Experiment.open(exp_dir, out_dir, params["sessions"]), params,
+                                   command=command)
+                    except Exception as exc:  # noqa: BLE001 - reported like a failed notebook
+                        run.failed_notebook = "run_record"
+                        run.error = f"{type(exc).__name__}: {exc}"
+                        log.error("%s: cannot start: %s", exp_dir.name, run.error)
+                        bar.update(len(NOTEBOOKS))
                         continue
-                    log.info("%s: %s", exp_dir.name, name)
-                    _nb_marker(root, name).unlink(missing_ok=True)
-                    executed = True
-                    error = execute_notebook(name, values, output, source_dir=Path(tmp),
-                                             prefix="  ")
-                    bar.update(1)
-                    status = root / "status" / f"{step}.csv"
-                    if step and status.exists():
-                        run.statuses[step] = pd.read_csv(status, keep_default_na=False)
-                    if not error:
-                        io.write_text(_nb_marker(root, name),
-                                      json.dumps({"fingerprint": fingerprint}))
-                    if error:
-                        run.failed_notebook, run.error = f"{name}.ipynb", error
-                        log.error("%s: notebook %s.ipynb failed at %s (see %s)", exp_dir.name,
-                                  name, error, output.with_suffix(".html"))
-                        bar.update(len(NOTEBOOKS) - 1 - NOTEBOOKS.index(name))
-                        break
-                else:
-                    done.append(exp_dir.name)
-                run.produced = (Path(out_dir) / exp_dir.name / "experiment.zarr").exists()
-                finish_record(Path(out_dir) / exp_dir.name, run.statuses,
-                              notebook_error=run.error)
+                    root = Path(out_dir) / exp_dir.name
+                    experiment = Experiment.open(exp_dir, out_dir, params["sessions"])
+                    inputs = _session_inputs(experiment)
+                    for name in NOTEBOOKS:
+                        if name == "05_aggregate":
+                            values["compare"] = list(done) if last else []
+                        bar.set_postfix_str(f"{exp_dir.name} {name}")
+                        output = root / "notebooks" / f"{name}.ipynb"
+                        step = STEP_OF.get(name)
+                        fingerprint = notebook_fingerprint(name, values, inputs)
+                        reused = None
+                        if resume and not executed:
+                            reused = _reusable(experiment, name, fingerprint)
+                        if reused is not None:
+                            log.info("%s: %s unchanged since the last run, not re-executed",
+                                     exp_dir.name, name)
+                            if step:
+                                io.write_text(root / "status" / f"{step}.csv",
+                                              reused.to_csv(index=False))
+                                run.statuses[step] = reused
+                            bar.update(1)
+                            continue
+                        log.info("%s: %s", exp_dir.name, name)
+                        _nb_marker(root, name).unlink(missing_ok=True)
+                        executed = True
+                        kernel = ahead.take(output.parent.resolve())
+                        following = (folders[k] if name != NOTEBOOKS[-1]
+                                     else folders[k + 1] if not last else None)
+                        if following is not None:  # every later notebook runs, too
+                            following.mkdir(parents=True, exist_ok=True)
+                            ahead.prepare(following)
+                        error = execute_notebook(name, values, output, source_dir=Path(tmp),
+                                                 prefix="  ", kernel=kernel)
+                        bar.update(1)
+                        status = root / "status" / f"{step}.csv"
+                        if step and status.exists():
+                            run.statuses[step] = pd.read_csv(status, keep_default_na=False)
+                        if not error:
+                            io.write_text(_nb_marker(root, name),
+                                          json.dumps({"fingerprint": fingerprint}))
+                        if error:
+                            run.failed_notebook, run.error = f"{name}.ipynb", error
+                            log.error("%s: notebook %s.ipynb failed at %s (see %s)", exp_dir.name,
+                                      name, error, output.with_suffix(".html"))
+                            bar.update(len(NOTEBOOKS) - 1 - NOTEBOOKS.index(name))
+                            break
+                    else:
+                        done.append(exp_dir.name)
+                    run.produced = (Path(out_dir) / exp_dir.name / "experiment.zarr").exists()
+                    finish_record(Path(out_dir) / exp_dir.name, run.statuses,
+                                  notebook_error=run.error)
     finally:
         bar.close()
     return runs

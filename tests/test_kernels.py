@@ -1,0 +1,76 @@
+"""Kernels started ahead (calim_helpers.workflow.kernels): same notebook, same outputs."""
+
+from __future__ import annotations
+
+import nbformat
+import papermill as pm
+
+from calim_helpers.workflow import kernels
+
+
+def _notebook(path):
+    nb = nbformat.v4.new_notebook()
+    preloaded = "import sys\n'calim_helpers.workflow.steps' in sys.modules"
+    nb.cells = [nbformat.v4.new_code_cell("import os\nprint(os.getcwd())"),
+                nbformat.v4.new_code_cell(preloaded), nbformat.v4.new_code_cell("6 * 7")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def _outputs(nb):
+    return [(c["execution_count"], [o.get("text") or o.get("data", {}).get("text/plain")
+                                    for o in c["outputs"]]) for c in nb.cells]
+
+
+def test_a_notebook_runs_on_the_kernel_started_ahead_as_on_a_new_one(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    src = _notebook(tmp_path / "nb.ipynb")
+    kernels.register_engine()
+    with kernels.NextKernel() as ahead:
+        ahead.prepare(folder)
+        km = ahead.take(folder)
+        assert km is not None and km.is_alive()
+        early = pm.execute_notebook(str(src), str(tmp_path / "a.ipynb"), kernel_name="python3",
+                                    progress_bar=False, engine_name=kernels.ENGINE, km=km)
+        assert not km.is_alive()  # shut down afterwards, like papermill's own kernels
+    fresh = pm.execute_notebook(str(src), str(tmp_path / "b.ipynb"), kernel_name="python3",
+                                progress_bar=False, cwd=str(folder))
+    a, b = _outputs(early), _outputs(fresh)
+    assert a[0] == b[0] == (1, [f"{folder}\n"])  # same folder, same execution counts
+    assert a[2] == b[2] == (3, ["42"])
+    assert a[1] == (2, ["True"]) and b[1] == (2, ["False"])  # only the imports differ
+
+
+def test_a_kernel_not_taken_is_shut_down(tmp_path, monkeypatch):
+    stopped = []
+    shutdown = kernels._shutdown
+    monkeypatch.setattr(kernels, "_shutdown", lambda km: (stopped.append(km), shutdown(km)))
+    with kernels.NextKernel() as ahead:
+        ahead.prepare(tmp_path)
+        assert ahead.take(tmp_path / "elsewhere") is None  # another folder: not this kernel
+        ahead.prepare(tmp_path)
+    assert len(stopped) == 2 and not any(km.is_alive() for km in stopped)
+
+
+def test_a_kernel_that_fails_to_start_leaves_the_notebook_its_own(tmp_path, monkeypatch):
+    def fail(cwd):
+        raise RuntimeError("no kernel")
+
+    monkeypatch.setattr(kernels, "_start", fail)
+    with kernels.NextKernel() as ahead:
+        ahead.prepare(tmp_path)
+        assert ahead.take(tmp_path) is None
+
+
+def test_the_preload_imports_what_the_notebooks_import():
+    from calim_helpers import resources
+
+    preload = kernels.PRELOAD
+    for source in sorted(resources.notebook_dir().glob("0[1-5]_*.py")):
+        for line in source.read_text().splitlines():
+            if line.startswith("from calim_helpers.workflow import "):
+                for name in line.split(" import ")[1].split(","):
+                    assert f"calim_helpers.workflow.{name.strip()}" in preload, (source, name)
