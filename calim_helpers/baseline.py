@@ -380,11 +380,21 @@ def _baseline_move(y: np.ndarray, z: np.ndarray, lam: float, n_more: int) -> np.
     bands = tuple(lam * b for b in _penalty_bands(y.shape[1]))
     s_floor = _EPS * np.abs(y).max(axis=1)
     moved = np.zeros(len(y))
-    zj = z
+    zj = z.copy()
     for _ in range(n_more):
         w, _, n_neg = _reweight(y, zj, s_floor)
         moved[n_neg < 2] = np.nan
-        zj = _solve(w, y, bands)
+        go = np.flatnonzero(np.isfinite(moved))  # the rows that can go on
+        if go.size == 0:
+            break
+        try:
+            zj[go] = _solve(w[go], y[go], bands)
+        except np.linalg.LinAlgError:  # weights of ~0 at extreme values: row by row
+            for i in go:
+                try:
+                    zj[i] = _solve(w[i:i + 1], y[i:i + 1], bands)[0]
+                except np.linalg.LinAlgError:
+                    moved[i] = np.nan
         moved = np.maximum(moved, np.abs(zj - z).max(axis=1))  # NaN stays NaN
     return moved
 

@@ -679,3 +679,30 @@ def test_dataarray_errors():
         arpls_dataarray(da.drop_vars("time"), cutoff_s=11.0)
     with pytest.raises(ValueError, match="lam must"):
         arpls_dataarray(da, lam=-1.0)
+
+
+def test_status_refit_survives_a_system_that_is_not_positive_definite(monkeypatch):
+    """Weights of ~0 on all but one point (extreme values) make the re-fit's system
+    singular: that trace's move is unknown (NaN), the other traces' are computed.
+    (Found by test_properties on a trace of 2.4e31, 2.4e31, -1.)"""
+    rng = np.random.default_rng(5)
+    y = 100.0 + rng.normal(size=(2, 30))
+    z = np.full_like(y, 100.0)
+    moved = bl._baseline_move(y, z, 10.0, 3)
+    reweight = bl._reweight
+
+    def degenerate(y2, z2, s_floor):
+        w, d, n_neg = reweight(y2, z2, s_floor)
+        w = w.copy()
+        if len(w) == 2:  # the batch: trace 0 keeps one weight only
+            w[0] = 0.0
+            w[0, -1] = 1.0
+        return w, d, np.maximum(n_neg, 2)
+
+    monkeypatch.setattr(bl, "_reweight", degenerate)
+    with pytest.raises(np.linalg.LinAlgError):  # what the batch solve alone would do
+        bl._solve(degenerate(y, z, bl._EPS * np.abs(y).max(axis=1))[0], y,
+                  tuple(10.0 * b for b in bl._penalty_bands(30)))
+    got = bl._baseline_move(y, z, 10.0, 3)
+    assert np.isnan(got[0])
+    assert got[1] == pytest.approx(moved[1])
