@@ -48,7 +48,7 @@ import re
 import shutil
 import struct
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -937,6 +937,27 @@ def save_figure(fig: Any, path: str | os.PathLike, /, **kwargs: Any) -> Path:
         fig.savefig(tmp, format=path.suffix.lstrip(".").lower(), **kwargs)
     finally:
         plt.close(fig)
+    return commit(tmp, path)
+
+
+def save_pdf_pages(figures: Iterable[Any], path: str | os.PathLike, /) -> Path:
+    """Save each figure of ``figures`` as a page of one PDF, atomically.
+
+    The figures are saved as they come (an iterator may redraw one figure page after
+    page, as :func:`calim_helpers.plots.roi_figure_pages` does) and are not closed.
+    """
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    try:
+        with PdfPages(tmp) as pdf:
+            for fig in figures:
+                pdf.savefig(fig)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return commit(tmp, path)
 
 

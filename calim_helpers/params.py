@@ -180,7 +180,7 @@ SCHEMA: dict[str, Any] = _section(
         experimenter=_TEXTS, keywords=_TEXTS, related_publications=_TEXTS,
         excitation_lambda_nm=_number(gt=0, null=True),
         emission_lambda_nm=_number(gt=0, null=True)),
-    figures=_section(per_roi=_BOOL, dpi=_int(ge=20, le=1200)),
+    figures=_section(per_roi=_BOOL, per_roi_pdf=_BOOL, dpi=_int(ge=20, le=1200)),
 )
 
 

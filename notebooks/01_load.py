@@ -15,7 +15,7 @@ load: dict = {'chunk_time': 50}  # see params/default.yaml
 registration: dict = {'enabled': True, 'method': 'rigid', 'template_frames': 200, 'upsample_factor': 20, 'bin_px': 2, 'max_shift_px': 20.0, 'grid': [4, 4]}  # see params/default.yaml
 denoise: dict = {'method': 'none', 'sigma_px': 1.0, 'sigma_frames': 1.0, 'size': 3}  # see params/default.yaml
 downsample: dict = {'time': 10, 'y': 2, 'x': 2}  # see params/default.yaml
-figures: dict = {'per_roi': True, 'dpi': 100}  # see params/default.yaml
+figures: dict = {'per_roi': True, 'per_roi_pdf': False, 'dpi': 100}  # see params/default.yaml
 
 # %%
 from calim_helpers.workflow import runner, views

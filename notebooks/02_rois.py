@@ -19,7 +19,7 @@ rois: dict = {'source': 'auto_if_missing'}  # see params/default.yaml
 detection: dict = {'method': 'morphology', 'diameter_um': 12.0, 'diameter_range': [0.5, 1.6], 'iou_threshold': 0.5}  # see params/default.yaml
 background: dict = {'fraction': 0.1, 'seed': 0}  # see params/default.yaml
 neuropil: dict = {'method': 'none', 'coefficient': 0.7, 'inner_um': 2.0, 'width_um': 10.0, 'min_pixels': 50, 'quiet_fraction': 0.5, 'fit_degree': 3}  # see params/default.yaml
-figures: dict = {'per_roi': True, 'dpi': 100}  # see params/default.yaml
+figures: dict = {'per_roi': True, 'per_roi_pdf': False, 'dpi': 100}  # see params/default.yaml
 
 # %%
 from calim_helpers.workflow import runner, views

@@ -15,7 +15,7 @@ arpls: dict = {'lam': 10.0, 'cutoff_s': None, 'tol': 1e-05, 'max_iter': 100}  # 
 normalize: str = 'dff'  # see params/default.yaml
 trim_start: int = 0  # see params/default.yaml
 heatmap: dict = {'vmin': 0.0, 'vmax': 0.5}  # see params/default.yaml
-figures: dict = {'per_roi': True, 'dpi': 100}  # see params/default.yaml
+figures: dict = {'per_roi': True, 'per_roi_pdf': False, 'dpi': 100}  # see params/default.yaml
 
 # %%
 from calim_helpers.workflow import runner, views

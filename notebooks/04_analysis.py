@@ -16,7 +16,7 @@ events: dict = {'threshold': 3.0, 'prominence': 3.0, 'min_duration_s': 0.0, 'mer
 synchrony: dict = {'bin_frames': 1, 'n_shuffles': 1000, 'alpha': 0.01, 'cluster_threshold': 0.5}  # see params/default.yaml
 qc: dict = {'snr_threshold': 3.0}  # see params/default.yaml
 heatmap: dict = {'vmin': 0.0, 'vmax': 0.5}  # see params/default.yaml
-figures: dict = {'per_roi': True, 'dpi': 100}  # see params/default.yaml
+figures: dict = {'per_roi': True, 'per_roi_pdf': False, 'dpi': 100}  # see params/default.yaml
 outputs: dict = {'nwb': True, 'movie': 'downsampled', 'nwb_movie': False}  # see params/default.yaml
 nwb: dict = {'subject_id': None, 'species': None, 'sex': None, 'age': None, 'subject_description': None, 'lab': None, 'institution': None, 'experimenter': None, 'indicator': None, 'location': None, 'excitation_lambda_nm': None, 'emission_lambda_nm': None, 'experiment_description': None, 'keywords': None, 'related_publications': None, 'pharmacology': None, 'protocol': None, 'surgery': None, 'virus': None, 'strain': None, 'genotype': None, 'weight': None, 'device': None, 'device_description': None, 'device_model': None, 'device_manufacturer': None}  # see params/default.yaml
 

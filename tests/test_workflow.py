@@ -201,7 +201,7 @@ def test_auto_rois_replace_a_missing_expert_set(tmp_path):
     shutil.rmtree(exp_dir / "05-04-23" / "230405_2" / "Rois")
     p = load_params()
     e = Experiment.open(exp_dir, tmp_path / "out", ["230405_2"])
-    figures = {"per_roi": False, "dpi": 40}
+    figures = {"per_roi": False, "per_roi_pdf": False, "dpi": 40}
     run_step("load", e, compute=p["compute"], load=p["load"],
              registration=p["registration"] | {"enabled": False}, denoise=p["denoise"],
              downsample=p["downsample"], figures=figures)
@@ -228,7 +228,7 @@ def test_a_step_clears_what_it_and_later_steps_wrote(tmp_path):
     folder = e.session_dir(s)
     stale = ["230404_5_rois.png", "ROIs_auto.zip", "230404_5_mask01.png",
              "230404_5_mask_arpls_NORM_01.png", "230404_5_qc.png", "230404_5.nwb",
-             "230404_5_corrected.ome.tif", ".230404_5_result.zarr.part-123"]
+             "230404_5_corrected.ome.tif", "230404_5_rois.pdf", ".230404_5_result.zarr.part-123"]
     kept = ["shifts.csv", "230404_5_shifts.png", "230404_5_registration.png"]
     for name in stale + kept:
         (folder / name).write_text("x")
@@ -241,7 +241,7 @@ def test_a_step_clears_what_it_and_later_steps_wrote(tmp_path):
 def _run_chain(exp_dir, out, compute):
     p = load_params()
     e = Experiment.open(exp_dir, out)
-    figures = {"per_roi": False, "dpi": 30}
+    figures = {"per_roi": False, "per_roi_pdf": False, "dpi": 30}
     assert (run_step("load", e, compute=compute, load=p["load"],
                      registration=p["registration"] | {"enabled": False}, denoise=p["denoise"],
                      downsample=p["downsample"], figures=figures)["status"] == "ok").all()
@@ -290,7 +290,7 @@ def test_bad_compute_settings_are_named(tmp_path, monkeypatch):
 def _chain(e, p, **changes):
     """Steps 1-4 on every session; returns {step: status table}."""
     p = p | changes
-    figures = {"per_roi": False, "dpi": 30}
+    figures = {"per_roi": False, "per_roi_pdf": False, "dpi": 30}
     steps_and_sections = (
         ("load", {"load": p["load"], "registration": p["registration"],
                   "denoise": p["denoise"], "downsample": p["downsample"], "figures": figures}),
@@ -403,3 +403,27 @@ def test_a_neuropil_correction_runs_through_the_steps(tmp_path):
 
     tidy = aggregate.tidy_table(aggregate.experiment_dataset([res]))
     assert list(tidy.columns[tidy.columns.get_loc("background") + 1:][:1]) == ["neuropil"]
+
+
+def test_per_roi_figures_as_one_pdf_per_session(tmp_path):
+    """figures.per_roi_pdf: the three figures of every ROI, ROI after ROI, in one PDF."""
+    import re
+
+    exp_dir = demo.write_demo_experiment(tmp_path, n_frames=40, frame_shape=(32, 40), seed=2,
+                                         sessions=["230404_5"])
+    p = load_params()
+    e = Experiment.open(exp_dir, tmp_path / "out")
+    compute = p["compute"] | {"workers": 1}
+    figures = {"per_roi": False, "per_roi_pdf": True, "dpi": 30}
+    run_step("load", e, compute=compute, load=p["load"], registration=p["registration"],
+             denoise=p["denoise"], downsample=p["downsample"], figures=figures)
+    run_step("rois", e, compute=compute, background=p["background"], figures=figures,
+             rois={"source": "expert"}, detection=p["detection"], neuropil=p["neuropil"])
+    table = run_step("arpls", e, compute=compute, arpls=p["arpls"], normalize="dff",
+                     trim_start=0, figures=figures)
+    assert (table["status"] == "ok").all()
+    s = e.sessions[0]
+    n_rois = e.open_store(s, "result").sizes["roi"]
+    pdf = e.file(s, "rois.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type /Page\b(?!s)", pdf)) == 3 * n_rois
+    assert not list(e.session_dir(s).glob("*_mask*.png"))  # per_roi false: no PNGs

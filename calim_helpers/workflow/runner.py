@@ -59,7 +59,7 @@ _ORDER = ("load", "rois", "arpls", "analysis")
 # the files each step writes in a session's folder (beside its store), as glob patterns
 _FILES = {"load": ("shifts.csv", "{s}_shifts.png", "{s}_registration.png"),
           "rois": ("{s}_rois.png", "ROIs_auto.zip"),
-          "arpls": ("{s}_mask*.png",),
+          "arpls": ("{s}_mask*.png", "{s}_rois.pdf"),
           "analysis": ("{s}_raster.png", "{s}_correlation.png", "{s}_clusters.png",
                        "{s}_summary.png", "{s}_qc.png", "{s}.nwb", "{s}_corrected.ome.tif")}
 _UPSTREAM = {"rois": "load", "arpls": "rois", "analysis": "arpls"}

@@ -351,7 +351,8 @@ def arpls_step(experiment: Experiment, session: io.Session, /, *, arpls: Mapping
 
     Writes ``<session>_result.zarr`` and, with ``figures.per_roi``, the lab's three
     PNGs per ROI (``<session>_mask<n>.png``, ``..._mask_arpls_clean_<n>.png``,
-    ``..._mask_arpls_NORM_<n>.png``; ``n`` zero-padded so that files sort in ROI order).
+    ``..._mask_arpls_NORM_<n>.png``; ``n`` zero-padded so that files sort in ROI order);
+    with ``figures.per_roi_pdf`` the same figures as the pages of ``<session>_rois.pdf``.
     """
     _require(experiment, session, "traces", "rois")
     tr = experiment.open_store(session, "traces").load()
@@ -359,6 +360,8 @@ def arpls_step(experiment: Experiment, session: io.Session, /, *, arpls: Mapping
     io.write_store(ds, experiment.path(session, "result"))
     if figures["per_roi"]:
         roi_figures(experiment, session, ds, dpi=int(figures["dpi"]))
+    if figures["per_roi_pdf"]:
+        roi_figures_pdf(experiment, session, ds)
     signal, raw = correction.fit_status(ds), correction.fit_status(ds, raw=True)
     return {"n_rois": ds.sizes["roi"], "lam": round(ds.attrs["lam"], 6),
             "cutoff_s": ds.attrs["cutoff_s"],
@@ -396,6 +399,20 @@ def roi_figures(experiment: Experiment, session: io.Session, ds: xr.Dataset, /, 
     for k, kind in enumerate(plots.ROI_FIGURE_KINDS):  # raw, clean, norm
         for n, fig in plots.roi_figure_pages(ds, kind, rois=list(names), time_unit=unit):
             io.save_figure(fig, folder / names[n][k], dpi=dpi)
+
+
+def roi_figures_pdf(experiment: Experiment, session: io.Session, ds: xr.Dataset, /) -> Path:
+    """Save the three figures of every ROI as the pages of ``<session>_rois.pdf``.
+
+    ROI after ROI (raw, clean, normalized), drawn as :func:`roi_figures` draws them.
+    """
+    unit = time_unit(ds)
+    rois = ds["roi"].values.tolist()
+    pages = ((n, kind) for n in rois for kind in plots.ROI_FIGURE_KINDS)
+    drawers = {kind: plots.roi_figure_pages(ds, kind, rois=rois, time_unit=unit)
+               for kind in plots.ROI_FIGURE_KINDS}
+    return io.save_pdf_pages((next(drawers[kind])[1] for _, kind in pages),
+                             experiment.file(session, "rois.pdf"))
 
 
 # --------------------------------------------------------------------------- analysis
