@@ -93,7 +93,9 @@ def hwm():
             return int(line.split()[1]) / 1024
 base = hwm()
 import dask
+from calim_helpers.workflow import cluster
 dask.config.set(scheduler="threads", num_workers=1)  # as on a worker of the local cluster
+cluster.large_blocks_to_os()  # as every process running a step does (runner.run_session)
 p = load_params()
 e = Experiment.open(sys.argv[1], sys.argv[2])
 s = e.sessions[0]
