@@ -70,9 +70,12 @@ def _shutdown(km: Any) -> None:
 class NextKernel:
     """One kernel started ahead in a folder, taken by the next notebook run there.
 
-    >>> with NextKernel() as kernels:          # doctest: +SKIP
-    ...     kernels.prepare(folder)            # starts now, in the background
-    ...     km = kernels.take(folder)          # the started kernel, or None
+    Use::
+
+        with NextKernel() as ahead:
+            ahead.prepare(folder)   # starts now, in the background
+            ...                     # the current notebook runs
+            km = ahead.take(folder) # the started kernel (waiting for it), or None
     """
 
     def __init__(self) -> None:
