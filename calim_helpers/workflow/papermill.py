@@ -269,6 +269,67 @@ def _reusable(experiment: Experiment, name: str, fingerprint: str) -> pd.DataFra
     return table.assign(cached=True, seconds=0.0)
 
 
+@dataclass
+class _RunState:
+    """What the notebooks of one ``calim run`` share."""
+
+    bar: Any  # the progress bar, one step per notebook
+    ahead: kernels.NextKernel
+    scratch: Path  # where the notebooks' .ipynb are generated
+    resume: bool
+    executed: bool = False  # once a notebook runs, every later one runs (its inputs may change)
+
+
+def _run_notebooks(state: _RunState, run: ExperimentRun, experiment: Experiment, root: Path,
+                   values: dict[str, Any], /, *, compare: list[str], then: Path | None) -> bool:
+    """Execute, or reuse, the notebooks of one experiment in order; False if one failed.
+
+    ``compare`` is passed to ``05_aggregate``; ``then`` is the notebook folder of the
+    next experiment, where the kernel after this experiment's last notebook starts.
+    """
+    label = root.name  # the experiment's name
+    inputs = _session_inputs(experiment)
+    for name in NOTEBOOKS:
+        if name == "05_aggregate":
+            values["compare"] = compare
+        state.bar.set_postfix_str(f"{label} {name}")
+        output = root / "notebooks" / f"{name}.ipynb"
+        step = STEP_OF.get(name)
+        fingerprint = notebook_fingerprint(name, values, inputs)
+        reused = None
+        if state.resume and not state.executed:
+            reused = _reusable(experiment, name, fingerprint)
+        if reused is not None:
+            log.info("%s: %s unchanged since the last run, not re-executed", label, name)
+            if step:
+                io.write_text(root / "status" / f"{step}.csv", reused.to_csv(index=False))
+                run.statuses[step] = reused
+            state.bar.update(1)
+            continue
+        log.info("%s: %s", label, name)
+        _nb_marker(root, name).unlink(missing_ok=True)
+        state.executed = True
+        kernel = state.ahead.take(output.parent.resolve())
+        following = output.parent.resolve() if name != NOTEBOOKS[-1] else then
+        if following is not None:  # every later notebook runs, too: start its kernel
+            following.mkdir(parents=True, exist_ok=True)
+            state.ahead.prepare(following)
+        error = execute_notebook(name, values, output, source_dir=state.scratch, prefix="  ",
+                                 kernel=kernel)
+        state.bar.update(1)
+        status = root / "status" / f"{step}.csv"
+        if step and status.exists():
+            run.statuses[step] = pd.read_csv(status, keep_default_na=False)
+        if error:
+            run.failed_notebook, run.error = f"{name}.ipynb", error
+            log.error("%s: notebook %s.ipynb failed at %s (see %s)", label, name, error,
+                      output.with_suffix(".html"))
+            state.bar.update(len(NOTEBOOKS) - 1 - NOTEBOOKS.index(name))
+            return False
+        io.write_text(_nb_marker(root, name), json.dumps({"fingerprint": fingerprint}))
+    return True
+
+
 def run_experiments(
     experiments: Sequence[Path],
     out_dir: Path,
@@ -303,7 +364,6 @@ def run_experiments(
     runs = []
     done: list[str] = []
     resume = bool(params["compute"]["resume"])
-    executed = False  # once a notebook runs, every later one runs (its inputs may change)
     bar = tqdm(total=len(experiments) * len(NOTEBOOKS), desc="calim run", unit="notebook",
                disable=None, leave=False)
     n_sessions = 0
@@ -319,6 +379,7 @@ def run_experiments(
             if folders and not (resume and _nb_marker(folders[0].parent, NOTEBOOKS[0]).exists()):
                 folders[0].mkdir(parents=True, exist_ok=True)  # the first kernel starts now
                 ahead.prepare(folders[0])
+            state = _RunState(bar, ahead, Path(tmp), resume)
             with cluster_for_run(params["compute"], n_sessions) as compute:
                 for k, exp_dir in enumerate(experiments):
                     exp_dir = Path(exp_dir).resolve()
@@ -338,51 +399,9 @@ def run_experiments(
                         continue
                     root = Path(out_dir) / exp_dir.name
                     experiment = Experiment.open(exp_dir, out_dir, params["sessions"])
-                    inputs = _session_inputs(experiment)
-                    for name in NOTEBOOKS:
-                        if name == "05_aggregate":
-                            values["compare"] = list(done) if last else []
-                        bar.set_postfix_str(f"{exp_dir.name} {name}")
-                        output = root / "notebooks" / f"{name}.ipynb"
-                        step = STEP_OF.get(name)
-                        fingerprint = notebook_fingerprint(name, values, inputs)
-                        reused = None
-                        if resume and not executed:
-                            reused = _reusable(experiment, name, fingerprint)
-                        if reused is not None:
-                            log.info("%s: %s unchanged since the last run, not re-executed",
-                                     exp_dir.name, name)
-                            if step:
-                                io.write_text(root / "status" / f"{step}.csv",
-                                              reused.to_csv(index=False))
-                                run.statuses[step] = reused
-                            bar.update(1)
-                            continue
-                        log.info("%s: %s", exp_dir.name, name)
-                        _nb_marker(root, name).unlink(missing_ok=True)
-                        executed = True
-                        kernel = ahead.take(output.parent.resolve())
-                        following = (folders[k] if name != NOTEBOOKS[-1]
-                                     else folders[k + 1] if not last else None)
-                        if following is not None:  # every later notebook runs, too
-                            following.mkdir(parents=True, exist_ok=True)
-                            ahead.prepare(following)
-                        error = execute_notebook(name, values, output, source_dir=Path(tmp),
-                                                 prefix="  ", kernel=kernel)
-                        bar.update(1)
-                        status = root / "status" / f"{step}.csv"
-                        if step and status.exists():
-                            run.statuses[step] = pd.read_csv(status, keep_default_na=False)
-                        if not error:
-                            io.write_text(_nb_marker(root, name),
-                                          json.dumps({"fingerprint": fingerprint}))
-                        if error:
-                            run.failed_notebook, run.error = f"{name}.ipynb", error
-                            log.error("%s: notebook %s.ipynb failed at %s (see %s)", exp_dir.name,
-                                      name, error, output.with_suffix(".html"))
-                            bar.update(len(NOTEBOOKS) - 1 - NOTEBOOKS.index(name))
-                            break
-                    else:
+                    if _run_notebooks(state, run, experiment, root, values,
+                                      compare=list(done) if last else [],
+                                      then=None if last else folders[k + 1]):
                         done.append(exp_dir.name)
                     run.produced = (Path(out_dir) / exp_dir.name / "experiment.zarr").exists()
                     finish_record(Path(out_dir) / exp_dir.name, run.statuses,
