@@ -193,10 +193,8 @@ import numpy as np
 import xarray as xr
 from scipy.ndimage import uniform_filter1d
 
-try:  # optional: the compiled loop over traces (about 20 times faster than the numpy one)
-    from numba import njit
-except ImportError:  # pragma: no cover - tested by loading the module with numba blocked
-    njit = None
+# the compiled loop over traces (about 20 times faster than the numpy one) where numba is
+from calim_helpers.compiled import HAVE_NUMBA, jit
 
 __all__ = ["MAD_TO_SIGMA", "NoiseEstimate", "noise_sigma"]
 
@@ -205,7 +203,7 @@ MAD_TO_SIGMA = 1.482602218505602
 
 _GAP = 1  # the local level leaves out the frame itself and this many neighbours each side
 _MIN_FINITE = 3  # fewer finite frames: sigma and level are NaN
-_HAVE_NUMBA = njit is not None  # False: the numpy path, _one per trace (tests switch it off)
+_HAVE_NUMBA = HAVE_NUMBA  # False: the numpy path, _one per trace (tests switch it off)
 _PW_BLOCK = 128  # numpy's pairwise summation: blocks of this many values, 8 partial sums
 # The compiled path keeps the quiet part of this many rounds at most (a bool per frame
 # each); a trace that runs more rounds without a repeat is redone by the numpy path.
@@ -371,22 +369,7 @@ def _one(x: np.ndarray, clip: float, half: int, max_iter: int
 # means use numpy's pairwise summation, the window sums scipy's running sum.
 
 
-def _jit(fn):
-    """Compile ``fn`` with numba (cached on disk, no GIL); leave it as is without numba.
-
-    Where no cache folder is writable (a read-only installation and home folder, as on
-    some cluster nodes; numba's ``NUMBA_CACHE_DIR`` chooses another) it is compiled in
-    memory only, instead of failing.
-    """
-    if njit is None:  # pragma: no cover
-        return fn
-    try:
-        return njit(cache=True, nogil=True, error_model="numpy")(fn)
-    except RuntimeError:  # pragma: no cover - numba found no writable cache locator
-        return njit(cache=False, nogil=True, error_model="numpy")(fn)
-
-
-@_jit
+@jit
 def _block_sum(a: np.ndarray, lo: int, n: int) -> float:
     """Sum of ``a[lo:lo + n]`` (``n <= _PW_BLOCK``) as numpy sums one block."""
     if n < 8:
@@ -414,7 +397,7 @@ def _block_sum(a: np.ndarray, lo: int, n: int) -> float:
     return res
 
 
-@_jit
+@jit
 def _pairwise_sum(a: np.ndarray, n: int) -> float:
     """Sum of ``a[:n]`` in the order of numpy's pairwise summation (``np.sum``).
 
@@ -447,19 +430,19 @@ def _pairwise_sum(a: np.ndarray, n: int) -> float:
     return done[0]
 
 
-@_jit
+@jit
 def _mean_of(a: np.ndarray, n: int) -> float:
     """``np.mean(a[:n])`` (``n >= 1``), bit for bit."""
     return (0.0 + _pairwise_sum(a, n)) / n
 
 
-@_jit
+@jit
 def _middle(lower: float, upper: float) -> float:
     """``np.mean([lower, upper])``, bit for bit: the median of an even number of values."""
     return (0.0 + ((0.0 + lower) + upper)) / 2.0
 
 
-@_jit
+@jit
 def _hsm_sorted(x: np.ndarray) -> float:
     """:func:`_half_sample_mode` of the sorted values ``x`` (at least one)."""
     lo, size = 0, x.size
@@ -481,7 +464,7 @@ def _hsm_sorted(x: np.ndarray) -> float:
     return _mean_of(x[lo:], size)
 
 
-@_jit
+@jit
 def _first_at_least(x: np.ndarray, level: float, bound: float, strict: bool) -> int:
     """First ``i`` with ``x[i] - level >= bound`` (``>`` if ``strict``) in sorted ``x``.
 
@@ -498,7 +481,7 @@ def _first_at_least(x: np.ndarray, level: float, bound: float, strict: bool) -> 
     return lo
 
 
-@_jit
+@jit
 def _start_compiled(xf: np.ndarray, xs: np.ndarray, work: np.ndarray) -> tuple[float, float]:
     """:func:`_start` of the finite values ``xf`` (``xs``: sorted; ``work``: scratch).
 
@@ -538,7 +521,7 @@ def _start_compiled(xf: np.ndarray, xs: np.ndarray, work: np.ndarray) -> tuple[f
     return level, sigma
 
 
-@_jit
+@jit
 def _running_mean(v: np.ndarray, size: int, out: np.ndarray) -> None:
     """``uniform_filter1d(v, size, mode="constant")`` into ``out``, scipy's running sum."""
     n = v.size
@@ -554,7 +537,7 @@ def _running_mean(v: np.ndarray, size: int, out: np.ndarray) -> None:
         out[t] = tmp / size
 
 
-@_jit
+@jit
 def _window_sum_compiled(v: np.ndarray, half: int, out: np.ndarray, inner: np.ndarray
                          ) -> None:
     """:func:`_window_sum` of ``v`` (at least one value) into ``out`` (``inner``: scratch)."""
@@ -570,7 +553,7 @@ _XF, _XS, _R, _LOCAL, _N_AVG, _TOTAL, _WORK, _LOW, _V, _INNER = range(10)
 _N_BUF = 10
 
 
-@_jit
+@jit
 def _one_compiled(x: np.ndarray, rank: np.ndarray, clip: float, half: int, max_iter: int,
                   unit: float, unit2: float, widen: np.ndarray, buf: np.ndarray,
                   by_value: np.ndarray, masks: np.ndarray, n_masked: np.ndarray,
@@ -693,7 +676,7 @@ def _one_compiled(x: np.ndarray, rank: np.ndarray, clip: float, half: int, max_i
     return sigma, level, n_quiet, converged
 
 
-@_jit
+@jit
 def _rows_compiled(rows: np.ndarray, rank: np.ndarray, clip: float, half: int, max_iter: int,
                    kept: int, unit: float, unit2: float, sigma: np.ndarray, level: np.ndarray,
                    n_quiet: np.ndarray, converged: np.ndarray) -> None:
