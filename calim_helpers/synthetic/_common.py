@@ -45,3 +45,18 @@ def _check_range(name: str, value: Sequence[float], *, low: float = 0.0) -> tupl
     if not low <= lo <= hi:
         raise ValueError(f"{name} must be (low, high) with {low} <= low <= high, got {value!r}")
     return lo, hi
+
+
+def _check_recording(n_frames: int, frame_shape: Sequence[int], frame_interval_s: float,
+                     gain: float, read_noise: float, roi_type: str) -> tuple[int, int]:
+    """Check what every simulated session needs; return the frame shape."""
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames!r}")
+    shape = _check_shape(frame_shape)
+    _check_positive("frame_interval_s", frame_interval_s)
+    _check_positive("gain", gain)
+    if read_noise < 0:
+        raise ValueError(f"read_noise must be >= 0, got {read_noise!r}")
+    if roi_type not in ("polygon", "freehand"):
+        raise ValueError(f"roi_type must be 'polygon' or 'freehand', got {roi_type!r}")
+    return shape

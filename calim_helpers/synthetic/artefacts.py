@@ -25,7 +25,7 @@ import numpy as np
 
 from calim_helpers.synthetic._common import _STREAM_DRIFT, _STREAM_MOTION
 
-__all__ = ["bleach_curve", "drift_curve", "motion_shifts"]
+__all__ = ["bleach_curve", "drift_curve", "motion_shifts", "session_motion"]
 
 
 def bleach_curve(
@@ -146,3 +146,18 @@ def motion_shifts(
         direction = rng.uniform(0, 2 * np.pi)
         step[at:] = jump_px * np.array([np.sin(direction), np.cos(direction)])
     return np.clip(walk + jitter + step, -amplitude_px, amplitude_px)
+
+
+def session_motion(n_frames: int, /, *, motion: bool, amplitude_px: float,
+                   seed: int) -> tuple[np.ndarray, int]:
+    """Return the shifts of a simulated session and the scene padding they need.
+
+    With ``motion``: :func:`motion_shifts` with a wander and a jump of half
+    ``amplitude_px``, and a padding of ``ceil(amplitude_px) + 4`` pixels; without: zero
+    shifts and no padding.
+    """
+    if not motion:
+        return np.zeros((n_frames, 2)), 0
+    shifts = motion_shifts(n_frames, amplitude_px=amplitude_px, wander_px=0.5 * amplitude_px,
+                           jump_px=0.5 * amplitude_px, seed=seed)
+    return shifts, int(math.ceil(amplitude_px)) + 4

@@ -52,10 +52,11 @@ from calim_helpers.synthetic._common import (
     _STREAM_HARD_SPIKES,
     _check_positive,
     _check_range,
+    _check_recording,
     _check_shape,
 )
 from calim_helpers.synthetic.activity import Spikes, dff_traces, spike_trains
-from calim_helpers.synthetic.artefacts import bleach_curve, drift_curve, motion_shifts
+from calim_helpers.synthetic.artefacts import bleach_curve, drift_curve, session_motion
 from calim_helpers.synthetic.expert_rois import _roi_names, expert_rois
 from calim_helpers.synthetic.scene import (
     _N_HARMONICS,
@@ -451,16 +452,9 @@ def simulate_hard_session(
     ValueError
         On a bad argument or when the somata do not fit the frame.
     """
-    if n_frames < 1:
-        raise ValueError(f"n_frames must be >= 1, got {n_frames!r}")
-    shape = _check_shape(frame_shape)
-    _check_positive("frame_interval_s", frame_interval_s)
+    shape = _check_recording(n_frames, frame_shape, frame_interval_s, gain, read_noise,
+                             roi_type)
     _check_positive("pixel_size_um", pixel_size_um)
-    _check_positive("gain", gain)
-    if read_noise < 0:
-        raise ValueError(f"read_noise must be >= 0, got {read_noise!r}")
-    if roi_type not in ("polygon", "freehand"):
-        raise ValueError(f"roi_type must be 'polygon' or 'freehand', got {roi_type!r}")
     if not neuropil_strength >= 0:
         raise ValueError(f"neuropil_strength must be >= 0, got {neuropil_strength!r}")
     for name, value in (("dim_fraction", dim_fraction), ("rare_fraction", rare_fraction),
@@ -505,13 +499,8 @@ def simulate_hard_session(
     cont_brightness = brightness * rng.uniform(*contaminant_brightness, m)
 
     # neuropil grid (padded frame)
-    if motion:
-        shifts = motion_shifts(n_frames, amplitude_px=motion_amplitude_px,
-                               wander_px=0.5 * motion_amplitude_px,
-                               jump_px=0.5 * motion_amplitude_px, seed=seed)
-        pad = int(math.ceil(motion_amplitude_px)) + 4
-    else:
-        shifts, pad = np.zeros((n_frames, 2)), 0
+    shifts, pad = session_motion(n_frames, motion=motion, amplitude_px=motion_amplitude_px,
+                                 seed=seed)
     spacing = neuropil_scale_um / pixel_size_um
     wy, ny_nodes = _grid_weights(shape[0] + 2 * pad, spacing)
     wx, nx_nodes = _grid_weights(shape[1] + 2 * pad, spacing)

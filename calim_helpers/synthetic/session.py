@@ -29,11 +29,10 @@ from scipy import ndimage
 from calim_helpers.synthetic._common import (
     _STREAM_BRIGHTNESS,
     _STREAM_CAMERA,
-    _check_positive,
-    _check_shape,
+    _check_recording,
 )
 from calim_helpers.synthetic.activity import Spikes, dff_traces, spike_trains
-from calim_helpers.synthetic.artefacts import bleach_curve, drift_curve, motion_shifts
+from calim_helpers.synthetic.artefacts import bleach_curve, drift_curve, session_motion
 from calim_helpers.synthetic.expert_rois import expert_rois
 from calim_helpers.synthetic.scene import (
     Somata,
@@ -339,15 +338,8 @@ def simulate_session(
         )
     if n_neurons is None:
         raise ValueError("n_neurons must be an int with difficulty='default', got None")
-    if n_frames < 1:
-        raise ValueError(f"n_frames must be >= 1, got {n_frames!r}")
-    shape = _check_shape(frame_shape)
-    _check_positive("frame_interval_s", frame_interval_s)
-    _check_positive("gain", gain)
-    if read_noise < 0:
-        raise ValueError(f"read_noise must be >= 0, got {read_noise!r}")
-    if roi_type not in ("polygon", "freehand"):
-        raise ValueError(f"roi_type must be 'polygon' or 'freehand', got {roi_type!r}")
+    shape = _check_recording(n_frames, frame_shape, frame_interval_s, gain, read_noise,
+                             roi_type)
     somata = soma_footprints(
         shape, n_neurons, pixel_size_um=pixel_size_um, diameter_um=diameter_um, seed=seed
     )
@@ -371,17 +363,8 @@ def simulate_session(
         tau_rise_s=tau_rise_s,
         tau_decay_s=tau_decay_s,
     )
-    if motion:
-        shifts = motion_shifts(
-            n_frames,
-            amplitude_px=motion_amplitude_px,
-            wander_px=0.5 * motion_amplitude_px,
-            jump_px=0.5 * motion_amplitude_px,
-            seed=seed,
-        )
-        pad = int(math.ceil(motion_amplitude_px)) + 4
-    else:
-        shifts, pad = np.zeros((n_frames, 2)), 0
+    shifts, pad = session_motion(n_frames, motion=motion, amplitude_px=motion_amplitude_px,
+                                 seed=seed)
     neuropil = neuropil_level * neuropil_strength * neuropil_image(
         shape, pixel_size_um=pixel_size_um, pad_px=pad, seed=seed
     )
