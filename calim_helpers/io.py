@@ -1025,14 +1025,172 @@ def open_store(path: str | os.PathLike, /) -> xr.Dataset:
     return xr.open_zarr(path, consolidated=True)
 
 
+def _ome_movie_metadata(pixel_size_um: tuple[float, float] | None,
+                        frame_interval_s: float | None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"axes": "TYX"}
+    if pixel_size_um is not None and all(math.isfinite(v) for v in pixel_size_um):
+        metadata |= {"PhysicalSizeY": float(pixel_size_um[0]), "PhysicalSizeYUnit": "µm",
+                     "PhysicalSizeX": float(pixel_size_um[1]), "PhysicalSizeXUnit": "µm"}
+    if frame_interval_s and math.isfinite(frame_interval_s):
+        metadata |= {"TimeIncrement": float(frame_interval_s), "TimeIncrementUnit": "s"}
+    return metadata
+
+
+def as_pixel_type(block: Any, dtype: Any, /) -> np.ndarray:
+    """``block`` in ``dtype``: integers rounded to nearest and clipped to the type's range.
+
+    NaN becomes 0. Float types are a plain cast. Used to write a corrected movie in the
+    recording's own integer type (resampling and denoising give fractional counts).
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "ui":
+        return np.asarray(block, dtype=dtype)
+    info = np.iinfo(dtype)
+    # float32 holds every 8- and 16-bit count exactly; wider types round in float64
+    work = np.array(block, dtype=np.float32 if dtype.itemsize <= 2 else np.float64)
+    np.nan_to_num(work, copy=False, nan=0.0)
+    np.rint(work, out=work)
+    np.clip(work, info.min, info.max, out=work)
+    return work.astype(dtype)
+
+
+_WRITE_BYTES = 1 << 23  # MovieFile converts and writes blocks this many bytes at a time
+
+
+class MovieFile:
+    """A (time, y, x) OME-TIFF written block by block, in any order, then committed.
+
+    The file is laid out at once (OME-XML with pixel size and frame interval, which Fiji
+    reads; the pixel size also as TIFF resolution tags, which plain ImageJ reads; frames
+    contiguous, a BigTIFF when it needs one) under a temporary name; ``out[t0:t1, y0:y1,
+    x0:x1] = block`` writes a block at its place with ``os.pwrite``, so blocks may come
+    from several threads (``dask.array.store(data, out, lock=False)``) and nothing but the
+    block is held in memory: the written pages belong to the system's file cache, not to
+    the process. :meth:`commit` renames the finished file onto ``path``; leaving the
+    ``with`` block without it removes the temporary file (nothing half-written).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination, e.g. ``<session>_corrected.ome.tif``.
+    shape : (int, int, int)
+        (time, y, x) of the whole movie.
+    dtype : numpy dtype
+        Pixel type of the file; blocks are converted with :func:`as_pixel_type`.
+    pixel_size_um : (float, float) or None
+        Pixel height and width, µm; None when unknown.
+    frame_interval_s : float or None
+        Seconds per frame; None when unknown.
+
+    Examples
+    --------
+    >>> import numpy as np, tifffile
+    >>> with MovieFile(tmp / "m.ome.tif", (4, 2, 3), np.uint16, pixel_size_um=(1.3, 1.3),
+    ...                frame_interval_s=0.1) as out:  # doctest: +SKIP
+    ...     out[2:4] = np.full((2, 2, 3), 7.6)
+    ...     out[0:2] = np.zeros((2, 2, 3))
+    ...     path = out.commit()
+    >>> tifffile.imread(path)[3, 0, 0]  # doctest: +SKIP
+    8
+    """
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, int, int], dtype: Any, /,
+                 *, pixel_size_um: tuple[float, float] | None,
+                 frame_interval_s: float | None) -> None:
+        self.path = Path(path)
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        if len(self.shape) != 3 or min(self.shape) < 1:
+            raise ValueError(f"{self.path}: shape must be (time, y, x) with every size >= 1, "
+                             f"got {shape}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = atomic_path(self.path).with_suffix(".tif")
+        self._fd: int | None = None
+        try:
+            calibrated = _ome_movie_metadata(pixel_size_um, frame_interval_s)
+            resolution = {}  # the TIFF tags too: plain ImageJ reads those, not the OME-XML
+            if "PhysicalSizeX" in calibrated:
+                resolution = {"resolution": (1e4 / calibrated["PhysicalSizeX"],
+                                             1e4 / calibrated["PhysicalSizeY"]),
+                              "resolutionunit": "CENTIMETER"}
+            offset, _ = tifffile.imwrite(
+                self._tmp, shape=self.shape, dtype=self.dtype, ome=True, metadata=calibrated,
+                photometric="minisblack", returnoffset=True, **resolution)
+            with tifffile.TiffFile(self._tmp) as tif:  # frames must lie one after the other
+                if tif.series[0].dataoffset != offset:
+                    raise RuntimeError(f"{self._tmp}: tifffile did not lay the frames out "
+                                       "contiguously")
+            self._offset = int(offset)
+            self._fd = os.open(self._tmp, os.O_WRONLY)
+        except BaseException:
+            self.discard()
+            raise
+
+    def __setitem__(self, key: Any, block: Any) -> None:
+        if self._fd is None:
+            raise ValueError(f"{self.path}: already committed or discarded")
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        (t0, t1), (y0, y1), (x0, x1) = (
+            s.indices(n)[:2] if isinstance(s, slice) else (int(s), int(s) + 1)
+            for s, n in zip(key, self.shape, strict=True))
+        block = np.asarray(block).reshape(t1 - t0, y1 - y0, x1 - x0)
+        _, ny, nx = self.shape
+        size = self.dtype.itemsize
+        whole = (y0, y1, x0, x1) == (0, ny, 0, nx)
+        step = max(1, _WRITE_BYTES // max(1, block[0].size * max(size, block.itemsize)))
+        for i in range(0, t1 - t0, step):  # converted a few MB at a time
+            part = np.ascontiguousarray(as_pixel_type(block[i:i + step], self.dtype))
+            if whole:  # whole frames: one write
+                os.pwrite(self._fd, part.data, self._offset + (t0 + i) * ny * nx * size)
+                continue
+            for k, frame in enumerate(part):
+                for j, row in enumerate(frame):
+                    at = ((t0 + i + k) * ny + y0 + j) * nx + x0
+                    os.pwrite(self._fd, row.data, self._offset + at * size)
+
+    def write_block(self, block: np.ndarray, block_info: Any = None) -> np.ndarray:
+        """Write a dask block at its place and return it unchanged (for ``map_blocks``).
+
+        ``data.map_blocks(out.write_block)`` writes each block as a side effect of
+        whatever computes ``data``: a movie its block mean is taken from is then written
+        in the same pass, however the computation's graph is optimized.
+        """
+        where = block_info[0]["array-location"]
+        self[tuple(slice(a, b) for a, b in where)] = block
+        return block
+
+    def commit(self) -> Path:
+        """Close the file and rename it onto :attr:`path`; return :attr:`path`."""
+        if self._fd is None:
+            raise ValueError(f"{self.path}: already committed or discarded")
+        os.close(self._fd)
+        self._fd = None
+        return commit(self._tmp, self.path)
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (nothing is left behind)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> MovieFile:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fd is not None or self._tmp.exists():
+            self.discard()
+
+
 def write_movie(movie: xr.DataArray, path: str | os.PathLike, /, *,
                 pixel_size_um: tuple[float, float] | None,
-                frame_interval_s: float | None) -> Path:
+                frame_interval_s: float | None, dtype: Any = None) -> Path:
     """Write a (time, y, x) movie as an OME-TIFF that Fiji opens calibrated, atomically.
 
-    Frames are written one dask/numpy time block at a time, so a lazy movie never sits
-    in memory whole. ``PhysicalSizeX/Y`` (µm) and ``TimeIncrement`` (s) are set when
-    known.
+    A dask-backed movie is computed and written one block at a time (:class:`MovieFile`),
+    so it never sits in memory whole. ``PhysicalSizeX/Y`` (µm) and ``TimeIncrement`` (s)
+    are set when known.
 
     Parameters
     ----------
@@ -1044,29 +1202,14 @@ def write_movie(movie: xr.DataArray, path: str | os.PathLike, /, *,
         Pixel height and width of ``movie``'s own grid, µm; None when unknown.
     frame_interval_s : float or None
         Seconds per frame of ``movie``; None when unknown.
+    dtype : numpy dtype, optional
+        Pixel type of the file (:func:`as_pixel_type`). Default is None: ``movie``'s.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    metadata: dict[str, Any] = {"axes": "TYX"}
-    if pixel_size_um is not None and all(math.isfinite(v) for v in pixel_size_um):
-        metadata |= {"PhysicalSizeY": float(pixel_size_um[0]), "PhysicalSizeYUnit": "µm",
-                     "PhysicalSizeX": float(pixel_size_um[1]), "PhysicalSizeXUnit": "µm"}
-    if frame_interval_s and math.isfinite(frame_interval_s):
-        metadata |= {"TimeIncrement": float(frame_interval_s), "TimeIncrementUnit": "s"}
     data = movie.transpose("time", "y", "x").data
-    chunks = data.chunks[0] if hasattr(data, "chunks") and data.chunks else (data.shape[0],)
-
-    def blocks():
-        start = 0
-        for n in chunks:
-            block = np.asarray(data[start:start + n])
-            start += n
-            yield from block
-
-    tmp = atomic_path(path).with_suffix(".tif")
-    try:
-        tifffile.imwrite(tmp, blocks(), shape=data.shape, dtype=data.dtype, ome=True,
-                         metadata=metadata, photometric="minisblack")
-        return commit(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with MovieFile(path, data.shape, data.dtype if dtype is None else dtype,
+                   pixel_size_um=pixel_size_um, frame_interval_s=frame_interval_s) as out:
+        if isinstance(data, da.Array):
+            da.store(data, out, lock=False)
+        else:
+            out[:] = data
+        return out.commit()

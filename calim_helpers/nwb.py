@@ -524,9 +524,10 @@ def session_nwbfile(
     version : str
         The CALIM version (``calim_helpers.__version__``).
     movie_file : str, optional
-        The corrected, downsampled movie (an OME-TIFF), as a path relative to the NWB
-        file: linked as an external ``ImageSeries`` ``corrected_movie`` in ``ophys``,
-        never copied. Default is None: no movie.
+        The corrected movie (an OME-TIFF), as a path relative to the NWB file: linked as
+        an external ``ImageSeries`` ``corrected_movie`` in ``ophys``, never copied; at the
+        native rate when ``load.attrs["movie_output"]`` is ``"native"``, else at the
+        downsampled rate. Default is None: no movie.
 
     Returns
     -------
@@ -806,15 +807,20 @@ def session_nwbfile(
 
     # ---- the corrected movie, linked (external file), never copied
     if movie_file is not None:
-        n_time = int(result.sizes["time"])
+        if load.attrs.get("movie_output") == "native":
+            n_time, rate = int(native_shape[0]), 1.0 / dt_native
+            start = float(shift_time[0]) if shift_time is not None and shift_time.size else 0.0
+            what = (f"at the recording's resolution, in its pixel type "
+                    f"({load.attrs.get('dtype', 'uint16')}, rounded to whole counts)")
+        else:
+            n_time, rate = int(result.sizes["time"]), 1.0 / dt_down
+            start = float(result["time"].values[0]) if n_time else 0.0
+            what = "block-mean downsampled as the traces were (float32)"
         ophys.add(ImageSeries(
             name="corrected_movie", external_file=[str(movie_file)], format="external",
-            starting_frame=[0], num_samples=n_time,
-            rate=1.0 / float(load.attrs["frame_interval_s_downsampled"]),
-            starting_time=float(result["time"].values[0]) if n_time else 0.0,
+            starting_frame=[0], num_samples=n_time, rate=rate, starting_time=start,
             unit="n.a.",
-            description=("the motion-corrected movie, block-mean downsampled as the traces "
-                         "were (float32 OME-TIFF beside this file)")))
+            description=f"the motion-corrected movie, {what}; an OME-TIFF beside this file"))
 
     # ---- summary image
     if "mip" in load:

@@ -170,7 +170,7 @@ SCHEMA: dict[str, Any] = _section(
     qc=_section(snr_threshold=_number(ge=0)),
     heatmap=_section(vmin=_number(), vmax=_number()),
     statistics=_section(unit=_choice("session", "cell")),
-    outputs=_section(nwb=_BOOL, movie=_choice("downsampled", "none"), nwb_movie=_BOOL),
+    outputs=_section(nwb=_BOOL, movie=_choice("downsampled", "native", "none"), nwb_movie=_BOOL),
     nwb=_section(
         **{k: _TEXT for k in ("subject_id", "species", "sex", "age", "subject_description",
                               "lab", "institution", "indicator", "location",
@@ -315,10 +315,10 @@ def _cross_check(params: Mapping[str, Any]) -> None:
             f"parameter detection.diameter_range = {_show([low, high])}: must be "
             "[smallest, largest] with smallest <= largest")
     outputs = params["outputs"]
-    if outputs["nwb_movie"] and not (outputs["nwb"] and outputs["movie"] == "downsampled"):
+    if outputs["nwb_movie"] and not (outputs["nwb"] and outputs["movie"] != "none"):
         raise CalimParameterError(
             "parameter outputs.nwb_movie = true: needs outputs.nwb = true and "
-            f"outputs.movie = downsampled (got {_show(outputs['nwb'])} and "
+            f"outputs.movie = downsampled or native (got {_show(outputs['nwb'])} and "
             f"{_show(outputs['movie'])})")
 
 

@@ -4,7 +4,8 @@
 # Opens every session's Micro-Manager stack lazily (dask), corrects motion (rigid or
 # piecewise-rigid, sub-pixel; shifts saved to `shifts.csv` and plotted), optionally
 # denoises, and block-mean downsamples it (SPEC §2 steps 1-2, §4). Stores the downsampled
-# movie and the native maximum-intensity projection for the next notebook.
+# movie and the native maximum-intensity projection for the next notebook, and writes the
+# corrected movie for Fiji (`outputs.movie`: `downsampled`, `native` or `none`).
 
 # %% tags=["parameters"]
 experiment_dir: str = "../demo/DEMO"  # experiment folder (dd-mm-yy/<yymmdd>_<n>/ tree), read only
@@ -16,6 +17,7 @@ registration: dict = {'enabled': True, 'method': 'rigid', 'template_frames': 200
 denoise: dict = {'method': 'none', 'sigma_px': 1.0, 'sigma_frames': 1.0, 'size': 3}  # see params/default.yaml
 downsample: dict = {'time': 10, 'y': 2, 'x': 2}  # see params/default.yaml
 figures: dict = {'per_roi': True, 'per_roi_pdf': False, 'dpi': 100}  # see params/default.yaml
+outputs: dict = {'nwb': True, 'movie': 'downsampled', 'nwb_movie': False}  # see params/default.yaml
 
 # %%
 from calim_helpers.workflow import runner, views
@@ -29,7 +31,7 @@ experiment.table()
 # %%
 status = runner.run_step("load", experiment, compute=compute, load=load,
                          registration=registration, denoise=denoise, downsample=downsample,
-                         figures=figures)
+                         figures=figures, outputs=outputs)
 status
 
 # %% [markdown]

@@ -408,7 +408,7 @@ def test_a_real_pipeline_run_converts_and_passes_the_inspector(tmp_path):
     p = params.defaults()
     p["figures"]["per_roi"] = False
     exp = Experiment.open(exp_dir, tmp_path / "out", ["230404_5"])
-    steps = {"load": ("load", "registration", "denoise", "downsample", "figures"),
+    steps = {"load": ("load", "registration", "denoise", "downsample", "figures", "outputs"),
              "rois": ("rois", "detection", "background", "neuropil", "figures"),
              "arpls": ("arpls", "normalize", "trim_start", "figures"),
              "analysis": ("events", "synchrony", "qc", "heatmap", "figures", "outputs", "nwb")}
@@ -482,3 +482,15 @@ def test_the_corrected_movie_is_linked_not_copied(tmp_path):
         assert series.data.size == 0  # linked, no copy of the pixels
         assert series.rate == pytest.approx(1 / result.attrs["frame_interval_s_downsampled"])
     assert not [m for m in _inspect(path) if m.importance in BAD]
+
+
+def test_a_native_corrected_movie_is_linked_at_the_native_rate(tmp_path):
+    load, traces, result, events = _session()
+    load.attrs["movie_output"] = "native"
+    f = nwbmod.session_nwbfile(load, traces, result, events=events, masks=_masks(),
+                               nwb=FULL_NWB, params=PARAMS, version="0.2.0",
+                               movie_file="230404_5_corrected.ome.tif")
+    series = f.processing["ophys"]["corrected_movie"]
+    assert series.num_samples == load.attrs["native_shape"][0]
+    assert series.rate == pytest.approx(1 / load.attrs["frame_interval_s"])
+    assert "recording's resolution" in series.description

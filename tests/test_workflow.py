@@ -11,8 +11,9 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 
-from calim_helpers import demo, detection, plots, rois
+from calim_helpers import demo, detection, io, plots, rois
 from calim_helpers.errors import CalimInputError
 from calim_helpers.noise import noise_sigma
 from calim_helpers.params import load_params
@@ -204,7 +205,7 @@ def test_auto_rois_replace_a_missing_expert_set(tmp_path):
     figures = {"per_roi": False, "per_roi_pdf": False, "dpi": 40}
     run_step("load", e, compute=p["compute"], load=p["load"],
              registration=p["registration"] | {"enabled": False}, denoise=p["denoise"],
-             downsample=p["downsample"], figures=figures)
+             downsample=p["downsample"], figures=figures, outputs=p["outputs"])
     status = run_step("rois", e, compute=p["compute"], background=p["background"],
                       figures=figures, rois=p["rois"], detection=p["detection"],
                       neuropil=p["neuropil"])
@@ -228,8 +229,9 @@ def test_a_step_clears_what_it_and_later_steps_wrote(tmp_path):
     folder = e.session_dir(s)
     stale = ["230404_5_rois.png", "ROIs_auto.zip", "230404_5_mask01.png",
              "230404_5_mask_arpls_NORM_01.png", "230404_5_qc.png", "230404_5.nwb",
-             "230404_5_corrected.ome.tif", "230404_5_rois.pdf", ".230404_5_result.zarr.part-123"]
-    kept = ["shifts.csv", "230404_5_shifts.png", "230404_5_registration.png"]
+             "230404_5_rois.pdf", ".230404_5_result.zarr.part-123"]
+    kept = ["shifts.csv", "230404_5_shifts.png", "230404_5_registration.png",
+            "230404_5_corrected.ome.tif"]  # the load step's
     for name in stale + kept:
         (folder / name).write_text("x")
     clear_from(e, s, "rois")
@@ -238,13 +240,58 @@ def test_a_step_clears_what_it_and_later_steps_wrote(tmp_path):
     assert sorted(p.name for p in folder.iterdir() if p.is_file()) == sorted(kept)
 
 
+def test_the_native_corrected_movie_is_written_in_the_load_pass(tmp_path):
+    import tifffile
+
+    from calim_helpers import registration as reg
+    from calim_helpers.downsample import downsample
+
+    exp_dir = demo.write_demo_experiment(tmp_path, n_frames=60, frame_shape=(40, 48), seed=3,
+                                         sessions=["230404_9"])  # the session with motion
+    p = load_params()
+    e = Experiment.open(exp_dir, tmp_path / "out")
+    s = e.sessions[0]
+    kw = {"compute": p["compute"], "load": p["load"] | {"chunk_time": 25},
+          "registration": p["registration"] | {"template_frames": 30},
+          "denoise": p["denoise"], "downsample": p["downsample"],
+          "figures": {"per_roi": False, "per_roi_pdf": False, "dpi": 30}}
+    assert run_step("load", e, outputs={"movie": "native"}, **kw)["status"].tolist() == ["ok"]
+    path = e.file(s, "corrected.ome.tif")
+    native = tifffile.imread(path)
+    recording = io.open_movie(s)
+    assert native.dtype == recording.dtype == np.uint16 and native.shape == recording.shape
+    # the same correction computed on its own, then rounded to whole counts
+    alone = reg.correct_motion(recording, **{k: v for k, v in kw["registration"].items()
+                                             if k != "enabled"}).corrected.values
+    np.testing.assert_array_equal(native, io.as_pixel_type(alone, np.uint16))
+    # its block mean is the stored downsampled movie, to the rounding (<= 0.5 count)
+    stored = e.open_store(s, "load")["movie"].values
+    ours = downsample(xr.DataArray(native.astype(np.float32), dims=("time", "y", "x")),
+                      p["downsample"]).values
+    assert np.abs(ours - stored).max() <= 0.5 + 1e-3
+    opened = io.open_movie(path)
+    assert opened.attrs["pixel_size_um"] == pytest.approx(recording.attrs["pixel_size_um"])
+    assert opened.attrs["frame_interval_s"] == pytest.approx(
+        recording.attrs["frame_interval_s"])
+    recording.close()
+    opened.close()
+    assert e.open_store(s, "load").attrs["movie_output"] == "native"
+    # another choice re-runs the load step; none leaves no movie behind
+    run_step("load", e, outputs={"movie": "downsampled"}, **kw)
+    assert tifffile.imread(path).shape == stored.shape
+    run_step("load", e, outputs={"movie": "none"}, **kw)
+    assert not path.exists()
+    assert not [f for f in e.session_dir(s).iterdir() if ".part-" in f.name]
+
+
 def _run_chain(exp_dir, out, compute):
     p = load_params()
     e = Experiment.open(exp_dir, out)
     figures = {"per_roi": False, "per_roi_pdf": False, "dpi": 30}
     assert (run_step("load", e, compute=compute, load=p["load"],
                      registration=p["registration"] | {"enabled": False}, denoise=p["denoise"],
-                     downsample=p["downsample"], figures=figures)["status"] == "ok").all()
+                     downsample=p["downsample"], figures=figures,
+                     outputs=p["outputs"])["status"] == "ok").all()
     run_step("rois", e, compute=compute, background=p["background"], figures=figures,
              rois={"source": "expert"}, detection=p["detection"], neuropil=p["neuropil"])
     table = run_step("arpls", e, compute=compute, arpls=p["arpls"], normalize="dff",
@@ -278,7 +325,7 @@ def test_bad_compute_settings_are_named(tmp_path, monkeypatch):
     e = Experiment.open(exp_dir, tmp_path / "out")
     p = load_params()
     kw = {"load": p["load"], "registration": p["registration"], "denoise": p["denoise"],
-          "downsample": p["downsample"], "figures": p["figures"]}
+          "downsample": p["downsample"], "figures": p["figures"], "outputs": p["outputs"]}
     with pytest.raises(CalimInputError, match="compute.scheduler must be"):
         run_step("load", e, compute={"scheduler": "gpu", "parallel_sessions": 1,
                                      "resume": True}, **kw)
@@ -293,7 +340,8 @@ def _chain(e, p, **changes):
     figures = {"per_roi": False, "per_roi_pdf": False, "dpi": 30}
     steps_and_sections = (
         ("load", {"load": p["load"], "registration": p["registration"],
-                  "denoise": p["denoise"], "downsample": p["downsample"], "figures": figures}),
+                  "denoise": p["denoise"], "downsample": p["downsample"], "figures": figures,
+                  "outputs": p["outputs"]}),
         ("rois", {"rois": p["rois"], "detection": p["detection"],
                   "background": p["background"], "neuropil": p["neuropil"],
                   "figures": figures}),
@@ -326,6 +374,11 @@ def test_a_rerun_skips_what_is_done_and_redoes_what_changed(tmp_path):
     assert changed["load"]["cached"].all() and changed["rois"]["cached"].all()
     assert not changed["arpls"]["cached"].any() and not changed["analysis"]["cached"].any()
     assert e.open_store(e.sessions[0], "result").attrs["lam"] == 100.0
+    # the NWB switch is part of the outputs section, but only the analysis step uses it
+    nwb_on = _chain(e, p, arpls=p["arpls"] | {"lam": 100.0},
+                    outputs=p["outputs"] | {"nwb": True})
+    assert all(nwb_on[step]["cached"].all() for step in ("load", "rois", "arpls"))
+    assert not nwb_on["analysis"]["cached"].any()
     # an input file that changed is read again, and everything after it is redone
     s = e.sessions[1]
     roi_file = s.roi_file
@@ -360,7 +413,8 @@ def test_warnings_are_recorded_in_the_status_table(tmp_path):
     e = Experiment.open(exp_dir, tmp_path / "out", ["230404_5"])
     table = run_step("load", e, compute=p["compute"], load=p["load"],
                      registration=p["registration"] | {"enabled": False},
-                     denoise=p["denoise"], downsample=p["downsample"], figures=p["figures"])
+                     denoise=p["denoise"], downsample=p["downsample"], figures=p["figures"],
+                     outputs=p["outputs"])
     assert "dropping the last 5 of 105 time elements" in table["warnings"].iloc[0]
 
 
@@ -416,7 +470,8 @@ def test_per_roi_figures_as_one_pdf_per_session(tmp_path):
     compute = p["compute"] | {"workers": 1}
     figures = {"per_roi": False, "per_roi_pdf": True, "dpi": 30}
     run_step("load", e, compute=compute, load=p["load"], registration=p["registration"],
-             denoise=p["denoise"], downsample=p["downsample"], figures=figures)
+             denoise=p["denoise"], downsample=p["downsample"], figures=figures,
+             outputs=p["outputs"])
     run_step("rois", e, compute=compute, background=p["background"], figures=figures,
              rois={"source": "expert"}, detection=p["detection"], neuropil=p["neuropil"])
     table = run_step("arpls", e, compute=compute, arpls=p["arpls"], normalize="dff",

@@ -57,12 +57,16 @@ _STORES_FROM = {"load": ("load", "traces", "result"), "rois": ("traces", "result
                 "arpls": ("result",), "analysis": ()}
 _ORDER = ("load", "rois", "arpls", "analysis")
 # the files each step writes in a session's folder (beside its store), as glob patterns
-_FILES = {"load": ("shifts.csv", "{s}_shifts.png", "{s}_registration.png"),
+_FILES = {"load": ("shifts.csv", "{s}_shifts.png", "{s}_registration.png",
+                   "{s}_corrected.ome.tif"),
           "rois": ("{s}_rois.png", "ROIs_auto.zip"),
           "arpls": ("{s}_mask*.png", "{s}_rois.pdf"),
           "analysis": ("{s}_raster.png", "{s}_correlation.png", "{s}_clusters.png",
-                       "{s}_summary.png", "{s}_qc.png", "{s}.nwb", "{s}_corrected.ome.tif")}
+                       "{s}_summary.png", "{s}_qc.png", "{s}.nwb")}
 _UPSTREAM = {"rois": "load", "arpls": "rois", "analysis": "arpls"}
+# sections of which a step uses a few keys: only those are part of its fingerprint (turning
+# the NWB file on must not re-run the load step, which writes only the corrected movie)
+_KEYS_USED = {("load", "outputs"): ("movie",)}
 
 
 def run_step(step: str, experiment: Experiment, /, *, compute: Mapping[str, Any],
@@ -225,8 +229,9 @@ def step_fingerprint(step: str, experiment: Experiment, session: io.Session,
 
     None when the step before it has no completed marker (nothing to compare with).
     """
-    content: dict[str, Any] = {"step": step, "version": __version__,
-                               "sections": {k: sections[k] for k in sorted(sections)}}
+    used = {k: ({key: sections[k][key] for key in _KEYS_USED[step, k]}
+                if (step, k) in _KEYS_USED else sections[k]) for k in sorted(sections)}
+    content: dict[str, Any] = {"step": step, "version": __version__, "sections": used}
     if step == "load":
         content["inputs"] = [_file_identity(f) for f in (*session.stack_files,
                                                          session.metadata_file)]

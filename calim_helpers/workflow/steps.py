@@ -10,7 +10,8 @@ file name. :func:`calim_helpers.workflow.runner.run_step` runs a step over every
 step        science it calls                                       writes
 ==========  =====================================================  ======================
 load        io.open_movie, registration.correct_motion,            ``_load.zarr``,
-            denoise.denoise, downsample.downsample                 shifts, figures
+            denoise.denoise, downsample.downsample                 shifts, figures,
+                                                                   corrected movie
 rois        rois.read_rois / detection.detect_rois,                ``_traces.zarr``,
             traces.extract_traces                                  ROI map
 arpls       correction.correct_traces                              ``_result.zarr``,
@@ -21,6 +22,7 @@ analysis    analysis.analyze_session                               tables, figur
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import warnings
@@ -140,13 +142,17 @@ def write_table(path: Path, table: pd.DataFrame, /, *, unit: str, **to_csv: Any)
 
 def load_step(experiment: Experiment, session: io.Session, /, *, load: Mapping[str, Any],
               registration: Mapping[str, Any], denoise: Mapping[str, Any],
-              downsample: Mapping[str, int], figures: Mapping[str, Any]) -> dict[str, Any]:
+              downsample: Mapping[str, int], figures: Mapping[str, Any],
+              outputs: Mapping[str, Any]) -> dict[str, Any]:
     """Open the stack lazily, correct motion, denoise, block-mean downsample; store it.
 
     Writes ``<session>_load.zarr`` (``movie`` downsampled float32, ``mip`` native MIP
     after correction; with motion correction also ``mean_before``, ``mean_after``,
     ``shifts`` and ``bad_frame``), and with motion correction ``shifts.csv``,
-    ``<session>_shifts.png`` and ``<session>_registration.png``.
+    ``<session>_shifts.png`` and ``<session>_registration.png``. With ``outputs.movie``
+    ``native`` or ``downsampled``, also the corrected movie ``<session>_corrected.ome.tif``
+    (:func:`native_movie`, written in the same pass over the stack, or
+    :func:`downsampled_movie`).
     """
     for note in session.notes:  # files left aside in the session folder, in the run's record
         warnings.warn(note, CalimWarning, stacklevel=2)
@@ -155,6 +161,7 @@ def load_step(experiment: Experiment, session: io.Session, /, *, load: Mapping[s
     if why is not None:
         movie.close()
         raise Skip(f"movie too short: {why}")
+    stack = contextlib.ExitStack()  # the native movie's file
     try:
         motion = None
         corrected = movie
@@ -163,6 +170,14 @@ def load_step(experiment: Experiment, session: io.Session, /, *, load: Mapping[s
                                                   if k != "enabled"})
             corrected = motion.corrected
         cleaned = dn.denoise(corrected, **denoise)
+        interval = movie.attrs["frame_interval_s"]
+        native = None
+        if outputs["movie"] == "native":  # written as each chunk is computed: one pass
+            native = stack.enter_context(native_movie(
+                experiment, session, shape=cleaned.shape, dtype=movie.dtype,
+                pixel_size_um=movie.attrs["pixel_size_um"], frame_interval_s=interval))
+            cleaned = cleaned.copy(data=cleaned.data.map_blocks(native.write_block,
+                                                                dtype=cleaned.dtype))
         small = block_mean(cleaned, dict(downsample))
         ds = xr.Dataset({"movie": small, "mip": cleaned.max("time").rename(y="row", x="col")})
         summary: dict[str, Any] = {}
@@ -178,7 +193,6 @@ def load_step(experiment: Experiment, session: io.Session, /, *, load: Mapping[s
                        "bad_frames": int(shifts["bad"].values.sum())}
         for v in ds.data_vars:
             ds[v].attrs = {}
-        interval = movie.attrs["frame_interval_s"]
         ds.attrs = dict(small.attrs) | {
             "experiment": session.experiment, "date": session.date, "session": session.name,
             "native_shape": list(movie.shape), "dtype": str(movie.dtype),
@@ -187,11 +201,17 @@ def load_step(experiment: Experiment, session: io.Session, /, *, load: Mapping[s
             "registration": json.dumps(dict(registration)),
             "denoise": json.dumps(dict(denoise)),
         } | ({"shift_rms_px": summary["shift_rms_px"]} if summary else {})
+        ds.attrs["movie_output"] = str(outputs["movie"])
         t_chunk = max(1, int(load["chunk_time"]) // int(downsample["time"]))
         ds["movie"] = ds["movie"].chunk({"time": t_chunk, "y": -1, "x": -1})
         io.write_store(ds, experiment.path(session, "load"))
+        if native is not None:
+            native.commit()
     finally:
+        stack.close()  # a native movie not committed is removed: nothing half-written
         movie.close()
+    if outputs["movie"] == "downsampled":
+        downsampled_movie(experiment, session)
     if motion is not None:
         _registration_outputs(experiment, session, figures=figures)
     return {"frames": movie.sizes["time"], "native": "x".join(map(str, movie.shape)),
@@ -426,10 +446,9 @@ def analysis_step(experiment: Experiment, session: io.Session, /, *,
     """Events, synchrony, clusters, features and the QC page of one session.
 
     Writes ``<session>_{events,features,network_events,spectra}.csv``,
-    ``<session>_{raster,correlation,clusters,summary,qc}.png``, with
-    ``outputs.movie: downsampled`` the corrected movie ``<session>_corrected.ome.tif``
-    (:func:`movie_output`) and with ``outputs.nwb`` ``<session>.nwb``
-    (:func:`nwb_output`).
+    ``<session>_{raster,correlation,clusters,summary,qc}.png`` and with ``outputs.nwb``
+    ``<session>.nwb`` (:func:`nwb_output`), which with ``outputs.nwb_movie`` links the
+    corrected movie the load step wrote.
     """
     _require(experiment, session, "result", "arpls")
     ds = experiment.open_store(session, "result").load()
@@ -446,16 +465,14 @@ def analysis_step(experiment: Experiment, session: io.Session, /, *,
     for suffix, fig in session_analysis_figures(experiment, session, ds, res, qc=qc,
                                                 heatmap=heatmap).items():
         io.save_figure(fig, experiment.file(session, f"{suffix}.png"), dpi=dpi)
-    movie = None
-    if outputs["movie"] == "downsampled":
-        movie = movie_output(experiment, session)
+    movie = experiment.file(session, "corrected.ome.tif")
     if outputs["nwb"] and unit == "frame":
         warnings.warn(f"{session.id}: frame interval unknown, no NWB file written (NWB "
                       "needs the imaging rate)", CalimWarning, stacklevel=2)
     elif outputs["nwb"]:
         nwb_output(experiment, session, ds, res.events, nwb=nwb,
                    sections={"events": events, "synchrony": synchrony, "qc": qc},
-                   movie=movie if outputs["nwb_movie"] else None)
+                   movie=movie if outputs["nwb_movie"] and movie.exists() else None)
     snr = res.features["snr"].to_numpy(float)
     return {"n_events": len(res.events), "n_network_events": len(res.network_table),
             "network_threshold": round(float(res.network.threshold), 3),
@@ -463,20 +480,38 @@ def analysis_step(experiment: Experiment, session: io.Session, /, *,
             "low_snr_rois": int(np.sum(~(snr >= float(qc["snr_threshold"]))))}
 
 
-def movie_output(experiment: Experiment, session: io.Session, /) -> Path:
-    """Write the stored corrected, downsampled movie as ``<session>_corrected.ome.tif``.
+def downsampled_movie(experiment: Experiment, session: io.Session, /) -> Path:
+    """Write the stored downsampled movie as ``<session>_corrected.ome.tif``.
 
     It is the movie the traces were extracted from (motion-corrected, denoised if asked,
     block-mean downsampled), float32, with its pixel size and frame interval, for Fiji.
     """
     load = experiment.open_store(session, "load")
-    factors = factors_used(load.attrs)
-    pixel = load.attrs.get("pixel_size_um")
     return io.write_movie(
         load["movie"], experiment.file(session, "corrected.ome.tif"),
-        pixel_size_um=(float(pixel) * factors["y"], float(pixel) * factors["x"])
-        if pixel and np.isfinite(float(pixel)) else None,
+        pixel_size_um=_scaled(load.attrs.get("pixel_size_um"), factors_used(load.attrs)),
         frame_interval_s=load.attrs.get("frame_interval_s_downsampled"))
+
+
+def native_movie(experiment: Experiment, session: io.Session, /, *,
+                 shape: tuple[int, int, int], dtype: Any, pixel_size_um: float | None,
+                 frame_interval_s: float | None) -> io.MovieFile:
+    """Open the native corrected movie ``<session>_corrected.ome.tif`` for writing.
+
+    The movie the traces come from before downsampling (motion-corrected, denoised if
+    asked) at the recording's resolution and in its pixel type (resampled values rounded
+    to whole counts; :func:`calim_helpers.io.as_pixel_type`), calibrated for Fiji.
+    """
+    return io.MovieFile(experiment.file(session, "corrected.ome.tif"), shape, dtype,
+                        pixel_size_um=_scaled(pixel_size_um, {"y": 1, "x": 1}),
+                        frame_interval_s=frame_interval_s)
+
+
+def _scaled(pixel_size_um: Any, factors: Mapping[str, int]) -> tuple[float, float] | None:
+    """(height, width) of a pixel binned by ``factors``, µm; None when unknown."""
+    if pixel_size_um is None or not np.isfinite(float(pixel_size_um)):
+        return None
+    return float(pixel_size_um) * factors["y"], float(pixel_size_um) * factors["x"]
 
 
 def nwb_output(experiment: Experiment, session: io.Session, result: xr.Dataset,
