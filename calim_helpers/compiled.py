@@ -2,37 +2,75 @@
 
 numba is a dependency of CALIM, but the numerical modules keep a numpy path (or run the
 same loop uncompiled) so that they stay importable and testable without it.
+
+numba itself (with LLVM, 84 MB of resident memory) is imported only when a compiled loop
+is first called: a notebook kernel or the ``calim run`` process that sends the work to
+dask workers never pays for it.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import threading
 from collections.abc import Callable
 from typing import Any
 
-try:
-    from numba import njit
-except ImportError:  # pragma: no cover - numba is a dependency
-    njit = None
-
 __all__ = ["HAVE_NUMBA", "jit"]
 
-HAVE_NUMBA = njit is not None
+try:
+    HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+except ValueError:  # pragma: no cover - sys.modules["numba"] set to None (blocked)
+    HAVE_NUMBA = False
+
+_LOCK = threading.RLock()
+
+
+class _Lazy:
+    """A function numba compiles when it is first called (see :func:`jit`)."""
+
+    def __init__(self, fn: Callable[..., Any], options: dict[str, Any]) -> None:
+        functools.update_wrapper(self, fn)
+        self.py_func = fn
+        self._options = options
+        self._dispatcher: Any = None
+
+    def dispatcher(self) -> Any:
+        """The numba dispatcher of this function (numba imported, nothing compiled yet).
+
+        Every lazy function among the module's globals is made a dispatcher first: a
+        compiled caller finds its compiled callees there when numba compiles it.
+        """
+        with _LOCK:
+            if self._dispatcher is None:
+                from numba import njit
+
+                try:
+                    self._dispatcher = njit(cache=True, **self._options)(self.py_func)
+                except RuntimeError:  # pragma: no cover - no writable cache locator
+                    self._dispatcher = njit(cache=False, **self._options)(self.py_func)
+                names = self.py_func.__globals__
+                for name, value in list(names.items()):
+                    if isinstance(value, _Lazy):
+                        names[name] = value.dispatcher()
+            return self._dispatcher
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.dispatcher()(*args, **kwargs)
 
 
 def jit(fn: Callable[..., Any] | None = None, /, *, inline: bool = False) -> Any:
     """Compile ``fn`` with numba (cached on disk, GIL released); leave it as is without numba.
 
-    Where no cache folder is writable (a read-only installation and home folder, as on
-    some cluster nodes; numba's ``NUMBA_CACHE_DIR`` chooses another) it is compiled in
-    memory only, instead of failing. ``inline=True`` inlines it into compiled callers.
-    Use as ``@jit`` or ``@jit(inline=True)``.
+    The function is compiled (or loaded from numba's disk cache) when it is first
+    called; numba is imported then. Where no cache folder is writable (a read-only
+    installation and home folder, as on some cluster nodes; numba's ``NUMBA_CACHE_DIR``
+    chooses another) it is compiled in memory only, instead of failing. ``inline=True``
+    inlines it into compiled callers. Use as ``@jit`` or ``@jit(inline=True)``.
     """
     if fn is None:
         return lambda f: jit(f, inline=inline)
-    if njit is None:  # pragma: no cover
+    if not HAVE_NUMBA:
         return fn
-    options = {"nogil": True, "error_model": "numpy", "inline": "always" if inline else "never"}
-    try:
-        return njit(cache=True, **options)(fn)
-    except RuntimeError:  # pragma: no cover - numba found no writable cache locator
-        return njit(cache=False, **options)(fn)
+    return _Lazy(fn, {"nogil": True, "error_model": "numpy",
+                      "inline": "always" if inline else "never"})

@@ -86,7 +86,9 @@ FEATURE_COLUMNS: dict[str, str] = {
 }
 
 _LINKAGES = ("single", "complete", "average", "weighted")
-_SHUFFLE_ELEMENTS = 2**24  # booleans per batch of shuffled rasters (~16 MB)
+# elements per batch of shuffles: their int64 indices take 16 MB (2**24 took 134 MB, the
+# peak of a full-size session's analysis step)
+_SHUFFLE_ELEMENTS = 2**21
 
 
 def _positive_int(name: str, value: Any, low: int = 1) -> int:

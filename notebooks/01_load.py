@@ -28,7 +28,7 @@ experiment.table()
 # %% [markdown]
 # ## Load every session
 
-# %%
+# %% tags=["step"]
 status = runner.run_step("load", experiment, compute=compute, load=load,
                          registration=registration, denoise=denoise, downsample=downsample,
                          figures=figures, outputs=outputs)

@@ -29,7 +29,7 @@ experiment = views.open_experiment(experiment_dir, out_dir, sessions)
 # %% [markdown]
 # ## Traces of every session
 
-# %%
+# %% tags=["step"]
 status = runner.run_step("rois", experiment, compute=compute, rois=rois, detection=detection,
                          background=background, neuropil=neuropil, figures=figures)
 status

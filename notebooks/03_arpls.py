@@ -25,7 +25,7 @@ experiment = views.open_experiment(experiment_dir, out_dir, sessions)
 # %% [markdown]
 # ## Correct every session
 
-# %%
+# %% tags=["step"]
 status = runner.run_step("arpls", experiment, compute=compute, arpls=arpls,
                          normalize=normalize, trim_start=trim_start, figures=figures)
 status

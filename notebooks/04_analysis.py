@@ -28,7 +28,7 @@ experiment = views.open_experiment(experiment_dir, out_dir, sessions)
 # %% [markdown]
 # ## Analyse every session
 
-# %%
+# %% tags=["step"]
 status = runner.run_step("analysis", experiment, compute=compute, events=events,
                          synchrony=synchrony, qc=qc, heatmap=heatmap, figures=figures,
                          outputs=outputs, nwb=nwb)

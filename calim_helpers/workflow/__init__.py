@@ -11,7 +11,22 @@ This layer sits above the science modules and is never imported by them:
 - :mod:`~calim_helpers.workflow.views` -- what the notebooks display.
 """
 
-from calim_helpers.workflow.experiment import Experiment
-from calim_helpers.workflow.runner import run_step
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["Experiment", "run_step"]
+
+
+def __getattr__(name: str) -> Any:
+    # imported when asked for: ``calim run``'s own process, which only runs the notebooks,
+    # then never imports the steps and the science behind them
+    if name == "Experiment":
+        from calim_helpers.workflow.experiment import Experiment
+
+        return Experiment
+    if name == "run_step":
+        from calim_helpers.workflow.runner import run_step
+
+        return run_step
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

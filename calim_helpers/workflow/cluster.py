@@ -18,13 +18,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import gc
 import logging
 import os
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["cluster_for_run", "large_blocks_to_os", "local_cluster", "machine_cores",
-           "resolve_workers", "warm_compiled"]
+__all__ = ["cluster_for_run", "give_back_memory", "large_blocks_to_os", "local_cluster",
+           "machine_cores", "resolve_workers", "warm_compiled"]
 
 log = logging.getLogger("calim.run")
 
@@ -57,8 +58,9 @@ def resolve_workers(workers: Any, /) -> int:
 def warm_compiled() -> None:
     """Compile (or load from numba's disk cache) the compiled loops once, in this process.
 
-    Workers started afterwards load them from the cache instead of compiling them at
-    the same time and writing the same cache files concurrently.
+    Run on one worker before the others start work (:func:`cluster_for_run`): they load
+    them from the cache instead of compiling them at the same time and writing the same
+    cache files concurrently.
     """
     import numpy as np
     import xarray as xr
@@ -95,6 +97,19 @@ def large_blocks_to_os() -> bool:
         return False
 
 
+def give_back_memory() -> None:
+    """Collect garbage and return the free pages of the heap to the system (glibc).
+
+    Called after each step of a session (:func:`calim_helpers.workflow.runner.
+    run_session`): a worker then waits for the next step about 40 MB smaller (a
+    full-size session's analysis step: 418 -> 379 MB), while the next notebook's kernel
+    starts beside it.
+    """
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 @contextlib.contextmanager
 def local_cluster(n_workers: int, /, *, memory_limit: str | int = "auto") -> Iterator[str]:
     """Start a dask.distributed cluster of ``n_workers`` processes; yield its address.
@@ -128,7 +143,21 @@ def cluster_for_run(compute: dict[str, Any], n_sessions: int, /) -> Iterator[dic
     if compute["scheduler"] != "threads" or n <= 1:
         yield dict(compute)
         return
-    warm_compiled()
     log.info("starting %d dask worker(s), memory limit %s each", n, compute["worker_memory"])
     with local_cluster(n, memory_limit=compute["worker_memory"]) as address:
+        _warm_one_worker(address)
         yield dict(compute) | {"scheduler": address}
+
+
+def _warm_one_worker(address: str) -> None:
+    """Run :func:`warm_compiled` on one worker of the cluster at ``address``, then return.
+
+    The others load the loops from numba's cache afterwards instead of compiling them at
+    the same time; the process that started the cluster never imports numba.
+    """
+    from distributed import Client
+
+    with Client(address, set_as_default=False) as client:
+        client.wait_for_workers(1)
+        first = sorted(client.scheduler_info()["workers"])[:1]
+        client.submit(warm_compiled, workers=first, pure=False).result()

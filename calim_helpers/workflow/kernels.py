@@ -1,10 +1,12 @@
 """Kernels started ahead: the next notebook's kernel starts while the current one runs.
 
 A notebook's kernel takes about 1 s to start and 2-3 s more to import the helpers (numpy,
-dask, xarray, pandas, matplotlib, numba), a fixed cost paid five times per experiment.
+dask, xarray, pandas, matplotlib), a fixed cost paid five times per experiment.
 :class:`NextKernel` starts the kernel of the next notebook in a background thread, and
 has it import the helpers (silently: no output, no execution count), while the current
-notebook runs, mostly on one core. The notebook then executes in that kernel exactly
+notebook shows its results: ``calim run`` starts it once the current notebook's step
+cell has run (:func:`calim_helpers.workflow.papermill.execute_notebook`), so that its
+200 MB are not taken while the step's workers hold a session's chunks. The notebook then executes in that kernel exactly
 as in a new one: its cells, outputs and execution counts are the same; only the import
 cell returns at once.
 

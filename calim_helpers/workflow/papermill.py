@@ -14,11 +14,12 @@ shows in the terminal while the notebooks run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ NOTEBOOKS = ("01_load", "02_rois", "03_arpls", "04_analysis", "05_aggregate")
 #: The per-session step each notebook runs (its status table: ``status/<step>.csv``).
 STEP_OF = {"01_load": "load", "02_rois": "rois", "03_arpls": "arpls",
            "04_analysis": "analysis"}
+#: The tag of a notebook's cell that runs its step on every session.
+STEP_TAG = "step"
 #: Parameters that are not in ``default.yaml``: where the data is and what to compare.
 RUN_PARAMETERS = ("experiment_dir", "out_dir", "compare")
 
@@ -141,6 +144,7 @@ def execute_notebook(
     html: bool = True,
     prefix: str = "",
     kernel: Any | None = None,
+    after_step: Callable[[], Any] | None = None,
 ) -> str:
     """Execute one notebook with papermill; return "" or the failure (cell and error).
 
@@ -162,10 +166,27 @@ def execute_notebook(
         A kernel already started in ``output.parent`` (:class:`~calim_helpers.workflow.
         kernels.NextKernel`); it is shut down afterwards. Default is None: papermill
         starts one.
+    after_step : callable, optional
+        Called with no argument once the notebook's cell tagged :data:`STEP_TAG` (the
+        one that runs its step on every session) has run, or before the notebook runs
+        when it has none. ``calim run`` starts the next notebook's kernel then, so that
+        it does not take memory while the step's work does. Default is None.
     """
+    import nbformat
     import papermill as pm
 
     src = notebook_from_source(name, source_dir)
+    hooks: dict[str, Any] = {}
+    if after_step is not None:
+        cells = nbformat.read(src, as_version=4).cells
+        if any(STEP_TAG in c.get("metadata", {}).get("tags", []) for c in cells):
+            def after_cell(cell: Any, **_: Any) -> None:
+                if STEP_TAG in cell.get("metadata", {}).get("tags", []):
+                    after_step()
+
+            hooks = {"on_cell_executed": after_cell}
+        else:
+            after_step()
     declared = pm.inspect_notebook(str(src))
     values = {k: v for k, v in params.items() if k in declared}
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -182,7 +203,7 @@ def execute_notebook(
                             cwd=str(output.parent),
                             extra_arguments=list(kernels.KERNEL_ARGUMENTS),
                             # its cells are done; a graceful shutdown waits 0.2 s more
-                            shutdown_kernel="immediate", **engine)
+                            shutdown_kernel="immediate", **engine, **hooks)
     except pm.PapermillExecutionError as exc:
         error = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}".strip()
     except Exception as exc:  # noqa: BLE001 - a dead kernel fails this experiment, not the run
@@ -311,11 +332,12 @@ def _run_notebooks(state: _RunState, run: ExperimentRun, experiment: Experiment,
         state.executed = True
         kernel = state.ahead.take(output.parent.resolve())
         following = output.parent.resolve() if name != NOTEBOOKS[-1] else then
+        ahead = None
         if following is not None:  # every later notebook runs, too: start its kernel
             following.mkdir(parents=True, exist_ok=True)
-            state.ahead.prepare(following)
+            ahead = functools.partial(state.ahead.prepare, following)
         error = execute_notebook(name, values, output, source_dir=state.scratch, prefix="  ",
-                                 kernel=kernel)
+                                 kernel=kernel, after_step=ahead)
         state.bar.update(1)
         status = root / "status" / f"{step}.csv"
         if step and status.exists():

@@ -187,6 +187,7 @@ def run_session(step: str, experiment: Experiment, session: io.Session,
             row |= {"status": "failed",
                     "reason": f"{type(exc).__name__}: {exc} (in {where.name}, "
                               f"{where.filename.rsplit('/', 1)[-1]}:{where.lineno})"}
+    cluster.give_back_memory()
     messages = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
     for w in caught if echo_warnings else ():
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
