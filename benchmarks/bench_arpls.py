@@ -40,8 +40,9 @@ def _traces(k, n, seed=0):
               + rng.uniform(-0.05, 0.05, (k, 1)) * t / n)
     for j in range(k):
         for t0 in rng.choice(np.arange(5, n - 15), size=rng.poisson(3), replace=False):
-            y[j] += rng.uniform(0.1, 0.5) * f0[j, 0] * np.exp(-(t - t0) / rng.uniform(2, 8)) \
-                * (t >= t0)
+            # exp of -max(t - t0, 0): no overflow before the onset (NaN at some seeds)
+            y[j] += rng.uniform(0.1, 0.5) * f0[j, 0] \
+                * np.exp(-np.maximum(t - t0, 0) / rng.uniform(2, 8)) * (t >= t0)
     return y + rng.normal(0, 0.3, (k, n)) * np.sqrt(f0)
 
 

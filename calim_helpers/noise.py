@@ -502,11 +502,9 @@ def _start_compiled(xf: np.ndarray, xs: np.ndarray, work: np.ndarray) -> tuple[f
         reach = 3.5 * sigma
         k = 0
         for v in xf:  # in the frames' order: numpy's pairwise sum depends on it
-            if v < level:
-                d = level - v
-                if d <= reach:
-                    work[k] = d * d
-                    k += 1
+            d = level - v
+            work[k] = d * d  # kept by moving on, without a branch
+            k += (v < level) & (d <= reach)
         sigma = math.sqrt(_mean_of(work, k)) if k else 0.0
         reach = 3.0 * sigma
         a = _first_at_least(xs, level, -reach, False)  # |x - level| <= reach: xs[a:b]
@@ -548,16 +546,62 @@ def _window_sum_compiled(v: np.ndarray, half: int, out: np.ndarray, inner: np.nd
         out[t] = out[t] * wide - inner[t] * narrow
 
 
+@jit
+def _local_level(x: np.ndarray, quiet: np.ndarray, half: int, level: float,
+                 n_avg: np.ndarray, local: np.ndarray, pad: np.ndarray, ipad: np.ndarray
+                 ) -> None:
+    """The local level of :func:`_one`'s next round from its quiet part, in one pass.
+
+    Bit for bit what :func:`_window_sum_compiled` of the quiet indicator and of the quiet
+    values gives, with less work: the counts add integers (the float running sums of 0
+    and 1 are exact, and rounded back to them); the two running sums of the values (wide
+    and narrow window) go side by side, each adding what scipy's running sum adds, in its
+    order. ``n_avg``: frames averaged (inf below 2); ``local``: their mean (else ``level``).
+    ``pad``, ``ipad``: scratch, at least ``x.size + 2 * half + 2`` long.
+    """
+    n = x.size
+    wide, narrow = 2 * half + 1, 2 * _GAP + 1
+    o = half + 1  # frame t is at t + o in the padded copies, zeros around
+    for i in range(o):
+        pad[i], ipad[i] = 0.0, 0
+    for t in range(n):
+        pad[t + o] = x[t] if quiet[t] else 0.0
+        ipad[t + o] = 1 if quiet[t] else 0
+    for i in range(n + o, n + 2 * o):
+        pad[i], ipad[i] = 0.0, 0
+    sum_w, sum_n, count = 0.0, 0.0, 0
+    for k in range(wide):
+        sum_w += pad[k - half + o]
+        count += ipad[k - half + o]
+    for k in range(narrow):
+        sum_n += pad[k - _GAP + o]
+        count -= ipad[k - _GAP + o]
+    for t in range(n):
+        if t:
+            sum_w += pad[t + half + o] - pad[t - half - 1 + o]
+            sum_n += pad[t + _GAP + o] - pad[t - _GAP - 1 + o]
+            count += (ipad[t + half + o] - ipad[t - half - 1 + o]
+                      - ipad[t + _GAP + o] + ipad[t - _GAP - 1 + o])
+        total = sum_w / wide * wide - sum_n / narrow * narrow
+        if count >= 2:
+            n_avg[t] = count
+            local[t] = total / n_avg[t]
+        else:
+            n_avg[t] = np.inf
+            local[t] = level
+
+
 # rows of the float scratch array of _one_compiled, each as long as a trace
-_XF, _XS, _R, _LOCAL, _N_AVG, _TOTAL, _WORK, _LOW, _V, _INNER = range(10)
-_N_BUF = 10
+_XF, _XS, _R, _LOCAL, _N_AVG, _WORK, _LOW = range(7)
+_N_BUF = 7
 
 
 @jit
 def _one_compiled(x: np.ndarray, rank: np.ndarray, clip: float, half: int, max_iter: int,
                   unit: float, unit2: float, widen: np.ndarray, buf: np.ndarray,
                   by_value: np.ndarray, masks: np.ndarray, n_masked: np.ndarray,
-                  history: np.ndarray) -> tuple[float, float, int, bool]:
+                  history: np.ndarray, pad: np.ndarray, ipad: np.ndarray
+                  ) -> tuple[float, float, int, bool]:
     """:func:`_one` on one trace ``x``, given ``rank = np.argsort(x)``.
 
     ``widen[m]`` = ``sqrt(1 + unit2 / m)``; ``buf``: float scratch (``_N_BUF``, time);
@@ -585,8 +629,7 @@ def _one_compiled(x: np.ndarray, rank: np.ndarray, clip: float, half: int, max_i
         for value in xf:
             same += value == level
         return 0.0, level, same, True
-    r, local, n_avg, total = buf[_R], buf[_LOCAL], buf[_N_AVG], buf[_TOTAL]
-    work, low, v, inner = buf[_WORK], buf[_LOW], buf[_V], buf[_INNER]
+    r, local, n_avg, work, low = buf[_R], buf[_LOCAL], buf[_N_AVG], buf[_WORK], buf[_LOW]
     local[:] = level
     n_avg[:] = np.inf
     n_quiet, converged, rounds = 0, False, 0
@@ -608,15 +651,16 @@ def _one_compiled(x: np.ndarray, rank: np.ndarray, clip: float, half: int, max_i
                 r[t] = (x[t] - local[t]) / widen[int(m)]
             else:  # not reached: n_avg counts frames within the window
                 r[t] = (x[t] - local[t]) / math.sqrt(1.0 + unit2 / m)
-            active = r[t] > limit or chained
-            chained = active and r[t] > 0
-            new[t] = not active and abs(r[t]) <= limit
-            if new[t]:
-                work[count] = r[t] * r[t]
-                count += 1
-                if r[t] < 0:
-                    low[n_low] = r[t] * r[t]
-                    n_low += 1
+            # without branches (whether a frame is quiet is not predictable): every
+            # square is written, and kept by moving on
+            active = (r[t] > limit) | chained
+            chained = active & (r[t] > 0)
+            new[t] = (not active) & (abs(r[t]) <= limit)
+            square = r[t] * r[t]
+            work[count] = square
+            low[n_low] = square
+            count += new[t]
+            n_low += new[t] & (r[t] < 0)
         if count < _MIN_FINITE:
             break  # keep the previous estimate
         rms = math.sqrt(_mean_of(work, count))
@@ -660,19 +704,7 @@ def _one_compiled(x: np.ndarray, rank: np.ndarray, clip: float, half: int, max_i
         if not sigma > 0:
             converged = True
             break
-        for t in range(n):
-            v[t] = 1.0 if new[t] else 0.0
-        _window_sum_compiled(v, half, n_avg, inner)
-        for t in range(n):
-            v[t] = x[t] if new[t] else 0.0
-        _window_sum_compiled(v, half, total, inner)
-        for t in range(n):
-            n_avg[t] = np.rint(n_avg[t])
-            if n_avg[t] >= 2:
-                local[t] = total[t] / n_avg[t]
-            else:
-                local[t] = level
-                n_avg[t] = np.inf
+        _local_level(x, new, half, level, n_avg, local, pad, ipad)
     return sigma, level, n_quiet, converged
 
 
@@ -693,10 +725,11 @@ def _rows_compiled(rows: np.ndarray, rank: np.ndarray, clip: float, half: int, m
     masks = np.empty((kept, n), dtype=np.bool_)
     n_masked = np.empty(kept, dtype=np.int64)
     history = np.empty((kept, 2))
+    pad, ipad = np.empty(n + 2 * half + 2), np.empty(n + 2 * half + 2, dtype=np.int64)
     for i in range(rows.shape[0]):
         sigma[i], level[i], n_quiet[i], converged[i] = _one_compiled(
             rows[i], rank[i], clip, half, max_iter, unit, unit2, widen, buf, by_value, masks,
-            n_masked, history)
+            n_masked, history, pad, ipad)
 
 
 def _check(name: str, value: Any, *, integer: bool, low: float) -> None:
