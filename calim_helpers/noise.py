@@ -548,8 +548,8 @@ def _window_sum_compiled(v: np.ndarray, half: int, out: np.ndarray, inner: np.nd
 
 @jit
 def _local_level(x: np.ndarray, quiet: np.ndarray, half: int, level: float,
-                 n_avg: np.ndarray, local: np.ndarray, pad: np.ndarray, ipad: np.ndarray
-                 ) -> None:
+                 widen: np.ndarray, div: np.ndarray, local: np.ndarray, pad: np.ndarray,
+                 ipad: np.ndarray) -> None:
     """The local level of :func:`_one`'s next round from its quiet part, in one pass.
 
     Bit for bit what :func:`_window_sum_compiled` of the quiet indicator and of the quiet
@@ -584,15 +584,15 @@ def _local_level(x: np.ndarray, quiet: np.ndarray, half: int, level: float,
                       - ipad[t + _GAP + o] + ipad[t - _GAP - 1 + o])
         total = sum_w / wide * wide - sum_n / narrow * narrow
         if count >= 2:
-            n_avg[t] = count
-            local[t] = total / n_avg[t]
+            local[t] = total / count
+            div[t] = widen[count]
         else:
-            n_avg[t] = np.inf
             local[t] = level
+            div[t] = 1.0
 
 
 # rows of the float scratch array of _one_compiled, each as long as a trace
-_XF, _XS, _R, _LOCAL, _N_AVG, _WORK, _LOW = range(7)
+_XF, _XS, _R, _LOCAL, _DIV, _WORK, _LOW = range(7)
 _N_BUF = 7
 
 
@@ -629,9 +629,9 @@ def _one_compiled(x: np.ndarray, rank: np.ndarray, clip: float, half: int, max_i
         for value in xf:
             same += value == level
         return 0.0, level, same, True
-    r, local, n_avg, work, low = buf[_R], buf[_LOCAL], buf[_N_AVG], buf[_WORK], buf[_LOW]
+    r, local, div, work, low = buf[_R], buf[_LOCAL], buf[_DIV], buf[_WORK], buf[_LOW]
     local[:] = level
-    n_avg[:] = np.inf
+    div[:] = 1.0  # sqrt(1 + unit² / n) with n = inf
     n_quiet, converged, rounds = 0, False, 0
     for _ in range(max_iter):
         if rounds == masks.shape[0]:
@@ -644,13 +644,7 @@ def _one_compiled(x: np.ndarray, rank: np.ndarray, clip: float, half: int, max_i
                 r[t] = math.nan
                 new[t] = chained = False
                 continue
-            m = n_avg[t]
-            if m == np.inf:
-                r[t] = x[t] - local[t]  # / sqrt(1 + 0)
-            elif 0 <= m < widen.size:
-                r[t] = (x[t] - local[t]) / widen[int(m)]
-            else:  # not reached: n_avg counts frames within the window
-                r[t] = (x[t] - local[t]) / math.sqrt(1.0 + unit2 / m)
+            r[t] = (x[t] - local[t]) / div[t]
             # without branches (whether a frame is quiet is not predictable): every
             # square is written, and kept by moving on
             active = (r[t] > limit) | chained
@@ -704,7 +698,7 @@ def _one_compiled(x: np.ndarray, rank: np.ndarray, clip: float, half: int, max_i
         if not sigma > 0:
             converged = True
             break
-        _local_level(x, new, half, level, n_avg, local, pad, ipad)
+        _local_level(x, new, half, level, widen, div, local, pad, ipad)
     return sigma, level, n_quiet, converged
 
 
