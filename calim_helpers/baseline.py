@@ -626,6 +626,25 @@ def _lane_next(V, WN, n, width, imp):  # pragma: no cover - compiled
 
 
 @jit(inline=True)
+def _lane_far(V, n, width, far, bad):  # pragma: no cover - compiled
+    """Per lane: the largest ``|Z - BZ|`` (``far``); ``bad`` > 0 if it or a pivot is wrong.
+
+    Wrong: ``Z`` not finite, or a pivot not positive (``G = 1/pivot``): the system was not
+    positive definite.
+    """
+    L = _LANES
+    nl = len(width)
+    for j in range(nl):
+        far[j], bad[j] = 0.0, 0.0
+    for r in range(2, n + 2):
+        o = V[r]
+        for j in range(nl):
+            v = abs(o[_Z * L + j] - o[_BZ * L + j])
+            far[j] = max(far[j], v)
+            bad[j] += 0.0 if v < np.inf and o[_G * L + j] > 0.0 else 1.0
+
+
+@jit(inline=True)
 def _lane_load(V, y, trace, lane, n):  # pragma: no cover - compiled
     """Put ``y[trace]`` (or zeros, for ``trace < 0``) in ``lane`` with weights 1; max|y|."""
     L = _LANES
@@ -747,6 +766,7 @@ def _move_lanes(y, z, a, b, c, n_more, moved):  # pragma: no cover - compiled
     it = np.zeros(L, np.int64)
     scale = np.ones(L)
     keep = np.zeros(L, np.bool_)  # never set: BZ keeps the starting iterate
+    far, bad = np.zeros(L), np.zeros(L)
     wide = k > L // 2
     nl = L if wide else L // 2
     nxt = 0
@@ -780,24 +800,21 @@ def _move_lanes(y, z, a, b, c, n_more, moved):  # pragma: no cover - compiled
             _lane_weights(V, WN, n, _WIDE, nneg, sneg, sq, shift, scale, num, den)
             _lane_next(V, WN, n, _WIDE, keep)
             _lane_solve(V, a, b, c, n, _WIDE, nneg, sneg, sq, shift, dmax)
+            _lane_far(V, n, _WIDE, far, bad)
         else:
             _lane_weights(V, WN, n, _NARROW, nneg, sneg, sq, shift, scale, num, den)
             _lane_next(V, WN, n, _NARROW, keep)
             _lane_solve(V, a, b, c, n, _NARROW, nneg, sneg, sq, shift, dmax)
+            _lane_far(V, n, _NARROW, far, bad)
         for j in range(nl):
             if trace[j] < 0:
                 continue
-            far, ok = 0.0, True
-            for i in range(2, n + 2):
-                v = abs(V[i, _Z * L + j] - V[i, _BZ * L + j])
-                far = max(far, v)
-                ok &= v < np.inf and V[i, _G * L + j] > 0.0  # finite; positive pivots
             tr = trace[j]
-            if not ok:  # the system was not positive definite: the move is unknown
+            if bad[j]:  # the system was not positive definite: the move is unknown
                 moved[tr] = np.nan
                 trace[j] = -1
                 continue
-            moved[tr] = max(moved[tr], far)
+            moved[tr] = max(moved[tr], far[j])
             it[j] += 1
             if it[j] == n_more:
                 trace[j] = -1
