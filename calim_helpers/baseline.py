@@ -330,18 +330,26 @@ def arpls(
     change[const] = 0.0
 
     idx = np.flatnonzero(finite & ~const)  # trace numbers still being fitted
+    # the rows to fit: all of them (the usual case: views, no copies), or some
+    fit = slice(None) if idx.size == k else idx
     # fit each trace divided by a power of 2 that brings max|y| into [1/2, 1): exact (the
     # iteration is scale-equivariant and such a scaling rounds nothing), and nothing
     # overflows even for |y| near the float64 limit (an inf in one block of the LAPACK
     # block-diagonal solve would turn the following traces into NaN)
-    exponent = np.frexp(np.abs(y2[idx]).max(axis=1))[1][:, None]
-    y2[idx] = np.ldexp(y2[idx], -exponent)  # y2 is _check_y's copy
+    exponent = np.frexp(np.fmax(y2[fit].max(axis=1), -y2[fit].min(axis=1)))[1][:, None]
+    if isinstance(fit, slice):  # y2 is _check_y's copy
+        np.ldexp(y2, -exponent, out=y2)
+    else:
+        y2[fit] = np.ldexp(y2[fit], -exponent)
     if idx.size:
         _fit(y2, idx, lam, tol, max_iter, baseline, weights, converged, n_iter, change)
     status, move = _fit_status(y2, baseline, converged, change, const, lam)
     with np.errstate(over="ignore"):  # a baseline beyond the float64 range: inf, "failed"
-        baseline[idx] = np.ldexp(baseline[idx], exponent)
-    status[idx[~np.isfinite(baseline[idx]).all(axis=1)]] = "failed"
+        if isinstance(fit, slice):
+            np.ldexp(baseline, exponent, out=baseline)
+        else:
+            baseline[fit] = np.ldexp(baseline[fit], exponent)
+    status[idx[~np.isfinite(baseline[fit]).all(axis=1)]] = "failed"
 
     if one_d:
         info = {"converged": bool(converged[0]), "n_iter": int(n_iter[0]),
@@ -416,10 +424,11 @@ def _fit_status(y2: np.ndarray, baseline: np.ndarray, converged: np.ndarray,
     rows = np.flatnonzero(finite & ~const)
     if not rows.size:
         return status, move
-    y, z = y2[rows], baseline[rows]
+    y, z = (y2, baseline) if rows.size == k else (y2[rows], baseline[rows])
     d = y - z
     est = noise_sigma(d)
-    floor = _EXACT_FIT_ULPS * _EPS * np.abs(y).max(axis=1)  # exact fits: rounding noise
+    # exact fits: rounding noise
+    floor = _EXACT_FIT_ULPS * _EPS * np.fmax(y.max(axis=1), -y.min(axis=1))
     sigma = np.fmax(np.asarray(est.sigma, dtype=np.float64), floor)
     level = np.asarray(est.level, dtype=np.float64)
     below = (d < -_FOLLOW_SIGMA * sigma[:, None]).mean(axis=1)
@@ -456,7 +465,11 @@ def _fit(y2: np.ndarray, idx: np.ndarray, lam: float, tol: float, max_iter: int,
     if not _HAVE_NUMBA:
         _fit_numpy(y2, idx, lam, tol, max_iter, baseline, weights, converged, n_iter, change)
         return
-    n = y2.shape[1]
+    k, n = y2.shape
+    if idx.size == k and all(a.flags.c_contiguous for a in (y2, baseline, weights)):
+        _fit_lanes(y2, *_lane_bands(n, lam), tol, max_iter,  # every row: in place
+                   baseline, weights, converged, n_iter, change)
+        return
     k = idx.size
     base, w = np.empty((k, n)), np.empty((k, n))
     conv, nit, chg = np.empty(k, dtype=np.bool_), np.empty(k, dtype=np.int64), np.empty(k)

@@ -812,7 +812,7 @@ def noise_sigma(
             or not -values.ndim <= axis < values.ndim:
         raise ValueError(f"axis must be an integer in [{-values.ndim}, {values.ndim - 1}], "
                          f"got {axis!r}")
-    x = np.moveaxis(values, axis, -1).astype(np.float64)
+    x = np.moveaxis(values, axis, -1).astype(np.float64, copy=False)  # only read
     shape = x.shape[:-1]
     rows = x.reshape(math.prod(shape), x.shape[-1])
     clip, half, max_iter = float(clip), int(window) // 2, int(max_iter)
