@@ -538,8 +538,8 @@ else:  # pragma: no cover - the compiled iteration does not run without numba
 def _logistic_weight(t: float) -> float:
     """``1 / (1 + exp(t))`` (= expit(-t)) for any finite ``t``, in a vectorizable form."""
     t = min(max(t, -708.0), 709.0)  # exp(t) stays a normal number; the weight is unchanged
-    kf = math.floor(t * _LOG2E + 0.5)
-    r = (t - kf * _LN2_HI) - kf * _LN2_LO
+    kf = np.floor(t * _LOG2E + 0.5)  # a float: one conversion to integer, for 2^k
+    r = _fma(-kf, _LN2_LO, t - kf * _LN2_HI)  # k ln2_hi is exact
     p = _EXP_COEF[13]
     for i in range(12, -1, -1):  # Horner; unrolled by the compiler
         p = _fma(p, r, _EXP_COEF[i])
@@ -617,8 +617,8 @@ def _lane_weights(V, WN, n, width, nneg, sneg, sq, shift, scale, num, den):  # p
             wn = _logistic_weight(k2[j] * ((o[_Y * L + j] - o[_Z * L + j]) - off[j]))
             w = o[_W * L + j]
             x[j] = wn
-            num[j] += (wn - w) * (wn - w)
-            den[j] += w * w
+            num[j] = _fma(wn - w, wn - w, num[j])
+            den[j] = _fma(w, w, den[j])
 
 
 @jit(inline=True)
