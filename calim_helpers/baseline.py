@@ -13,7 +13,9 @@ trace; see :func:`arpls`).
 The penalized system ``(W + λ DᵀD) z = W y`` is pentadiagonal and symmetric positive
 definite. With numba installed, the whole iteration runs compiled: traces are fitted
 side by side in ``_LANES`` lanes (a banded LDLᵀ factorization vectorized over the
-lanes; a lane takes the next trace as soon as its trace stops). Without numba, all
+lanes, with fused multiply-adds; a lane takes the next trace as soon as its trace stops,
+and the last fits run in half as many lanes); so does the status's re-fit of the fits
+stopped at ``max_iter``. Without numba, all
 traces iterate together in numpy and each step is one call of LAPACK's banded Cholesky
 (``?pbsv``, as :func:`scipy.linalg.solveh_banded`) on the block-diagonal system.
 
@@ -447,7 +449,7 @@ def _fit_status(y2: np.ndarray, baseline: np.ndarray, converged: np.ndarray,
 
 
 def _lane_bands(n: int, lam: float) -> np.ndarray:
-    """The bands of ``λDᵀD`` by row of the lane arrays (2 rows of padding each end), (3, n + 4)."""
+    """Return the bands of ``λDᵀD`` by row of the lane arrays (2 zero rows each end), (3, n + 4)."""
     rows = np.zeros((3, n + 4))
     a, b, c = _penalty_bands(n)
     rows[0, 2:n + 2], rows[1, 2:n + 1], rows[2, 2:n] = lam * a, lam * b, lam * c
@@ -522,7 +524,7 @@ if HAVE_NUMBA:
 
     @_intrinsic
     def _fma(typingctx, a, b, c):  # pragma: no cover - compiled
-        """``a * b + c`` rounded once (a fused multiply-add)."""
+        """Return ``a * b + c`` rounded once (a fused multiply-add)."""
         def codegen(context, builder, signature, args):
             return builder.fma(*args)
         return _nb_types.float64(_nb_types.float64, _nb_types.float64, _nb_types.float64), codegen
@@ -593,7 +595,7 @@ def _lane_solve(V, a, b, c, n, width, nneg, sneg, sq, shift, dmax):  # pragma: n
 
 @jit(inline=True)
 def _lane_weights(V, WN, n, width, nneg, sneg, sq, shift, scale, num, den):  # pragma: no cover
-    """The next weights ``WN`` of the first ``len(width)`` lanes, from the residual sums.
+    """Compute the next weights ``WN`` of the first ``len(width)`` lanes from the residual sums.
 
     ``m``, ``s``: mean and standard deviation (``ddof=1``) of the negative residuals,
     ``s`` floored at ``eps · scale``, with ``Σ (d - m)² = Σ (d - shift)² - n (m - shift)²``
