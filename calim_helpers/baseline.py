@@ -62,7 +62,8 @@ _pbsv = get_lapack_funcs("pbsv", dtype=np.float64)  # banded Cholesky solve, as 
 _HAVE_NUMBA = HAVE_NUMBA  # False: the numpy iteration (tests switch it off)
 # Traces fitted side by side by the compiled iteration: at least 16 lets LLVM vectorize
 # the loops over lanes (it leaves loops of fewer than 16 iterations scalar); 32 measured
-# fastest (benchmarks/bench_arpls.py).
+# fastest (benchmarks/bench_arpls.py; 48 and 64 no faster, a last step down to 8 lanes
+# slower).
 _LANES = 32
 # A fit whose residuals are all below this many ulps of the trace's magnitude reproduces
 # the data to rounding: its weights carry no information and the iteration stops.
@@ -284,14 +285,15 @@ def arpls(
     converged traces both give the same baseline and weights (to rounding), and
     ``n_iter`` equals ``len(params["tol_history"])``.
 
-    Performance (``benchmarks/bench_arpls.py``, CPU seconds, λ = 10): with numba the
-    iteration takes 0.034 s for 1000 traces × 150 points and 0.065 s for 100 × 1500,
-    56 and 10 times less than a loop of pybaselines (1.9 s, 0.64 s); without numba the
-    numpy + LAPACK iteration takes 0.58 s and 0.61 s. The status adds one
-    :func:`~calim_helpers.noise.noise_sigma` per trace (about 0.5 ms per trace of 150
-    points, 1.3 ms at 1500) and 10 solves for the fits stopped at ``max_iter``, which
-    makes the whole call 3 times faster than pybaselines, not more. The first call in a
-    new environment compiles the iteration (a few seconds, then cached on disk).
+    Performance (``benchmarks/bench_arpls.py --repeat 5``, CPU seconds, λ = 10, seed 0):
+    with numba the whole call takes 0.037 s for 1000 traces × 150 points and 0.054 s
+    for 100 × 1500, 47 and 10.5 times less than a loop of pybaselines (1.7 s, 0.57 s);
+    on 15 fresh trace sets (seeds 901-915) 47-63 and 7.6-10.5 times (median 50 and 9.6).
+    Of the 0.054 s, the iteration takes about 0.040 s, the status's
+    :func:`~calim_helpers.noise.noise_sigma` 0.015 s and its re-fit of the 15 fits
+    stopped at ``max_iter`` 0.002 s. Without numba the numpy + LAPACK iteration took
+    0.58 s and 0.61 s (earlier measurement). The first call in a new environment
+    compiles the iteration (about 15 s, then cached on disk).
     The compiled and the numpy iterations agree to rounding, not bit for bit.
 
     References
