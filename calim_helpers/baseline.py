@@ -13,7 +13,9 @@ trace; see :func:`arpls`).
 The penalized system ``(W + λ DᵀD) z = W y`` is pentadiagonal and symmetric positive
 definite. With numba installed, the whole iteration runs compiled: traces are fitted
 side by side in ``_LANES`` lanes (a banded LDLᵀ factorization vectorized over the
-lanes; a lane takes the next trace as soon as its trace stops). Without numba, all
+lanes, with fused multiply-adds; a lane takes the next trace as soon as its trace stops,
+and the last fits run in half as many lanes); so does the status's re-fit of the fits
+stopped at ``max_iter``. Without numba, all
 traces iterate together in numpy and each step is one call of LAPACK's banded Cholesky
 (``?pbsv``, as :func:`scipy.linalg.solveh_banded`) on the block-diagonal system.
 
@@ -60,7 +62,8 @@ _pbsv = get_lapack_funcs("pbsv", dtype=np.float64)  # banded Cholesky solve, as 
 _HAVE_NUMBA = HAVE_NUMBA  # False: the numpy iteration (tests switch it off)
 # Traces fitted side by side by the compiled iteration: at least 16 lets LLVM vectorize
 # the loops over lanes (it leaves loops of fewer than 16 iterations scalar); 32 measured
-# fastest (benchmarks/bench_arpls.py).
+# fastest (benchmarks/bench_arpls.py; 48 and 64 no faster, a last step down to 8 lanes
+# slower).
 _LANES = 32
 # A fit whose residuals are all below this many ulps of the trace's magnitude reproduces
 # the data to rounding: its weights carry no information and the iteration stops.
@@ -282,14 +285,15 @@ def arpls(
     converged traces both give the same baseline and weights (to rounding), and
     ``n_iter`` equals ``len(params["tol_history"])``.
 
-    Performance (``benchmarks/bench_arpls.py``, CPU seconds, λ = 10): with numba the
-    iteration takes 0.034 s for 1000 traces × 150 points and 0.065 s for 100 × 1500,
-    56 and 10 times less than a loop of pybaselines (1.9 s, 0.64 s); without numba the
-    numpy + LAPACK iteration takes 0.58 s and 0.61 s. The status adds one
-    :func:`~calim_helpers.noise.noise_sigma` per trace (about 0.5 ms per trace of 150
-    points, 1.3 ms at 1500) and 10 solves for the fits stopped at ``max_iter``, which
-    makes the whole call 3 times faster than pybaselines, not more. The first call in a
-    new environment compiles the iteration (a few seconds, then cached on disk).
+    Performance (``benchmarks/bench_arpls.py --repeat 5``, CPU seconds, λ = 10, seed 0):
+    with numba the whole call takes 0.037 s for 1000 traces × 150 points and 0.054 s
+    for 100 × 1500, 47 and 10.5 times less than a loop of pybaselines (1.7 s, 0.57 s);
+    on 15 fresh trace sets (seeds 901-915) 47-63 and 7.6-10.5 times (median 50 and 9.6).
+    Of the 0.054 s, the iteration takes about 0.040 s, the status's
+    :func:`~calim_helpers.noise.noise_sigma` 0.015 s and its re-fit of the 15 fits
+    stopped at ``max_iter`` 0.002 s. Without numba the numpy + LAPACK iteration took
+    0.58 s and 0.61 s (earlier measurement). The first call in a new environment
+    compiles the iteration (about 15 s, then cached on disk).
     The compiled and the numpy iterations agree to rounding, not bit for bit.
 
     References
@@ -330,18 +334,26 @@ def arpls(
     change[const] = 0.0
 
     idx = np.flatnonzero(finite & ~const)  # trace numbers still being fitted
+    # the rows to fit: all of them (the usual case: views, no copies), or some
+    fit = slice(None) if idx.size == k else idx
     # fit each trace divided by a power of 2 that brings max|y| into [1/2, 1): exact (the
     # iteration is scale-equivariant and such a scaling rounds nothing), and nothing
     # overflows even for |y| near the float64 limit (an inf in one block of the LAPACK
     # block-diagonal solve would turn the following traces into NaN)
-    exponent = np.frexp(np.abs(y2[idx]).max(axis=1))[1][:, None]
-    y2[idx] = np.ldexp(y2[idx], -exponent)  # y2 is _check_y's copy
+    exponent = np.frexp(np.fmax(y2[fit].max(axis=1), -y2[fit].min(axis=1)))[1][:, None]
+    if isinstance(fit, slice):  # y2 is _check_y's copy
+        np.ldexp(y2, -exponent, out=y2)
+    else:
+        y2[fit] = np.ldexp(y2[fit], -exponent)
     if idx.size:
         _fit(y2, idx, lam, tol, max_iter, baseline, weights, converged, n_iter, change)
     status, move = _fit_status(y2, baseline, converged, change, const, lam)
     with np.errstate(over="ignore"):  # a baseline beyond the float64 range: inf, "failed"
-        baseline[idx] = np.ldexp(baseline[idx], exponent)
-    status[idx[~np.isfinite(baseline[idx]).all(axis=1)]] = "failed"
+        if isinstance(fit, slice):
+            np.ldexp(baseline, exponent, out=baseline)
+        else:
+            baseline[fit] = np.ldexp(baseline[fit], exponent)
+    status[idx[~np.isfinite(baseline[fit]).all(axis=1)]] = "failed"
 
     if one_d:
         info = {"converged": bool(converged[0]), "n_iter": int(n_iter[0]),
@@ -377,6 +389,11 @@ def _baseline_move(y: np.ndarray, z: np.ndarray, lam: float, n_more: int) -> np.
     (``z_0 = z``) and solves again, exactly as :func:`_fit` would have gone on. NaN for
     a row whose iteration reaches fewer than two negative residuals (it cannot go on).
     """
+    if _HAVE_NUMBA:
+        moved = np.empty(len(y))
+        _move_lanes(np.ascontiguousarray(y), np.ascontiguousarray(z), *_lane_bands(y.shape[1], lam),
+                    n_more, moved)
+        return moved
     bands = tuple(lam * b for b in _penalty_bands(y.shape[1]))
     s_floor = _EPS * np.abs(y).max(axis=1)
     moved = np.zeros(len(y))
@@ -411,10 +428,11 @@ def _fit_status(y2: np.ndarray, baseline: np.ndarray, converged: np.ndarray,
     rows = np.flatnonzero(finite & ~const)
     if not rows.size:
         return status, move
-    y, z = y2[rows], baseline[rows]
+    y, z = (y2, baseline) if rows.size == k else (y2[rows], baseline[rows])
     d = y - z
     est = noise_sigma(d)
-    floor = _EXACT_FIT_ULPS * _EPS * np.abs(y).max(axis=1)  # exact fits: rounding noise
+    # exact fits: rounding noise
+    floor = _EXACT_FIT_ULPS * _EPS * np.fmax(y.max(axis=1), -y.min(axis=1))
     sigma = np.fmax(np.asarray(est.sigma, dtype=np.float64), floor)
     level = np.asarray(est.level, dtype=np.float64)
     below = (d < -_FOLLOW_SIGMA * sigma[:, None]).mean(axis=1)
@@ -432,6 +450,14 @@ def _fit_status(y2: np.ndarray, baseline: np.ndarray, converged: np.ndarray,
     return status, move
 
 
+def _lane_bands(n: int, lam: float) -> np.ndarray:
+    """Return the bands of ``λDᵀD`` by row of the lane arrays (2 zero rows each end), (3, n + 4)."""
+    rows = np.zeros((3, n + 4))
+    a, b, c = _penalty_bands(n)
+    rows[0, 2:n + 2], rows[1, 2:n + 1], rows[2, 2:n] = lam * a, lam * b, lam * c
+    return rows
+
+
 def _fit(y2: np.ndarray, idx: np.ndarray, lam: float, tol: float, max_iter: int,
          baseline: np.ndarray, weights: np.ndarray, converged: np.ndarray,
          n_iter: np.ndarray, change: np.ndarray) -> None:
@@ -443,14 +469,15 @@ def _fit(y2: np.ndarray, idx: np.ndarray, lam: float, tol: float, max_iter: int,
     if not _HAVE_NUMBA:
         _fit_numpy(y2, idx, lam, tol, max_iter, baseline, weights, converged, n_iter, change)
         return
-    n = y2.shape[1]
-    rows = np.zeros((3, n + 4))  # the bands of lam DᵀD by row of the lane arrays (2 pad rows)
-    a, b, c = _penalty_bands(n)
-    rows[0, 2:n + 2], rows[1, 2:n + 1], rows[2, 2:n] = lam * a, lam * b, lam * c
+    k, n = y2.shape
+    if idx.size == k and all(a.flags.c_contiguous for a in (y2, baseline, weights)):
+        _fit_lanes(y2, *_lane_bands(n, lam), tol, max_iter,  # every row: in place
+                   baseline, weights, converged, n_iter, change)
+        return
     k = idx.size
     base, w = np.empty((k, n)), np.empty((k, n))
     conv, nit, chg = np.empty(k, dtype=np.bool_), np.empty(k, dtype=np.int64), np.empty(k)
-    _fit_lanes(np.ascontiguousarray(y2[idx]), rows[0], rows[1], rows[2], tol, max_iter,
+    _fit_lanes(np.ascontiguousarray(y2[idx]), *_lane_bands(n, lam), tol, max_iter,
                base, w, conv, nit, chg)
     baseline[idx], weights[idx], converged[idx], n_iter[idx], change[idx] = base, w, conv, nit, chg
 
@@ -458,9 +485,19 @@ def _fit(y2: np.ndarray, idx: np.ndarray, lam: float, tol: float, max_iter: int,
 # --- the compiled iteration ------------------------------------------------------------------
 # Lane arrays: one row per time point (2 zero rows of padding at each end), in each row
 # the fields below, each _LANES values wide (one per lane): the loops over lanes then read
-# and write contiguous memory at offsets LLVM can tell apart, and vectorize.
+# and write contiguous memory at offsets LLVM can tell apart, and vectorize. The next
+# weights and the per-lane numbers live in arrays of their own: arrays allocated in the
+# compiled function itself are known not to overlap, which the loops need to vectorize
+# (measured: residual sums in rows of one array, or a best-iterate copy inside the
+# factorization loop, made the iteration 1.2-1.4 times slower).
 _Y, _W, _G, _L1, _L2, _E, _Z, _BZ, _BW = range(9)  # trace, weights, 1/pivot, L, e, z, best
 _N_FIELDS = 9
+# Width markers: the loops over lanes run to len(marker), a constant of the compiled code
+# (LLVM vectorizes loops of a known count of 16 or more). A fit runs _LANES wide, and half
+# as wide once no trace waits and half the lanes or fewer are busy (the last, slowest fits:
+# 100 traces of 1500 points spend a quarter of their lane passes there).
+_WIDE = (0,) * _LANES
+_NARROW = (0,) * (_LANES // 2)
 # exp(t) = 2^k exp(r), r = t - k ln 2 in [-ln2/2, ln2/2]: Taylor series to r^13 (error below
 # 1 ulp), ln 2 split in two (Cody and Waite) so that k ln 2 is subtracted exactly.
 _LOG2E = 1.4426950408889634
@@ -469,58 +506,159 @@ _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
 _EXP_COEF = tuple(1.0 / math.factorial(i) for i in range(14))
-_POW2 = np.ldexp(1.0, np.arange(-1022, 1024))  # 2^k, k = -1022 … 1023
+
+if HAVE_NUMBA:
+    from llvmlite import ir as _llvm_ir
+    from numba import types as _nb_types
+    from numba.extending import intrinsic as _intrinsic
+
+    @_intrinsic
+    def _pow2(typingctx, k):  # pragma: no cover - compiled
+        """``2.0 ** k`` for an integer ``-1022 <= k <= 1023``: its bits, built directly.
+
+        A table look-up instead (a gather per 8 lanes) made the iteration 6-10 % slower.
+        """
+        def codegen(context, builder, signature, args):
+            bits = builder.shl(builder.add(args[0], _llvm_ir.Constant(_llvm_ir.IntType(64), 1023)),
+                               _llvm_ir.Constant(_llvm_ir.IntType(64), 52))
+            return builder.bitcast(bits, _llvm_ir.DoubleType())
+        return _nb_types.float64(_nb_types.int64), codegen
+
+    @_intrinsic
+    def _fma(typingctx, a, b, c):  # pragma: no cover - compiled
+        """Return ``a * b + c`` rounded once (a fused multiply-add)."""
+        def codegen(context, builder, signature, args):
+            return builder.fma(*args)
+        return _nb_types.float64(_nb_types.float64, _nb_types.float64, _nb_types.float64), codegen
+else:  # pragma: no cover - the compiled iteration does not run without numba
+    def _pow2(k: int) -> float:
+        return math.ldexp(1.0, k)
+
+    def _fma(a: float, b: float, c: float) -> float:
+        return a * b + c
 
 
 @jit(inline=True)
 def _logistic_weight(t: float) -> float:
     """``1 / (1 + exp(t))`` (= expit(-t)) for any finite ``t``, in a vectorizable form."""
     t = min(max(t, -708.0), 709.0)  # exp(t) stays a normal number; the weight is unchanged
-    kf = math.floor(t * _LOG2E + 0.5)
-    r = (t - kf * _LN2_HI) - kf * _LN2_LO
+    kf = np.floor(t * _LOG2E + 0.5)  # a float: one conversion to integer, for 2^k
+    r = _fma(-kf, _LN2_LO, t - kf * _LN2_HI)  # k ln2_hi is exact
     p = _EXP_COEF[13]
     for i in range(12, -1, -1):  # Horner; unrolled by the compiler
-        p = p * r + _EXP_COEF[i]
-    return 1.0 / (1.0 + p * _POW2[int(kf) + 1022])
+        p = _fma(p, r, _EXP_COEF[i])
+    return 1.0 / (1.0 + p * _pow2(int(kf)))
 
 
 @jit(inline=True)
-def _lane_solve(V, a, b, c, n, nneg, sneg, dmax):  # pragma: no cover - compiled
-    """Solve every lane's ``(W + λDᵀD) z = W y`` in ``V``; sum its negative residuals.
+def _lane_solve(V, a, b, c, n, width, nneg, sneg, sq, shift, dmax):  # pragma: no cover
+    """Solve the first ``len(width)`` lanes' ``(W + λDᵀD) z = W y`` in ``V``.
 
     Banded LDLᵀ: ``A = L diag(d) Lᵀ``, sub-diagonals ``l1``, ``l2`` of the unit lower
     ``L``; with ``e_i = l1_i d_i``: ``e_i = b_i - l2_{i-1} e_{i-1}``,
     ``d_i = a_i + w_i - l1_{i-1} e_{i-1} - l2_{i-2} c_{i-2}``, ``l2_i = c_i / d_i``.
-    Forward substitution runs with the factorization, back substitution with the
-    residual sums: count, sum and largest ``|d|`` of ``d = y - z < 0`` per lane.
+    Forward substitution runs with the factorization, back substitution with the sums of
+    the residuals ``d = y - z``, per lane: the count of ``d < 0`` (``nneg``), their sum
+    (``sneg``) and their sum of squares about ``shift`` (``sq``), the largest ``|d|``.
     """
     L = _LANES
+    nl = len(width)
     for r in range(2, n + 2):
         o, p, q = V[r], V[r - 1], V[r - 2]
         ar, br, cr, cq = a[r], b[r], c[r], c[r - 2]
-        for j in range(L):
+        for j in range(nl):
             w = o[_W * L + j]
-            d = w + ar - p[_L1 * L + j] * p[_E * L + j] - q[_L2 * L + j] * cq
-            z = w * o[_Y * L + j] - p[_L1 * L + j] * p[_Z * L + j] - q[_L2 * L + j] * q[_Z * L + j]
+            d = _fma(-q[_L2 * L + j], cq, _fma(-p[_L1 * L + j], p[_E * L + j], w + ar))
+            z = _fma(-q[_L2 * L + j], q[_Z * L + j],
+                     _fma(-p[_L1 * L + j], p[_Z * L + j], w * o[_Y * L + j]))
             g = 1.0 / d
-            e = br - p[_L2 * L + j] * p[_E * L + j]
+            e = _fma(-p[_L2 * L + j], p[_E * L + j], br)
             o[_G * L + j] = g
             o[_Z * L + j] = z
             o[_E * L + j] = e
             o[_L1 * L + j] = e * g
             o[_L2 * L + j] = cr * g
-    for j in range(L):
-        nneg[j], sneg[j], dmax[j] = 0, 0.0, 0.0
+    for j in range(nl):
+        nneg[j], sneg[j], sq[j], dmax[j] = 0.0, 0.0, 0.0, 0.0
     for r in range(n + 1, 1, -1):
         o, p, q = V[r], V[r + 1], V[r + 2]
-        for j in range(L):
-            z = o[_Z * L + j] * o[_G * L + j] - o[_L1 * L + j] * p[_Z * L + j] \
-                - o[_L2 * L + j] * q[_Z * L + j]
+        for j in range(nl):
+            z = _fma(-o[_L2 * L + j], q[_Z * L + j],
+                     _fma(-o[_L1 * L + j], p[_Z * L + j], o[_Z * L + j] * o[_G * L + j]))
             o[_Z * L + j] = z
             d = o[_Y * L + j] - z
-            nneg[j] += d < 0.0
-            sneg[j] += min(d, 0.0)
+            neg = d < 0.0
+            u = d - shift[j]
+            nneg[j] += 1.0 if neg else 0.0
+            sneg[j] += d if neg else 0.0
+            sq[j] += u * u if neg else 0.0
             dmax[j] = max(dmax[j], abs(d))
+
+
+@jit(inline=True)
+def _lane_weights(V, WN, n, width, nneg, sneg, sq, shift, scale, num, den):  # pragma: no cover
+    """Compute the next weights ``WN`` of the first ``len(width)`` lanes from the residual sums.
+
+    ``m``, ``s``: mean and standard deviation (``ddof=1``) of the negative residuals,
+    ``s`` floored at ``eps · scale``, with ``Σ (d - m)² = Σ (d - shift)² - n (m - shift)²``
+    (the shift, the previous step's ``m``, keeps the difference free of cancellation;
+    ``m`` becomes the next shift). ``num``, ``den``: the sums of ``(WN - W)²`` and ``W²``.
+    """
+    L = _LANES
+    nl = len(width)
+    k2, off = np.empty(nl), np.empty(nl)
+    for j in range(nl):
+        nn = max(nneg[j], 2.0)  # rows with < 2 negatives stop: keep them free of 0/0
+        m = sneg[j] / nn
+        u = m - shift[j]
+        ss = max(sq[j] - nneg[j] * u * u, 0.0)
+        s = max(math.sqrt(ss / (nn - 1.0)), _EPS * scale[j])  # ddof=1
+        k2[j], off[j], shift[j] = 2.0 / s, 2.0 * s - m, m
+        num[j], den[j] = 0.0, 0.0
+    for r in range(2, n + 2):
+        o, x = V[r], WN[r]
+        for j in range(nl):
+            wn = _logistic_weight(k2[j] * ((o[_Y * L + j] - o[_Z * L + j]) - off[j]))
+            w = o[_W * L + j]
+            x[j] = wn
+            num[j] = _fma(wn - w, wn - w, num[j])
+            den[j] = _fma(w, w, den[j])
+
+
+@jit(inline=True)
+def _lane_next(V, WN, n, width, imp):  # pragma: no cover - compiled
+    """Keep the iterate ``(Z, W)`` as the best where ``imp``; then ``W = WN``.
+
+    From the last row back: the rows the weights sweep touched last are still in cache.
+    """
+    L = _LANES
+    nl = len(width)
+    for r in range(n + 1, 1, -1):
+        o, x = V[r], WN[r]
+        for j in range(nl):
+            if imp[j]:
+                o[_BZ * L + j] = o[_Z * L + j]
+                o[_BW * L + j] = o[_W * L + j]
+            o[_W * L + j] = x[j]
+
+
+@jit(inline=True)
+def _lane_far(V, n, width, far, bad):  # pragma: no cover - compiled
+    """Per lane: the largest ``|Z - BZ|`` (``far``); ``bad`` > 0 if it or a pivot is wrong.
+
+    Wrong: ``Z`` not finite, or a pivot not positive (``G = 1/pivot``): the system was not
+    positive definite.
+    """
+    L = _LANES
+    nl = len(width)
+    for j in range(nl):
+        far[j], bad[j] = 0.0, 0.0
+    for r in range(2, n + 2):
+        o = V[r]
+        for j in range(nl):
+            v = abs(o[_Z * L + j] - o[_BZ * L + j])
+            far[j] = max(far[j], v)
+            bad[j] += 0.0 if v < np.inf and o[_G * L + j] > 0.0 else 1.0
 
 
 @jit(inline=True)
@@ -537,6 +675,15 @@ def _lane_load(V, y, trace, lane, n):  # pragma: no cover - compiled
 
 
 @jit(inline=True)
+def _lane_move(V, n, src, dst, fields):  # pragma: no cover - compiled
+    """Copy ``fields`` of lane ``src`` to lane ``dst``."""
+    L = _LANES
+    for i in range(2, n + 2):
+        for f in fields:
+            V[i, f * L + dst] = V[i, f * L + src]
+
+
+@jit
 def _fit_lanes(y, a, b, c, tol, max_iter, base, wts, conv, nit, change):  # pragma: no cover
     """:func:`_fit_numpy`'s iteration for every row of ``y``, compiled, ``_LANES`` at a time.
 
@@ -547,60 +694,46 @@ def _fit_lanes(y, a, b, c, tol, max_iter, base, wts, conv, nit, change):  # prag
     k, n = y.shape
     V = np.zeros((n + 4, _N_FIELDS * L))
     WN = np.zeros((n + 4, L))  # the next weights
+    nneg, sneg, sq, shift, dmax = np.zeros(L), np.zeros(L), np.zeros(L), np.zeros(L), np.zeros(L)
+    num, den = np.zeros(L), np.zeros(L)
     trace = np.full(L, -1)
     it = np.zeros(L, np.int64)
     best = np.full(L, np.inf)
     scale = np.ones(L)
-    nneg = np.zeros(L, np.int64)
-    sneg, dmax, ss, k2, off = np.zeros(L), np.zeros(L), np.zeros(L), np.zeros(L), np.zeros(L)
-    num, den, ch = np.zeros(L), np.zeros(L), np.zeros(L)
-    few, imp, done = np.zeros(L, np.bool_), np.zeros(L, np.bool_), np.zeros(L, np.bool_)
+    ch = np.zeros(L)
+    imp, done = np.zeros(L, np.bool_), np.zeros(L, np.bool_)
+    wide = k > L // 2
+    nl = L if wide else L // 2
     nxt = 0
     for j in range(L):
-        trace[j] = nxt if nxt < k else -1
+        trace[j] = nxt if nxt < k and j < nl else -1
         scale[j] = _lane_load(V, y, trace[j], j, n)
-        nxt += 1
-    active = min(k, L)
-    while active > 0:
-        _lane_solve(V, a, b, c, n, nneg, sneg, dmax)
-        for j in range(L):
-            sneg[j] /= max(nneg[j], 2)  # mean of the negative residuals
-            ss[j], num[j], den[j] = 0.0, 0.0, 0.0
-        for r in range(2, n + 2):
-            o = V[r]
-            for j in range(L):
-                d = o[_Y * L + j] - o[_Z * L + j]
-                q = d - sneg[j] if d < 0.0 else 0.0
-                ss[j] += q * q
-        for j in range(L):
-            s = max(math.sqrt(ss[j] / (max(nneg[j], 2) - 1)), _EPS * scale[j])  # ddof=1
-            k2[j], off[j] = 2.0 / s, 2.0 * s - sneg[j]
-        for r in range(2, n + 2):
-            o, x = V[r], WN[r]
-            for j in range(L):
-                wn = _logistic_weight(k2[j] * ((o[_Y * L + j] - o[_Z * L + j]) - off[j]))
-                w = o[_W * L + j]
-                x[j] = wn
-                num[j] += (wn - w) * (wn - w)
-                den[j] += w * w
-        for j in range(L):
+        nxt += trace[j] >= 0
+    while True:
+        if wide:
+            _lane_solve(V, a, b, c, n, _WIDE, nneg, sneg, sq, shift, dmax)
+            _lane_weights(V, WN, n, _WIDE, nneg, sneg, sq, shift, scale, num, den)
+        else:
+            _lane_solve(V, a, b, c, n, _NARROW, nneg, sneg, sq, shift, dmax)
+            _lane_weights(V, WN, n, _NARROW, nneg, sneg, sq, shift, scale, num, den)
+        for j in range(nl):
             imp[j] = done[j] = False
             if trace[j] < 0:
                 continue
             it[j] += 1
             exact = it[j] == 1 and dmax[j] <= _EXACT_FIT_ULPS * _EPS * scale[j]
-            few[j] = nneg[j] < 2 and not exact
+            few = nneg[j] < 2.0 and not exact
             ch[j] = math.sqrt(num[j] / max(den[j], _EPS * _EPS))
-            if few[j]:
+            if few:
                 ch[j] = np.nan
             if exact:
                 ch[j] = 0.0
             imp[j] = ch[j] < best[j]  # False for NaN
             if imp[j]:
                 best[j] = ch[j]
-            done[j] = ch[j] < tol or few[j] or it[j] == max_iter
+            done[j] = ch[j] < tol or few or it[j] == max_iter
             if done[j]:
-                last = ch[j] < tol or few[j] or imp[j]  # else the best iterate was earlier
+                last = ch[j] < tol or few or imp[j]  # else the best iterate was earlier
                 fz, fw = (_Z, _W) if last else (_BZ, _BW)
                 tr = trace[j]
                 for i in range(n):
@@ -608,22 +741,100 @@ def _fit_lanes(y, a, b, c, tol, max_iter, base, wts, conv, nit, change):  # prag
                     wts[tr, i] = V[i + 2, fw * L + j]
                 conv[tr] = ch[j] < tol
                 nit[tr] = it[j]
-                change[tr] = ch[j] if ch[j] < tol or few[j] else best[j]
-        for r in range(2, n + 2):
-            o, x = V[r], WN[r]
-            for j in range(L):
-                if imp[j]:
-                    o[_BZ * L + j] = o[_Z * L + j]
-                    o[_BW * L + j] = o[_W * L + j]
-                o[_W * L + j] = x[j]
-        for j in range(L):
+                change[tr] = ch[j] if ch[j] < tol or few else best[j]
+        if wide:
+            _lane_next(V, WN, n, _WIDE, imp)
+        else:
+            _lane_next(V, WN, n, _NARROW, imp)
+        busy = 0
+        for j in range(nl):
             if done[j]:
-                if nxt >= k:
-                    active -= 1
                 trace[j] = nxt if nxt < k else -1
                 scale[j] = _lane_load(V, y, trace[j], j, n)
-                it[j], best[j] = 0, np.inf
-                nxt += 1
+                it[j], best[j], shift[j] = 0, np.inf, 0.0
+                nxt += trace[j] >= 0
+            busy += trace[j] >= 0
+        if busy == 0:
+            return
+        if wide and nxt >= k and busy <= L // 2:  # the last fits: move them to half the lanes
+            free = 0
+            for j in range(L // 2, L):
+                if trace[j] < 0:
+                    continue
+                while trace[free] >= 0:
+                    free += 1
+                _lane_move(V, n, j, free, (_Y, _W, _BZ, _BW))
+                trace[free], it[free], best[free] = trace[j], it[j], best[j]
+                scale[free], shift[free] = scale[j], shift[j]
+                trace[j] = -1
+            wide, nl = False, L // 2
+
+
+@jit
+def _move_lanes(y, z, a, b, c, n_more, moved):  # pragma: no cover - compiled
+    """:func:`_baseline_move` compiled, ``_LANES`` traces at a time; fills ``moved``."""
+    L = _LANES
+    k, n = y.shape
+    V = np.zeros((n + 4, _N_FIELDS * L))
+    WN = np.zeros((n + 4, L))
+    nneg, sneg, sq, shift, dmax = np.zeros(L), np.zeros(L), np.zeros(L), np.zeros(L), np.zeros(L)
+    num, den = np.zeros(L), np.zeros(L)
+    trace = np.full(L, -1)
+    it = np.zeros(L, np.int64)
+    scale = np.ones(L)
+    keep = np.zeros(L, np.bool_)  # never set: BZ keeps the starting iterate
+    far, bad = np.zeros(L), np.zeros(L)
+    wide = k > L // 2
+    nl = L if wide else L // 2
+    nxt = 0
+    while True:
+        for j in range(nl):  # free lanes take the next traces: z in Z and BZ, sums of y - z
+            if trace[j] >= 0 or nxt >= k:
+                continue
+            trace[j], it[j] = nxt, 0
+            moved[nxt] = 0.0
+            nxt += 1
+            scale[j] = _lane_load(V, y, trace[j], j, n)
+            nneg[j], sneg[j], sq[j], shift[j] = 0.0, 0.0, 0.0, 0.0
+            for i in range(n):
+                zi = z[trace[j], i]
+                V[i + 2, _Z * L + j] = zi
+                V[i + 2, _BZ * L + j] = zi
+                d = y[trace[j], i] - zi
+                if d < 0.0:
+                    nneg[j] += 1.0
+                    sneg[j] += d
+                    sq[j] += d * d
+        busy = False
+        for j in range(nl):  # a lane whose residual has < 2 negatives cannot go on
+            if trace[j] >= 0 and nneg[j] < 2.0:
+                moved[trace[j]] = np.nan
+                trace[j] = -1
+            busy |= trace[j] >= 0
+        if not busy:
+            return
+        if wide:
+            _lane_weights(V, WN, n, _WIDE, nneg, sneg, sq, shift, scale, num, den)
+            _lane_next(V, WN, n, _WIDE, keep)
+            _lane_solve(V, a, b, c, n, _WIDE, nneg, sneg, sq, shift, dmax)
+            _lane_far(V, n, _WIDE, far, bad)
+        else:
+            _lane_weights(V, WN, n, _NARROW, nneg, sneg, sq, shift, scale, num, den)
+            _lane_next(V, WN, n, _NARROW, keep)
+            _lane_solve(V, a, b, c, n, _NARROW, nneg, sneg, sq, shift, dmax)
+            _lane_far(V, n, _NARROW, far, bad)
+        for j in range(nl):
+            if trace[j] < 0:
+                continue
+            tr = trace[j]
+            if bad[j]:  # the system was not positive definite: the move is unknown
+                moved[tr] = np.nan
+                trace[j] = -1
+                continue
+            moved[tr] = max(moved[tr], far[j])
+            it[j] += 1
+            if it[j] == n_more:
+                trace[j] = -1
 
 
 def _fit_numpy(y2: np.ndarray, idx: np.ndarray, lam: float, tol: float, max_iter: int,

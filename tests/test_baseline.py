@@ -684,7 +684,9 @@ def test_dataarray_errors():
 def test_status_refit_survives_a_system_that_is_not_positive_definite(monkeypatch):
     """Weights of ~0 on all but one point (extreme values) make the re-fit's system
     singular: that trace's move is unknown (NaN), the other traces' are computed.
-    (Found by test_properties on a trace of 2.4e31, 2.4e31, -1.)"""
+    (Found by test_properties on a trace of 2.4e31, 2.4e31, -1.) The numpy re-fit (LAPACK);
+    the compiled one is compared with it below."""
+    monkeypatch.setattr(bl, "_HAVE_NUMBA", False)
     rng = np.random.default_rng(5)
     y = 100.0 + rng.normal(size=(2, 30))
     z = np.full_like(y, 100.0)
@@ -706,3 +708,55 @@ def test_status_refit_survives_a_system_that_is_not_positive_definite(monkeypatc
     got = bl._baseline_move(y, z, 10.0, 3)
     assert np.isnan(got[0])
     assert got[1] == pytest.approx(moved[1])
+
+
+@pytest.mark.skipif(not bl._HAVE_NUMBA, reason="numba is not installed")
+@pytest.mark.parametrize("k, n", [(1, 150), (5, 40), (17, 150), (40, 150), (3, 1500)])
+def test_compiled_refit_matches_numpy(k, n, monkeypatch):
+    # the baseline move of the fit status, compiled (lanes) against numpy + LAPACK: from
+    # arPLS iterates stopped early and from hand-made baselines (a flat line, a line far
+    # below the trace: fewer than two negative residuals, NaN), for any number of traces
+    rng = np.random.default_rng(40 + k)
+    y = _calcium(rng, k, n=n)
+    z, _ = arpls(y, max_iter=3)
+    z[0] = np.median(y[0])
+    if k > 2:
+        z[2] = y[2].min() - 10.0
+    got = bl._baseline_move(y, z, 10.0, 10)
+    monkeypatch.setattr(bl, "_HAVE_NUMBA", False)
+    ref = bl._baseline_move(y, z, 10.0, 10)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-9 * np.ptp(y))
+    assert np.isfinite(got).sum() >= k - 1
+    if k > 2:
+        assert np.isnan(got[2])
+    if k > 4:  # a re-fit that is not finite: its move is unknown, the others' unchanged
+        monkeypatch.setattr(bl, "_HAVE_NUMBA", True)
+        z[4, n // 2] = np.nan
+        got2 = bl._baseline_move(y, z, 10.0, 10)
+        assert np.isnan(got2[4])
+        np.testing.assert_array_equal(np.delete(got2, 4), np.delete(got, 4))
+
+
+def test_without_numba_the_module_falls_back_to_numpy(monkeypatch):
+    """The module imported with numba blocked: no compiled code, the numpy iteration."""
+    import importlib.util
+    import sys
+
+    import calim_helpers
+
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
+    monkeypatch.delitem(sys.modules, "calim_helpers.compiled")  # imported again, without
+    monkeypatch.setattr(calim_helpers, "compiled", calim_helpers.compiled)  # put back after
+    spec = importlib.util.spec_from_file_location("calim_baseline_without_numba", bl.__file__)
+    plain = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, plain)
+    spec.loader.exec_module(plain)
+    assert not plain.HAVE_NUMBA and not plain._HAVE_NUMBA
+    assert not hasattr(plain._fit_lanes, "py_func")  # left as plain Python
+    y = _calcium(np.random.default_rng(41), 6)
+    base, info = plain.arpls(y)
+    ref, rinfo = arpls(y)
+    np.testing.assert_allclose(base, ref, rtol=1e-10)
+    for key in ("converged", "n_iter", "status"):
+        np.testing.assert_array_equal(info[key], rinfo[key])

@@ -421,20 +421,27 @@ def test_pairwise_sum_is_numpys_sum():
             assert noise._mean_of(a, n) == np.mean(a)
 
 
-def test_running_mean_is_scipys_uniform_filter():
-    from scipy.ndimage import uniform_filter1d
-
+def test_local_level_is_the_numpy_window_sums():
+    """The compiled local level and divisor, against _one's numpy steps (scipy's sums)."""
     rng = np.random.default_rng(16)
+    unit = noise._truncated_sd(2.5)
     for n in (1, 2, 5, 20, 150, 1500):
-        v = rng.normal(size=n) * 10.0 ** rng.uniform(-3, 3, n)
-        v[rng.random(n) < 0.3] = 0.0
-        for size in (3, 5, 21, 41, 3001):
-            out = np.empty(n)
-            noise._running_mean(v, size, out)
-            np.testing.assert_array_equal(out, uniform_filter1d(v, size, mode="constant"))
-        out = np.empty(n)
-        noise._window_sum_compiled(v, 10, out, np.empty(n))
-        np.testing.assert_array_equal(out, noise._window_sum(v, 10))
+        for half in (2, 10, 20, 1600):
+            x = rng.normal(size=n) * 10.0 ** rng.uniform(-3, 3, n)
+            quiet = rng.random(n) < rng.uniform(0.05, 0.95)
+            with np.errstate(divide="ignore"):
+                widen = np.sqrt(1.0 + unit**2 / np.arange(2 * half + 2))
+            div, local = np.empty(n), np.empty(n)
+            pad = np.empty(n + 2 * half + 2)
+            ipad = np.empty(n + 2 * half + 2, dtype=np.int64)
+            noise._local_level(x, quiet, half, 0.5, widen, div, local, pad, ipad)
+            n_avg = np.rint(noise._window_sum(quiet.astype(np.float64), half))
+            total = noise._window_sum(np.where(quiet, x, 0.0), half)
+            enough = n_avg >= 2
+            np.testing.assert_array_equal(
+                local, np.where(enough, total / np.where(enough, n_avg, 1.0), 0.5))
+            np.testing.assert_array_equal(
+                div, np.sqrt(1.0 + unit**2 / np.where(enough, n_avg, np.inf)))
 
 
 def test_half_sample_mode_of_sorted_values_is_the_numpy_one():
