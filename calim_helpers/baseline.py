@@ -52,7 +52,7 @@ import xarray as xr
 from scipy.linalg import get_lapack_funcs
 from scipy.special import expit
 
-from calim_helpers.compiled import HAVE_NUMBA, jit
+from calim_helpers.compiled import HAVE_NUMBA, jit, lazy_intrinsic
 from calim_helpers.noise import noise_sigma
 
 __all__ = ["FIT_STATUSES", "arpls", "arpls_dataarray", "cutoff_from_lam", "lam_from_cutoff"]
@@ -508,28 +508,37 @@ _LN2_LO = 1.90821492927058770002e-10
 _EXP_COEF = tuple(1.0 / math.factorial(i) for i in range(14))
 
 if HAVE_NUMBA:
-    from llvmlite import ir as _llvm_ir
-    from numba import types as _nb_types
-    from numba.extending import intrinsic as _intrinsic
-
-    @_intrinsic
-    def _pow2(typingctx, k):  # pragma: no cover - compiled
+    @lazy_intrinsic
+    def _pow2() -> Any:  # pragma: no cover - compiled
         """``2.0 ** k`` for an integer ``-1022 <= k <= 1023``: its bits, built directly.
 
         A table look-up instead (a gather per 8 lanes) made the iteration 6-10 % slower.
         """
-        def codegen(context, builder, signature, args):
-            bits = builder.shl(builder.add(args[0], _llvm_ir.Constant(_llvm_ir.IntType(64), 1023)),
-                               _llvm_ir.Constant(_llvm_ir.IntType(64), 52))
-            return builder.bitcast(bits, _llvm_ir.DoubleType())
-        return _nb_types.float64(_nb_types.int64), codegen
+        from llvmlite import ir
+        from numba import types
+        from numba.extending import intrinsic
 
-    @_intrinsic
-    def _fma(typingctx, a, b, c):  # pragma: no cover - compiled
+        @intrinsic
+        def pow2(typingctx, k):
+            def codegen(context, builder, signature, args):
+                bits = builder.shl(builder.add(args[0], ir.Constant(ir.IntType(64), 1023)),
+                                   ir.Constant(ir.IntType(64), 52))
+                return builder.bitcast(bits, ir.DoubleType())
+            return types.float64(types.int64), codegen
+        return pow2
+
+    @lazy_intrinsic
+    def _fma() -> Any:  # pragma: no cover - compiled
         """Return ``a * b + c`` rounded once (a fused multiply-add)."""
-        def codegen(context, builder, signature, args):
-            return builder.fma(*args)
-        return _nb_types.float64(_nb_types.float64, _nb_types.float64, _nb_types.float64), codegen
+        from numba import types
+        from numba.extending import intrinsic
+
+        @intrinsic
+        def fma(typingctx, a, b, c):
+            def codegen(context, builder, signature, args):
+                return builder.fma(*args)
+            return types.float64(types.float64, types.float64, types.float64), codegen
+        return fma
 else:  # pragma: no cover - the compiled iteration does not run without numba
     def _pow2(k: int) -> float:
         return math.ldexp(1.0, k)

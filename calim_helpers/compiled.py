@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["HAVE_NUMBA", "jit"]
+__all__ = ["HAVE_NUMBA", "jit", "lazy_intrinsic"]
 
 try:
     HAVE_NUMBA = importlib.util.find_spec("numba") is not None
@@ -53,10 +53,38 @@ class _Lazy:
                 for name, value in list(names.items()):
                     if isinstance(value, _Lazy):
                         names[name] = value.dispatcher()
+                    elif isinstance(value, _LazyIntrinsic):
+                        names[name] = value.make()
             return self._dispatcher
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.dispatcher()(*args, **kwargs)
+
+
+class _LazyIntrinsic:
+    """A numba intrinsic made when numba is imported (see :func:`lazy_intrinsic`)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        functools.update_wrapper(self, make)
+        self._make = make
+        self._made: Any = None
+
+    def make(self) -> Any:
+        with _LOCK:
+            if self._made is None:
+                self._made = self._make()
+            return self._made
+
+
+def lazy_intrinsic(make: Callable[[], Any], /) -> Any:
+    """A numba intrinsic for compiled loops, defined by ``make()`` once numba is imported.
+
+    ``make`` imports numba (``numba.extending.intrinsic``, llvmlite) and returns the
+    intrinsic; compiled callers in the same module find it among their globals, as they
+    find the other :func:`jit` functions. Without numba, define a plain Python
+    equivalent instead.
+    """
+    return _LazyIntrinsic(make)
 
 
 def jit(fn: Callable[..., Any] | None = None, /, *, inline: bool = False) -> Any:
