@@ -146,3 +146,22 @@ def test_extract_traces_demix():
     np.testing.assert_array_equal(none["background"].values, tr["background"].values)
     with pytest.raises(ValueError, match="neuropil_demix_n_iter"):
         extract_traces(da, list(masks), neuropil_demix_n_iter=0, **kw)
+
+
+
+def test_footprint_update_per_group_equals_joint():
+    """The coordinate descent on all ROIs equals it on each group of ROIs sharing pixels."""
+    from calim_helpers.demix import _nn_coordinate_descent
+
+    rng = np.random.default_rng(5)
+    c = rng.normal(size=(4, 30))
+    z = rng.normal(size=(30, 12))
+    mask = np.zeros((4, 12))
+    mask[0:2, 0:7] = 1  # ROIs 0 and 1 share pixels 0-6
+    mask[2:4, 7:12] = 1  # ROIs 2 and 3 share pixels 7-11: two groups, no pixel in common
+    joint = _nn_coordinate_descent(c @ c.T, c @ z, mask, np.zeros((4, 12)), 25)
+    for m, cols in ((np.array([0, 1]), np.arange(0, 7)), (np.array([2, 3]), np.arange(7, 12))):
+        part = _nn_coordinate_descent(c[m] @ c[m].T, c[m] @ z[:, cols], mask[np.ix_(m, cols)],
+                                      np.zeros((2, cols.size)), 25)
+        np.testing.assert_allclose(part, joint[np.ix_(m, cols)], rtol=1e-12, atol=1e-12)
+    assert (joint >= 0).all() and (joint[mask == 0] == 0).all()
