@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="session seeds: 801-810 (fresh held out, the default), 101-110 "
                    "(held out, earlier reports), 901-910 (fresh, events helper) or 1-60 (tuning)")
     p.add_argument("--neuropil", nargs="+", default=["fitted", "none"],
-                   choices=["none", "annulus", "fitted"],
+                   choices=["none", "annulus", "fitted", "demix"],
                    help="neuropil.method(s) of the pipeline runs scored (default: fitted, "
                    "the recommended, and none, the lab's method)")
     p.add_argument("--work", type=Path,

@@ -48,7 +48,8 @@ _KEEP_ATTRS = ("experiment", "date", "session", "pixel_size_um", "frame_interval
                "neuropil_method", "neuropil_coefficient", "neuropil_inner_um",
                "neuropil_width_um", "neuropil_min_pixels", "neuropil_pixel_size_um",
                "neuropil_pixel_size_source", "neuropil_quiet_fraction", "neuropil_fit_degree",
-               "neuropil_formula")
+               "neuropil_formula", "neuropil_demix_dilation_um", "neuropil_demix_surround_um",
+               "neuropil_demix_n_iter")
 
 
 def resolve_lam(*, lam: float, cutoff_s: float | None,

@@ -151,7 +151,7 @@ SCHEMA: dict[str, Any] = _section(
         iou_threshold=_number(gt=0, le=1)),
     background=_section(fraction=_number(gt=0, le=1), seed=_int(ge=0)),
     neuropil=_section(
-        method=_choice("none", "annulus", "fitted"),
+        method=_choice("none", "annulus", "fitted", "demix"),
         coefficient=_number(ge=0, le=1),
         inner_um=_number(ge=0),
         width_um=_number(gt=0),

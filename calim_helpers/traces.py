@@ -49,6 +49,7 @@ import xarray as xr
 from roifile import ImagejRoi
 from scipy import ndimage
 
+from calim_helpers.demix import _check_int, _check_number, demix_traces
 from calim_helpers.downsample import downsample
 from calim_helpers.errors import CalimInputError, CalimWarning
 from calim_helpers.rois import coverage_weights, rasterize
@@ -436,7 +437,7 @@ def background_trace(movie_ds: xr.DataArray, pixels: Any, /) -> xr.DataArray:
 
 # -------------------------------------------------------------------- neuropil
 
-NEUROPIL_METHODS = ("none", "annulus", "fitted")
+NEUROPIL_METHODS = ("none", "annulus", "fitted", "demix")
 
 # Soma diameter assumed when the pixel size is unknown (the default of
 # ``detection.diameter_um``; the lab's somata are 10-15 µm across).
@@ -788,6 +789,10 @@ def background_subtracted(traces: xr.Dataset, /) -> xr.DataArray:
         signal = (raw - background) - c * (neuropil - background)
                = raw - c * neuropil - (1 - c) * background
 
+    With attribute ``neuropil_method = "demix"`` the ``neuropil`` is the model's light
+    of everything but the ROI's cell (background included), so ``signal = raw -
+    neuropil``.
+
     With attribute ``neuropil_method = "fitted"``, ``c`` is one coefficient per ROI,
     :func:`fit_neuropil_coefficient` of ``raw - background`` on ``neuropil -
     background`` (with the attributes ``neuropil_quiet_fraction`` and
@@ -835,6 +840,8 @@ def background_subtracted(traces: xr.Dataset, /) -> xr.DataArray:
             or not 0 <= c <= 1:
         raise ValueError(f"traces.attrs['neuropil_coefficient'] must be in [0, 1], got {c!r}")
     neuropil = traces["neuropil"].transpose("roi", "time").astype(np.float64)
+    if traces.attrs.get("neuropil_method") == "demix":
+        return raw - neuropil
     if traces.attrs.get("neuropil_method") != "fitted":
         return signal - float(c) * (neuropil - bg)
     contamination = neuropil - bg
@@ -867,6 +874,9 @@ def extract_traces(
     pixel_size_um: float | None = None,
     neuropil_quiet_fraction: float = 0.5,
     neuropil_fit_degree: int = 3,
+    neuropil_demix_dilation_um: float = 3.0,
+    neuropil_demix_surround_um: float = 3.0,
+    neuropil_demix_n_iter: int = 2,
 ) -> xr.Dataset:
     """ROI traces, the background trace and optionally the neuropil, in one lazy pass.
 
@@ -901,7 +911,7 @@ def extract_traces(
         ``(ny, nx)`` of the native frame, in pixels, when ``movie`` is already
         downsampled (of ``ny // fy`` x ``nx // fx`` pixels). Default is None: ``movie``
         is native.
-    neuropil_method : {"none", "annulus", "fitted"}, keyword-only
+    neuropil_method : {"none", "annulus", "fitted", "demix"}, keyword-only
         ``"none"``: the lab's method, no neuropil (the result is exactly that of
         the function before the option existed: no ``neuropil`` variable, no
         neuropil attribute). ``"annulus"``: also the mean of a ring around each
@@ -909,6 +919,10 @@ def extract_traces(
         ``neuropil_coefficient``. ``"fitted"``: the same ring, subtracted with a
         coefficient fitted per ROI on its quiet frames
         (:func:`fit_neuropil_coefficient`, done by :func:`background_subtracted`).
+        ``"demix"``: ``neuropil`` is the light inside each ROI of everything but its
+        own cell (the other ROIs' footprints and the local background), from a
+        demixing model of the downsampled movie
+        (:func:`calim_helpers.demix.demix_traces`); ``signal = raw - neuropil``.
         Default is ``"none"``.
     neuropil_coefficient : float, keyword-only
         ``c`` in [0, 1], the weight of the ring in the subtracted contamination
@@ -940,6 +954,11 @@ def extract_traces(
         With ``"fitted"``: degree (>= 0) of the polynomial trend over the session
         (bleaching, drift) fitted with each coefficient. Recorded in ``attrs``.
         Default is 3.
+    neuropil_demix_dilation_um, neuropil_demix_surround_um, neuropil_demix_n_iter
+        With ``"demix"``: ``dilation_um``, ``surround_um`` and ``n_iter`` of
+        :func:`calim_helpers.demix.demix_traces` (how far a footprint may reach beyond
+        its ROI, µm; the Gaussian radius of the background around a pixel, µm; the
+        alternations). Recorded in ``attrs``. Defaults are 3.0, 3.0 and 2.
 
     Returns
     -------
@@ -972,6 +991,14 @@ def extract_traces(
           ``neuropil_formula``; with ``"fitted"`` also ``neuropil_quiet_fraction``
           and ``neuropil_fit_degree``.
 
+        With ``neuropil_method="demix"`` instead: ``neuropil`` (roi, time), float32,
+        the model's light of everything but the ROI's cell inside the ROI (computed
+        from the whole downsampled movie at once); ``attrs`` ``neuropil_method``,
+        ``neuropil_coefficient`` (1.0), ``neuropil_pixel_size_um``,
+        ``neuropil_pixel_size_source``, ``neuropil_demix_dilation_um``,
+        ``neuropil_demix_surround_um``, ``neuropil_demix_n_iter`` and
+        ``neuropil_formula``.
+
     Raises
     ------
     CalimInputError
@@ -1000,11 +1027,19 @@ def extract_traces(
     _check_neuropil(neuropil_method, neuropil_coefficient, neuropil_inner_um,
                     neuropil_width_um, neuropil_min_pixels)
     _check_fit(neuropil_quiet_fraction, neuropil_fit_degree)
+    _check_number("neuropil_demix_dilation_um", neuropil_demix_dilation_um, low=0.0,
+                  strict=False)
+    _check_number("neuropil_demix_surround_um", neuropil_demix_surround_um, low=0.0,
+                  strict=True)
+    _check_int("neuropil_demix_n_iter", neuropil_demix_n_iter, low=1)
     neuropil = {"method": neuropil_method, "coefficient": neuropil_coefficient,
                 "inner_um": neuropil_inner_um, "width_um": neuropil_width_um,
                 "min_pixels": neuropil_min_pixels, "pixel_size_um": pixel_size_um,
                 "quiet_fraction": neuropil_quiet_fraction,
-                "fit_degree": neuropil_fit_degree}
+                "fit_degree": neuropil_fit_degree,
+                "demix": {"dilation_um": neuropil_demix_dilation_um,
+                          "surround_um": neuropil_demix_surround_um,
+                          "n_iter": neuropil_demix_n_iter}}
     if native_shape is None:
         movie_ds = _downsampled(movie, factors)
         return _extract(movie_ds, rois, (movie.sizes["y"], movie.sizes["x"]), factors,
@@ -1028,7 +1063,7 @@ def _extract(movie_ds: xr.DataArray, rois: Sequence[Any], native_shape: tuple[in
     pixels = background_pixels(w_roi, (ny, nx), fraction=background_fraction, seed=seed)
     bg_row = _pixel_row(pixels, ny * nx)
     blocks = [w_roi, bg_row]
-    if neuropil["method"] != "none":
+    if neuropil["method"] not in ("none", "demix"):
         rings, ring_info, np_attrs = _rings(w_roi, rois, (ny, nx), factors, movie_ds.attrs,
                                             neuropil)
         blocks.append(rings)
@@ -1062,6 +1097,8 @@ def _extract(movie_ds: xr.DataArray, rois: Sequence[Any], native_shape: tuple[in
         },
         attrs=attrs,
     )
+    if neuropil["method"] == "demix":
+        return _with_demix(out, movie_ds, w_roi, rois, factors, neuropil)
     if neuropil["method"] != "none":
         ring_rows = rows.isel(row=slice(n + 1, 2 * n + 1)).rename(row="roi")
         out["neuropil"] = ring_rows.drop_vars("row", errors="ignore").assign_coords(
@@ -1074,6 +1111,45 @@ def _extract(movie_ds: xr.DataArray, rois: Sequence[Any], native_shape: tuple[in
         out["neuropil_outer_um"] = ("roi", ring_info["outer_um"])
         out["neuropil_source"] = ("roi", source.astype(str))
         out.attrs.update(np_attrs)
+    return out
+
+
+def _demix_contamination(movie: np.ndarray, *, weights: sp.csr_matrix,
+                         options: Mapping[str, Any]) -> np.ndarray:
+    """:func:`calim_helpers.demix.demix_traces`'s contamination, (roi, time) float32."""
+    _, contamination, _ = demix_traces(movie, weights, **options)
+    return contamination.astype(np.float32)
+
+
+def _with_demix(out: xr.Dataset, movie_ds: xr.DataArray, w_roi: sp.csr_matrix,
+                rois: Sequence[Any], factors: Mapping[str, int],
+                neuropil: Mapping[str, Any]) -> xr.Dataset:
+    """Add the demixed ``neuropil`` (the light of everything but the ROI's cell) to ``out``."""
+    gf = _grid_factors(factors)
+    size, size_source = _pixel_size(neuropil["pixel_size_um"], movie_ds.attrs, w_roi, gf)
+    options = dict(neuropil["demix"], spacing_um=(size * gf["y"], size * gf["x"]))
+    if movie_ds.chunks is not None:  # the model needs the whole (small) downsampled movie
+        movie_ds = movie_ds.chunk({"time": -1, "y": -1, "x": -1})
+    contamination = xr.apply_ufunc(
+        _demix_contamination, movie_ds,
+        kwargs={"weights": w_roi, "options": options},
+        input_core_dims=[["time", "y", "x"]], output_core_dims=[["roi", "time"]],
+        dask="parallelized", output_dtypes=[np.float32],
+        dask_gufunc_kwargs={"output_sizes": {"roi": w_roi.shape[0]}})
+    out["neuropil"] = contamination.assign_coords(roi=out["raw"]["roi"],
+                                                  roi_name=out["raw"]["roi_name"])
+    out["neuropil"].attrs = {
+        "long_name": "light inside the ROI of everything but its own cell (demixing model: "
+                     "other ROIs' footprints and the local background)"}
+    out.attrs.update(
+        neuropil_method="demix", neuropil_coefficient=1.0,
+        neuropil_pixel_size_um=float(size), neuropil_pixel_size_source=size_source,
+        neuropil_demix_dilation_um=float(options["dilation_um"]),
+        neuropil_demix_surround_um=float(options["surround_um"]),
+        neuropil_demix_n_iter=int(options["n_iter"]),
+        neuropil_formula="signal = raw - neuropil, neuropil = the ROI's weighted mean of "
+                         "the other ROIs' footprints and the local background of a "
+                         "demixing model (calim_helpers.demix.demix_traces)")
     return out
 
 
