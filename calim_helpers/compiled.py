@@ -36,7 +36,7 @@ class _Lazy:
         self._dispatcher: Any = None
 
     def dispatcher(self) -> Any:
-        """The numba dispatcher of this function (numba imported, nothing compiled yet).
+        """Return the numba dispatcher of this function (numba imported, nothing compiled).
 
         Every lazy function among the module's globals is made a dispatcher first: a
         compiled caller finds its compiled callees there when numba compiles it.
@@ -77,7 +77,7 @@ class _LazyIntrinsic:
 
 
 def lazy_intrinsic(make: Callable[[], Any], /) -> Any:
-    """A numba intrinsic for compiled loops, defined by ``make()`` once numba is imported.
+    """Wrap ``make``, which defines a numba intrinsic, until numba is imported.
 
     ``make`` imports numba (``numba.extending.intrinsic``, llvmlite) and returns the
     intrinsic; compiled callers in the same module find it among their globals, as they

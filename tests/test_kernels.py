@@ -74,3 +74,33 @@ def test_the_preload_imports_what_the_notebooks_import():
             if line.startswith("from calim_helpers.workflow import "):
                 for name in line.split(" import ")[1].split(","):
                     assert f"calim_helpers.workflow.{name.strip()}" in preload, (source, name)
+
+
+def _tagged_notebook(path, mark, *, tagged):
+    nb = nbformat.v4.new_notebook()
+    seen = f"import pathlib\nprint(pathlib.Path({str(mark)!r}).exists())"
+    step = nbformat.v4.new_code_cell("x = 6 * 7")
+    if tagged:
+        step.metadata["tags"] = ["step"]
+    nb.cells = [nbformat.v4.new_code_cell(seen), step, nbformat.v4.new_code_cell(seen)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_the_next_kernel_is_started_once_the_step_cell_has_run(tmp_path, monkeypatch):
+    """execute_notebook calls after_step between the step cell and the next one, or
+    before the first cell of a notebook without a step cell."""
+    from calim_helpers.workflow import papermill as calim_pm
+
+    for tagged, expected in ((True, ["False\n", "True\n"]), (False, ["True\n", "True\n"])):
+        mark = tmp_path / f"started-{tagged}"
+        src = _tagged_notebook(tmp_path / f"nb-{tagged}.ipynb", mark, tagged=tagged)
+        monkeypatch.setattr(calim_pm, "notebook_from_source", lambda name, folder, s=src: s)
+        out = tmp_path / f"out-{tagged}" / "nb.ipynb"
+        error = calim_pm.execute_notebook("nb", {}, out, source_dir=tmp_path, html=False,
+                                          after_step=mark.touch)
+        assert error == ""
+        cells = nbformat.read(out, as_version=4).cells
+        assert [cells[0].outputs[0]["text"], cells[2].outputs[0]["text"]] == expected

@@ -6,9 +6,9 @@ dask, xarray, pandas, matplotlib), a fixed cost paid five times per experiment.
 has it import the helpers (silently: no output, no execution count), while the current
 notebook shows its results: ``calim run`` starts it once the current notebook's step
 cell has run (:func:`calim_helpers.workflow.papermill.execute_notebook`), so that its
-200 MB are not taken while the step's workers hold a session's chunks. The notebook then executes in that kernel exactly
-as in a new one: its cells, outputs and execution counts are the same; only the import
-cell returns at once.
+200 MB are not taken while the step's workers hold a session's chunks. The notebook then
+executes in that kernel exactly as in a new one: its cells, outputs and execution counts
+are the same; only the import cell returns at once.
 
 papermill executes a notebook on a kernel started beforehand through the engine
 registered here (``"calim-prestarted"``), which hands papermill's notebook client the

@@ -23,6 +23,7 @@ analysis    analysis.analyze_session                               tables, figur
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import warnings
@@ -34,7 +35,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from calim_helpers import aggregate, analysis, correction, io, plots, stats, traces
+from calim_helpers import aggregate, analysis, correction, io, stats, traces
 from calim_helpers import denoise as dn
 from calim_helpers import detection as det
 from calim_helpers import events as evt
@@ -45,6 +46,21 @@ from calim_helpers.downsample import downsample as block_mean
 from calim_helpers.errors import CalimWarning
 from calim_helpers.params import too_short
 from calim_helpers.workflow.experiment import Experiment
+
+
+class _Imported:
+    """A module imported when one of its attributes is first used."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+# the figures' modules (matplotlib, 32 MB) are imported once a step draws: a worker's
+# load step then computes its chunks without them
+plots = _Imported("calim_helpers.plots")
 
 __all__ = ["STEPS", "Skip", "aggregate_step", "analysis_step", "arpls_step",
            "collect_analysis_step", "compare_step", "load_step", "rois_step", "session_title"]
