@@ -109,3 +109,13 @@ def test_a_local_cluster_is_started_and_closed():
     with pytest.raises(OSError):
         distributed.Client(address, timeout=2)
 
+
+
+def test_which_runs_send_their_steps_to_workers():
+    from calim_helpers.workflow.cluster import on_workers
+
+    threads = {"scheduler": "threads", "workers": 2}
+    assert on_workers(threads, 2) and not on_workers(threads, 1)  # one session: the kernel
+    assert not on_workers(threads | {"workers": 1}, 4)
+    assert not on_workers({"scheduler": "synchronous", "workers": 2}, 4)
+    assert on_workers({"scheduler": "tcp://127.0.0.1:8786", "workers": 1}, 1)

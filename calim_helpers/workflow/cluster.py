@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["cluster_for_run", "give_back_memory", "large_blocks_to_os", "local_cluster",
-           "machine_cores", "resolve_workers", "warm_compiled"]
+           "machine_cores", "on_workers", "resolve_workers", "warm_compiled"]
 
 log = logging.getLogger("calim.run")
 
@@ -147,6 +147,14 @@ def cluster_for_run(compute: dict[str, Any], n_sessions: int, /) -> Iterator[dic
     with local_cluster(n, memory_limit=compute["worker_memory"]) as address:
         _warm_one_worker(address)
         yield dict(compute) | {"scheduler": address}
+
+
+def on_workers(compute: dict[str, Any], n_sessions: int, /) -> bool:
+    """Whether a run's steps run on dask workers (its own local cluster or the user's)."""
+    if "://" in str(compute["scheduler"]):
+        return True
+    return (compute["scheduler"] == "threads"
+            and min(resolve_workers(compute["workers"]), max(n_sessions, 1)) > 1)
 
 
 def _warm_one_worker(address: str) -> None:

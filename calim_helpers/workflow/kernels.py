@@ -4,9 +4,10 @@ A notebook's kernel takes about 1 s to start and 2-3 s more to import the helper
 dask, xarray, pandas, matplotlib), a fixed cost paid five times per experiment.
 :class:`NextKernel` starts the kernel of the next notebook in a background thread, and
 has it import the helpers (silently: no output, no execution count), while the current
-notebook shows its results: ``calim run`` starts it once the current notebook's step
-cell has run (:func:`calim_helpers.workflow.papermill.execute_notebook`), so that its
-200 MB are not taken while the step's workers hold a session's chunks. The notebook then
+notebook runs. When the steps run on dask workers, ``calim run`` starts it only once the
+current notebook's step cell has run (:func:`calim_helpers.workflow.papermill.
+execute_notebook`), so that its 200 MB are not taken while the workers hold a session's
+chunks; when the kernels compute the steps themselves, at once. The notebook then
 executes in that kernel exactly as in a new one: its cells, outputs and execution counts
 are the same; only the import cell returns at once.
 
@@ -37,11 +38,15 @@ KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
 #: What a kernel imports before its notebook starts: the modules the notebooks use.
 PRELOAD = ("import calim_helpers.workflow.runner, calim_helpers.workflow.steps, "
            "calim_helpers.workflow.views, calim_helpers.plots")
+#: Imported too when the kernel itself computes the steps (no dask cluster): numba, which
+#: the compiled loops otherwise import when first called (84 MB a kernel on a cluster
+#: run does without).
+PRELOAD_COMPUTE = PRELOAD + "\ntry:\n    import numba\nexcept ImportError:\n    pass"
 _TIMEOUT_S = 120.0
 
 
-def _start(cwd: Path) -> Any:
-    """Start a python3 kernel in ``cwd``, import :data:`PRELOAD` in it; its manager."""
+def _start(cwd: Path, preload: str = PRELOAD) -> Any:
+    """Start a python3 kernel in ``cwd``, run ``preload`` (imports) in it; its manager."""
     from jupyter_client import KernelManager
 
     # nbclient talks to the kernel with the asynchronous client
@@ -53,7 +58,7 @@ def _start(cwd: Path) -> Any:
         kc.start_channels()
         try:
             kc.wait_for_ready(timeout=_TIMEOUT_S)
-            kc.execute_interactive(PRELOAD, silent=True, store_history=False,
+            kc.execute_interactive(preload, silent=True, store_history=False,
                                    timeout=_TIMEOUT_S)
         finally:
             kc.stop_channels()
@@ -84,14 +89,18 @@ class NextKernel:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="calim-kernel")
         self._next: tuple[Path, Future] | None = None
 
-    def prepare(self, cwd: Path, /) -> None:
-        """Start a kernel in ``cwd`` in the background (replacing any not taken)."""
+    def prepare(self, cwd: Path, /, preload: str = PRELOAD) -> None:
+        """Start a kernel in ``cwd`` in the background (replacing any not taken).
+
+        ``preload`` is what it imports before its notebook starts (:data:`PRELOAD` or
+        :data:`PRELOAD_COMPUTE`).
+        """
         # imported here first: jupyter_client imported by two threads at once fails
         import jupyter_client  # noqa: F401
         import papermill  # noqa: F401
 
         self.discard()
-        self._next = (Path(cwd), self._pool.submit(_start, Path(cwd)))
+        self._next = (Path(cwd), self._pool.submit(_start, Path(cwd), preload))
 
     def take(self, cwd: Path, /) -> Any | None:
         """Return the kernel started in ``cwd`` (waiting for it), or None if there is none.

@@ -28,7 +28,7 @@ import pandas as pd
 
 from calim_helpers import io, resources
 from calim_helpers.workflow import kernels
-from calim_helpers.workflow.cluster import cluster_for_run
+from calim_helpers.workflow.cluster import cluster_for_run, on_workers
 from calim_helpers.workflow.experiment import Experiment
 from calim_helpers.workflow.record import finish_record, run_record
 
@@ -335,7 +335,10 @@ def _run_notebooks(state: _RunState, run: ExperimentRun, experiment: Experiment,
         ahead = None
         if following is not None:  # every later notebook runs, too: start its kernel
             following.mkdir(parents=True, exist_ok=True)
-            ahead = functools.partial(state.ahead.prepare, following)
+            if "://" in str(values["compute"]["scheduler"]):  # dask workers do the steps
+                ahead = functools.partial(state.ahead.prepare, following)  # after the step
+            else:  # the kernels do: at once, with what computing needs
+                state.ahead.prepare(following, preload=kernels.PRELOAD_COMPUTE)
         error = execute_notebook(name, values, output, source_dir=state.scratch, prefix="  ",
                                  kernel=kernel, after_step=ahead)
         state.bar.update(1)
@@ -400,7 +403,8 @@ def run_experiments(
                        for e in experiments]
             if folders and not (resume and _nb_marker(folders[0].parent, NOTEBOOKS[0]).exists()):
                 folders[0].mkdir(parents=True, exist_ok=True)  # the first kernel starts now
-                ahead.prepare(folders[0])
+                ahead.prepare(folders[0], preload=kernels.PRELOAD if on_workers(
+                    params["compute"], n_sessions) else kernels.PRELOAD_COMPUTE)
             state = _RunState(bar, ahead, Path(tmp), resume)
             with cluster_for_run(params["compute"], n_sessions) as compute:
                 for k, exp_dir in enumerate(experiments):
