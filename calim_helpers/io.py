@@ -926,6 +926,11 @@ def commit(tmp: str | os.PathLike, path: str | os.PathLike, /) -> Path:
     return Path(path)
 
 
+# zlib level of the PNGs: 1 encodes a per-ROI figure in 10.8 ms instead of 18.0 ms at
+# PIL's default 6, for files 6 % larger (75 vs 71 KB; 30 PNGs of a full-size session)
+_PNG_COMPRESS_LEVEL = 1
+
+
 def save_figure(fig: Any, path: str | os.PathLike, /, **kwargs: Any) -> Path:
     """Save a matplotlib figure atomically (format from the suffix) and close it."""
     import matplotlib.pyplot as plt
@@ -933,8 +938,11 @@ def save_figure(fig: Any, path: str | os.PathLike, /, **kwargs: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_path(path)
+    kind = path.suffix.lstrip(".").lower()
+    if kind == "png":
+        kwargs.setdefault("pil_kwargs", {"compress_level": _PNG_COMPRESS_LEVEL})
     try:
-        fig.savefig(tmp, format=path.suffix.lstrip(".").lower(), **kwargs)
+        fig.savefig(tmp, format=kind, **kwargs)
     finally:
         plt.close(fig)
     return commit(tmp, path)
