@@ -20,7 +20,7 @@ __all__ = ["HAVE_NUMBA", "jit", "lazy_intrinsic"]
 
 try:
     HAVE_NUMBA = importlib.util.find_spec("numba") is not None
-except ValueError:  # pragma: no cover - sys.modules["numba"] set to None (blocked)
+except ValueError:  # pragma: no cover - a "numba" module without a spec
     HAVE_NUMBA = False
 
 _LOCK = threading.RLock()
@@ -43,7 +43,13 @@ class _Lazy:
         """
         with _LOCK:
             if self._dispatcher is None:
-                from numba import njit
+                try:
+                    from numba import njit
+                except ImportError as exc:  # installed, but not importable here
+                    raise RuntimeError(
+                        f"numba is installed but cannot be imported ({exc}); install a "
+                        "numba that matches this numpy (pip install -U numba), or "
+                        "uninstall it to run the numpy code instead") from exc
 
                 try:
                     self._dispatcher = njit(cache=True, **self._options)(self.py_func)
@@ -59,6 +65,14 @@ class _Lazy:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.dispatcher()(*args, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled by reference, as a module-level function is
+        return _module_attribute, (self.__module__, self.__qualname__)
+
+
+def _module_attribute(module: str, name: str) -> Any:
+    return getattr(importlib.import_module(module), name)
 
 
 class _LazyIntrinsic:

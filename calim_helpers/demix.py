@@ -320,8 +320,7 @@ def demix_traces(
     resid = z - const - own.T @ x
     sup_count = mask.sum(axis=1)
     resid_rms = np.sqrt(mask @ (resid ** 2).sum(axis=0) / (sup_count * n_time))
-    a = sp.csr_matrix((n_roi, n_pix))
-    a = sp.lil_matrix(a.shape)
+    a = sp.lil_matrix((n_roi, n_pix))
     a[:, on] = x
     info = {"footprints": a.tocsr(), "footprint_mass": np.where(alive, mass, 0.0),
             "n_background_pixels": int(outside.sum()), "residual_rms": resid_rms}

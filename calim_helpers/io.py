@@ -47,6 +47,7 @@ import os
 import re
 import shutil
 import struct
+import threading
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -1045,10 +1046,23 @@ def _ome_movie_metadata(pixel_size_um: tuple[float, float] | None,
 
 
 def as_pixel_type(block: Any, dtype: Any, /) -> np.ndarray:
-    """``block`` in ``dtype``: integers rounded to nearest and clipped to the type's range.
+    """Return ``block`` in ``dtype``, rounded to nearest and clipped for an integer type.
 
-    NaN becomes 0. Float types are a plain cast. Used to write a corrected movie in the
-    recording's own integer type (resampling and denoising give fractional counts).
+    Used to write a corrected movie in the recording's own pixel type (resampling and
+    denoising give fractional counts).
+
+    Parameters
+    ----------
+    block : array_like
+        Pixel values, any shape, any real dtype. Not modified.
+    dtype : numpy dtype
+        An integer type (values rounded half to even, as ``np.rint``, clipped to the
+        type's range, NaN as 0) or a float type (a plain cast).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``block``'s shape, in ``dtype``.
     """
     dtype = np.dtype(dtype)
     if dtype.kind not in "ui":
@@ -1112,8 +1126,10 @@ class MovieFile:
             raise ValueError(f"{self.path}: shape must be (time, y, x) with every size >= 1, "
                              f"got {shape}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = atomic_path(self.path).with_suffix(".tif")
+        # ".<name>.part-<pid>.tif": the name a killed run's leftovers are cleared by
+        self._tmp = atomic_path(self.path).with_name(f"{atomic_path(self.path).name}.tif")
         self._fd: int | None = None
+        self._lock = threading.Lock()  # closing the file waits for no write, see below
         try:
             calibrated = _ome_movie_metadata(pixel_size_um, frame_interval_s)
             resolution = {}  # the TIFF tags too: plain ImageJ reads those, not the OME-XML
@@ -1126,7 +1142,7 @@ class MovieFile:
                 photometric="minisblack", returnoffset=True, **resolution)
             with tifffile.TiffFile(self._tmp) as tif:  # frames must lie one after the other
                 if tif.series[0].dataoffset != offset:
-                    raise RuntimeError(f"{self._tmp}: tifffile did not lay the frames out "
+                    raise RuntimeError(f"{self.path}: tifffile did not lay the frames out "
                                        "contiguously")
             self._offset = int(offset)
             self._fd = os.open(self._tmp, os.O_WRONLY)
@@ -1135,8 +1151,19 @@ class MovieFile:
             raise
 
     def __setitem__(self, key: Any, block: Any) -> None:
-        if self._fd is None:
-            raise ValueError(f"{self.path}: already committed or discarded")
+        # a block written through its own copy of the descriptor: a dask task still
+        # running after the computation failed and the file was discarded cannot write
+        # into whatever file reused the descriptor's number
+        with self._lock:
+            if self._fd is None:
+                raise ValueError(f"{self.path}: already committed or discarded")
+            fd = os.dup(self._fd)
+        try:
+            self._write(fd, key, block)
+        finally:
+            os.close(fd)
+
+    def _write(self, fd: int, key: Any, block: Any) -> None:
         key = key if isinstance(key, tuple) else (key,)
         key = key + (slice(None),) * (3 - len(key))
         (t0, t1), (y0, y1), (x0, x1) = (
@@ -1150,12 +1177,16 @@ class MovieFile:
         for i in range(0, t1 - t0, step):  # converted a few MB at a time
             part = np.ascontiguousarray(as_pixel_type(block[i:i + step], self.dtype))
             if whole:  # whole frames: one write
-                os.pwrite(self._fd, part.data, self._offset + (t0 + i) * ny * nx * size)
+                self._pwrite(fd, part, self._offset + (t0 + i) * ny * nx * size)
                 continue
             for k, frame in enumerate(part):
                 for j, row in enumerate(frame):
                     at = ((t0 + i + k) * ny + y0 + j) * nx + x0
-                    os.pwrite(self._fd, row.data, self._offset + at * size)
+                    self._pwrite(fd, row, self._offset + at * size)
+
+    def _pwrite(self, fd: int, data: np.ndarray, offset: int) -> None:
+        if os.pwrite(fd, data.data, offset) != data.nbytes:
+            raise OSError(f"{self.path}: short write at byte {offset} (disk full?)")
 
     def write_block(self, block: np.ndarray, block_info: Any = None) -> np.ndarray:
         """Write a dask block at its place and return it unchanged (for ``map_blocks``).
@@ -1170,17 +1201,19 @@ class MovieFile:
 
     def commit(self) -> Path:
         """Close the file and rename it onto :attr:`path`; return :attr:`path`."""
-        if self._fd is None:
-            raise ValueError(f"{self.path}: already committed or discarded")
-        os.close(self._fd)
-        self._fd = None
+        with self._lock:
+            if self._fd is None:
+                raise ValueError(f"{self.path}: already committed or discarded")
+            os.close(self._fd)
+            self._fd = None
         return commit(self._tmp, self.path)
 
     def discard(self) -> None:
         """Close and remove the temporary file (nothing is left behind)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> MovieFile:

@@ -796,6 +796,8 @@ def noise_sigma(
     rows = x.reshape(math.prod(shape), x.shape[-1])
     clip, half, max_iter = float(clip), int(window) // 2, int(max_iter)
     if _HAVE_NUMBA:
+        if not rows.flags.writeable:  # numba compiles read-only arrays apart (a 2nd type)
+            rows = rows.copy()
         k = rows.shape[0]
         sigma, level = np.empty(k), np.empty(k)
         n_quiet, converged = np.empty(k, dtype=np.int64), np.empty(k, dtype=bool)

@@ -810,8 +810,9 @@ def session_nwbfile(
         if load.attrs.get("movie_output") == "native":
             n_time, rate = int(native_shape[0]), 1.0 / dt_native
             start = float(shift_time[0]) if shift_time is not None and shift_time.size else 0.0
-            what = (f"at the recording's resolution, in its pixel type "
-                    f"({load.attrs.get('dtype', 'uint16')}, rounded to whole counts)")
+            dtype = str(load.attrs.get("dtype", "uint16"))
+            what = (f"at the recording's resolution, in its pixel type ({dtype}"
+                    + (", rounded to whole counts)" if np.dtype(dtype).kind in "ui" else ")"))
         else:
             n_time, rate = int(result.sizes["time"]), 1.0 / dt_down
             start = float(result["time"].values[0]) if n_time else 0.0

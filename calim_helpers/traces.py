@@ -954,11 +954,16 @@ def extract_traces(
         With ``"fitted"``: degree (>= 0) of the polynomial trend over the session
         (bleaching, drift) fitted with each coefficient. Recorded in ``attrs``.
         Default is 3.
-    neuropil_demix_dilation_um, neuropil_demix_surround_um, neuropil_demix_n_iter
-        With ``"demix"``: ``dilation_um``, ``surround_um`` and ``n_iter`` of
-        :func:`calim_helpers.demix.demix_traces` (how far a footprint may reach beyond
-        its ROI, µm; the Gaussian radius of the background around a pixel, µm; the
-        alternations). Recorded in ``attrs``. Defaults are 3.0, 3.0 and 2.
+    neuropil_demix_dilation_um : float, keyword-only
+        With ``"demix"``: how far a cell's footprint may reach beyond its ROI, µm
+        (``dilation_um`` of :func:`calim_helpers.demix.demix_traces`). Recorded in
+        ``attrs``. Default is 3.0.
+    neuropil_demix_surround_um : float, keyword-only
+        With ``"demix"``: Gaussian radius of the background around a pixel, µm
+        (``surround_um``). Recorded in ``attrs``. Default is 3.0.
+    neuropil_demix_n_iter : int, keyword-only
+        With ``"demix"``: alternations of footprints and traces (``n_iter``). Recorded
+        in ``attrs``. Default is 2.
 
     Returns
     -------

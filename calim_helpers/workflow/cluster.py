@@ -68,7 +68,9 @@ def warm_compiled() -> None:
     from calim_helpers import baseline, registration
 
     rng = np.random.default_rng(0)
-    baseline.arpls(100.0 + rng.normal(size=(2, 40)), lam=10.0)  # also noise.noise_sigma
+    traces = 100.0 + rng.normal(size=(2, 40))
+    baseline.arpls(traces, lam=10.0)  # also noise.noise_sigma
+    baseline.arpls(traces, lam=10.0, max_iter=1)  # and the re-fit of fits not converged
     for dtype in (np.uint16, np.float32):  # Micro-Manager stacks; the denoised movie
         frames = xr.DataArray(np.zeros((1, 4, 4), dtype), dims=("time", "y", "x"))
         registration.apply_shifts(frames, np.full((1, 2), 0.5)).compute()
@@ -100,10 +102,10 @@ def large_blocks_to_os() -> bool:
 def give_back_memory() -> None:
     """Collect garbage and return the free pages of the heap to the system (glibc).
 
-    Called after each step of a session (:func:`calim_helpers.workflow.runner.
-    run_session`): a worker then waits for the next step about 40 MB smaller (a
-    full-size session's analysis step: 418 -> 379 MB), while the next notebook's kernel
-    starts beside it.
+    Called after each step of a session
+    (:func:`calim_helpers.workflow.runner.run_session`): a worker then waits for the next
+    step about 40 MB smaller (a full-size session's analysis step: 418 -> 379 MB), while
+    the next notebook's kernel starts beside it.
     """
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
@@ -139,10 +141,10 @@ def cluster_for_run(compute: dict[str, Any], n_sessions: int, /) -> Iterator[dic
     put in ``scheduler``; otherwise ``compute`` is yielded unchanged (an address given
     by the user, ``synchronous``, or a single worker: the sessions run in the kernel).
     """
-    n = min(resolve_workers(compute["workers"]), max(n_sessions, 1))
-    if compute["scheduler"] != "threads" or n <= 1:
+    if compute["scheduler"] != "threads" or not on_workers(compute, n_sessions):
         yield dict(compute)
         return
+    n = min(resolve_workers(compute["workers"]), max(n_sessions, 1))
     log.info("starting %d dask worker(s), memory limit %s each", n, compute["worker_memory"])
     with local_cluster(n, memory_limit=compute["worker_memory"]) as address:
         _warm_one_worker(address)

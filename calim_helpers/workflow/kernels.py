@@ -5,9 +5,10 @@ dask, xarray, pandas, matplotlib), a fixed cost paid five times per experiment.
 :class:`NextKernel` starts the kernel of the next notebook in a background thread, and
 has it import the helpers (silently: no output, no execution count), while the current
 notebook runs. When the steps run on dask workers, ``calim run`` starts it only once the
-current notebook's step cell has run (:func:`calim_helpers.workflow.papermill.
-execute_notebook`), so that its 200 MB are not taken while the workers hold a session's
-chunks; when the kernels compute the steps themselves, at once. The notebook then
+current notebook's step cell has run
+(:func:`calim_helpers.workflow.papermill.execute_notebook`), so that its 200 MB are not
+taken while the workers hold a session's chunks; when the kernels compute the steps
+themselves, at once. The notebook then
 executes in that kernel exactly as in a new one: its cells, outputs and execution counts
 are the same; only the import cell returns at once.
 

@@ -168,9 +168,10 @@ def execute_notebook(
         starts one.
     after_step : callable, optional
         Called with no argument once the notebook's cell tagged :data:`STEP_TAG` (the
-        one that runs its step on every session) has run, or before the notebook runs
-        when it has none. ``calim run`` starts the next notebook's kernel then, so that
-        it does not take memory while the step's work does. Default is None.
+        one that runs its step on every session) has run (also when it failed), or
+        before the notebook runs when it has none. ``calim run`` starts the next
+        notebook's kernel then, so that it does not take memory while the step's work
+        does. Default is None.
     """
     import nbformat
     import papermill as pm

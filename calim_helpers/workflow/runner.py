@@ -9,7 +9,8 @@ per finished session.
 
 Resuming: when a session's step completes, a marker
 ``<session folder>/.calim/<step>.json`` records its fingerprint -- a SHA-256 over the
-step's parameter sections, the CALIM version, the identity (name, size, modification
+step's parameter sections (of ``outputs``, the load step takes only ``movie``), the
+CALIM version, the identity (name, size, modification
 time) of the input files it reads and the fingerprint of the step before it -- and its
 status row. With ``compute.resume`` (the default), a later run skips the session's step
 when the fingerprint is unchanged and its outputs exist; a changed parameter changes

@@ -493,7 +493,7 @@ def analysis_step(experiment: Experiment, session: io.Session, /, *,
     elif outputs["nwb"]:
         nwb_output(experiment, session, ds, res.events, nwb=nwb,
                    sections={"events": events, "synchrony": synchrony, "qc": qc},
-                   movie=movie if outputs["nwb_movie"] and movie.exists() else None)
+                   movie=_linked_movie(movie, outputs))
     snr = res.features["snr"].to_numpy(float)
     return {"n_events": len(res.events), "n_network_events": len(res.network_table),
             "network_threshold": round(float(res.network.threshold), 3),
@@ -514,14 +514,46 @@ def downsampled_movie(experiment: Experiment, session: io.Session, /) -> Path:
         frame_interval_s=load.attrs.get("frame_interval_s_downsampled"))
 
 
+def _linked_movie(movie: Path, outputs: Mapping[str, Any]) -> Path | None:
+    """Return the corrected movie to link from the NWB file (``outputs.nwb_movie``), if any."""
+    if not outputs["nwb_movie"]:
+        return None
+    if not movie.exists():
+        warnings.warn(f"{movie}: not found, the NWB file does not link the corrected movie "
+                      "(it is written by the load step; run it again)", CalimWarning,
+                      stacklevel=3)
+        return None
+    return movie
+
+
 def native_movie(experiment: Experiment, session: io.Session, /, *,
                  shape: tuple[int, int, int], dtype: Any, pixel_size_um: float | None,
                  frame_interval_s: float | None) -> io.MovieFile:
     """Open the native corrected movie ``<session>_corrected.ome.tif`` for writing.
 
     The movie the traces come from before downsampling (motion-corrected, denoised if
-    asked) at the recording's resolution and in its pixel type (resampled values rounded
-    to whole counts; :func:`calim_helpers.io.as_pixel_type`), calibrated for Fiji.
+    asked) at the recording's resolution and in its pixel type (for an integer recording,
+    resampled values rounded to whole counts; :func:`calim_helpers.io.as_pixel_type`),
+    calibrated for Fiji.
+
+    Parameters
+    ----------
+    experiment, session
+        Where it goes: ``<session folder>/<session>_corrected.ome.tif``.
+    shape : (int, int, int)
+        (time, y, x) of the native movie.
+    dtype : numpy dtype
+        The recording's pixel type.
+    pixel_size_um : float or None
+        Native pixel size, µm; None when unknown.
+    frame_interval_s : float or None
+        Native frame interval, s; None when unknown.
+
+    Returns
+    -------
+    calim_helpers.io.MovieFile
+        Written block by block (:meth:`~calim_helpers.io.MovieFile.write_block`), then
+        committed.
     """
     return io.MovieFile(experiment.file(session, "corrected.ome.tif"), shape, dtype,
                         pixel_size_um=_scaled(pixel_size_um, {"y": 1, "x": 1}),
