@@ -90,22 +90,9 @@ import scipy.sparse as sp
 from scipy import ndimage
 from scipy.sparse import csgraph
 
+from calim_helpers._checks import check_int, check_number, check_spacing
+
 __all__ = ["demix_traces"]
-
-
-def _check_number(name: str, value: Any, *, low: float, strict: bool) -> float:
-    real = int | float | np.integer | np.floating
-    if isinstance(value, bool) or not isinstance(value, real) or not np.isfinite(value) \
-            or value < low or (strict and value == low):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low}, "
-                         f"got {value!r}")
-    return float(value)
-
-
-def _check_int(name: str, value: Any, *, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 def _supports(w: sp.csr_matrix, grid: tuple[int, int], radius: tuple[float, float],
@@ -250,16 +237,11 @@ def demix_traces(
     w.eliminate_zeros()
     if (np.diff(w.indptr) == 0).any():
         raise ValueError("weights: every ROI needs a pixel with a non-zero weight")
-    try:
-        dy, dx = (float(v) for v in spacing_um)
-    except (TypeError, ValueError):
-        raise ValueError(f"spacing_um must be (dy, dx) in µm, got {spacing_um!r}") from None
-    if not (np.isfinite(dy) and np.isfinite(dx) and dy > 0 and dx > 0):
-        raise ValueError(f"spacing_um must be two finite numbers > 0, got {spacing_um!r}")
-    dilation_um = _check_number("dilation_um", dilation_um, low=0.0, strict=False)
-    surround_um = _check_number("surround_um", surround_um, low=0.0, strict=True)
-    n_iter = _check_int("n_iter", n_iter, low=1)
-    n_sweeps = _check_int("n_sweeps", n_sweeps, low=1)
+    dy, dx = check_spacing(spacing_um)
+    dilation_um = check_number("dilation_um", dilation_um, low=0.0, strict=False)
+    surround_um = check_number("surround_um", surround_um, low=0.0, strict=True)
+    n_iter = check_int("n_iter", n_iter, low=1)
+    n_sweeps = check_int("n_sweeps", n_sweeps, low=1)
     if n_time < 2:
         raise ValueError(f"movie needs at least 2 frames, got {n_time}")
 

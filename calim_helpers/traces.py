@@ -49,7 +49,8 @@ import xarray as xr
 from roifile import ImagejRoi
 from scipy import ndimage
 
-from calim_helpers.demix import _check_int, _check_number, demix_traces
+from calim_helpers._checks import check_int, check_number, check_spacing
+from calim_helpers.demix import demix_traces
 from calim_helpers.downsample import downsample
 from calim_helpers.errors import CalimInputError, CalimWarning
 from calim_helpers.rois import coverage_weights, rasterize
@@ -559,12 +560,7 @@ def neuropil_rings(
     ([8, 3], [False, False])
     """
     ny, nx = _check_grid_shape(grid_shape, "grid_shape")
-    try:
-        dy, dx = (float(v) for v in spacing_um)
-    except (TypeError, ValueError):
-        raise ValueError(f"spacing_um must be (dy, dx) in µm, got {spacing_um!r}") from None
-    if not (np.isfinite(dy) and np.isfinite(dx) and dy > 0 and dx > 0):
-        raise ValueError(f"spacing_um must be two finite numbers > 0, got {spacing_um!r}")
+    dy, dx = check_spacing(spacing_um)
     _check_neuropil("annulus", 0.0, inner_um, width_um, min_pixels)
     w = _as_weight_rows(weights_or_masks, ny * nx)
     w.eliminate_zeros()
@@ -1032,11 +1028,11 @@ def extract_traces(
     _check_neuropil(neuropil_method, neuropil_coefficient, neuropil_inner_um,
                     neuropil_width_um, neuropil_min_pixels)
     _check_fit(neuropil_quiet_fraction, neuropil_fit_degree)
-    _check_number("neuropil_demix_dilation_um", neuropil_demix_dilation_um, low=0.0,
-                  strict=False)
-    _check_number("neuropil_demix_surround_um", neuropil_demix_surround_um, low=0.0,
-                  strict=True)
-    _check_int("neuropil_demix_n_iter", neuropil_demix_n_iter, low=1)
+    check_number("neuropil_demix_dilation_um", neuropil_demix_dilation_um, low=0.0,
+                 strict=False)
+    check_number("neuropil_demix_surround_um", neuropil_demix_surround_um, low=0.0,
+                 strict=True)
+    check_int("neuropil_demix_n_iter", neuropil_demix_n_iter, low=1)
     neuropil = {"method": neuropil_method, "coefficient": neuropil_coefficient,
                 "inner_um": neuropil_inner_um, "width_um": neuropil_width_um,
                 "min_pixels": neuropil_min_pixels, "pixel_size_um": pixel_size_um,

@@ -22,6 +22,33 @@ def pytest_configure(config):
         shutil.rmtree(OUT_DIR, ignore_errors=True)
 
 
+@pytest.fixture
+def without_numba(monkeypatch):
+    """Import a module of calim_helpers afresh with numba blocked: ``without_numba(mod)``.
+
+    ``import numba`` then raises ImportError; calim_helpers.compiled is imported again
+    for it (and put back afterwards), so its loops stay plain Python.
+    """
+    import importlib.util
+    import sys
+
+    import calim_helpers
+
+    monkeypatch.setitem(sys.modules, "numba", None)
+    monkeypatch.delitem(sys.modules, "calim_helpers.compiled")
+    monkeypatch.setattr(calim_helpers, "compiled", calim_helpers.compiled)
+
+    def load(module):
+        spec = importlib.util.spec_from_file_location(f"{module.__name__}_without_numba",
+                                                      module.__file__)
+        plain = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, spec.name, plain)
+        spec.loader.exec_module(plain)
+        return plain
+
+    return load
+
+
 def tree_digest(root: Path) -> dict[str, str]:
     """SHA-256 of every file under ``root``, by relative path."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()

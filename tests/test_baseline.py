@@ -738,20 +738,9 @@ def test_compiled_refit_matches_numpy(k, n, monkeypatch):
         np.testing.assert_array_equal(np.delete(got2, 4), np.delete(got, 4))
 
 
-def test_without_numba_the_module_falls_back_to_numpy(monkeypatch):
+def test_without_numba_the_module_falls_back_to_numpy(without_numba):
     """The module imported with numba blocked: no compiled code, the numpy iteration."""
-    import importlib.util
-    import sys
-
-    import calim_helpers
-
-    monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
-    monkeypatch.delitem(sys.modules, "calim_helpers.compiled")  # imported again, without
-    monkeypatch.setattr(calim_helpers, "compiled", calim_helpers.compiled)  # put back after
-    spec = importlib.util.spec_from_file_location("calim_baseline_without_numba", bl.__file__)
-    plain = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, plain)
-    spec.loader.exec_module(plain)
+    plain = without_numba(bl)
     assert not plain.HAVE_NUMBA and not plain._HAVE_NUMBA
     assert not hasattr(plain._fit_lanes, "py_func")  # left as plain Python
     y = _calcium(np.random.default_rng(41), 6)

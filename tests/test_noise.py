@@ -451,20 +451,9 @@ def test_half_sample_mode_of_sorted_values_is_the_numpy_one():
             assert noise._hsm_sorted(np.sort(x)) == noise._half_sample_mode(x)
 
 
-def test_without_numba_the_module_falls_back_to_numpy(monkeypatch):
+def test_without_numba_the_module_falls_back_to_numpy(monkeypatch, without_numba):
     """The module imported with numba blocked: no compiled path, the same results."""
-    import importlib.util
-    import sys
-
-    monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
-    import calim_helpers
-
-    monkeypatch.delitem(sys.modules, "calim_helpers.compiled")  # imported again, without
-    monkeypatch.setattr(calim_helpers, "compiled", calim_helpers.compiled)  # put back after
-    spec = importlib.util.spec_from_file_location("calim_noise_without_numba", noise.__file__)
-    plain = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, plain)
-    spec.loader.exec_module(plain)
+    plain = without_numba(noise)
     assert not plain.HAVE_NUMBA and not plain._HAVE_NUMBA
     assert not hasattr(plain._rows_compiled, "py_func")  # left as plain Python
     x, _ = _traces(8, 150, rate=0.05, seed=18)

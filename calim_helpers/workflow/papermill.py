@@ -299,7 +299,17 @@ class _RunState:
     ahead: kernels.NextKernel
     scratch: Path  # where the notebooks' .ipynb are generated
     resume: bool
+    # dask workers do the steps: the next kernel starts after the step cell, without numba;
+    # else the kernels do: it starts at once, with numba (cluster.on_workers)
+    on_workers: bool
     executed: bool = False  # once a notebook runs, every later one runs (its inputs may change)
+
+    def start_next(self, folder: Path, /) -> Callable[[], Any] | None:
+        """Start the kernel of the notebook in ``folder`` now, or return what starts it."""
+        if self.on_workers:
+            return functools.partial(self.ahead.prepare, folder)
+        self.ahead.prepare(folder, preload=kernels.PRELOAD_COMPUTE)
+        return None
 
 
 def _run_notebooks(state: _RunState, run: ExperimentRun, experiment: Experiment, root: Path,
@@ -336,10 +346,7 @@ def _run_notebooks(state: _RunState, run: ExperimentRun, experiment: Experiment,
         ahead = None
         if following is not None:  # every later notebook runs, too: start its kernel
             following.mkdir(parents=True, exist_ok=True)
-            if "://" in str(values["compute"]["scheduler"]):  # dask workers do the steps
-                ahead = functools.partial(state.ahead.prepare, following)  # after the step
-            else:  # the kernels do: at once, with what computing needs
-                state.ahead.prepare(following, preload=kernels.PRELOAD_COMPUTE)
+            ahead = state.start_next(following)
         error = execute_notebook(name, values, output, source_dir=state.scratch, prefix="  ",
                                  kernel=kernel, after_step=ahead)
         state.bar.update(1)
@@ -402,11 +409,12 @@ def run_experiments(
                 kernels.NextKernel() as ahead:
             folders = [Path(out_dir).resolve() / Path(e).resolve().name / "notebooks"
                        for e in experiments]
+            workers = on_workers(params["compute"], n_sessions)
             if folders and not (resume and _nb_marker(folders[0].parent, NOTEBOOKS[0]).exists()):
                 folders[0].mkdir(parents=True, exist_ok=True)  # the first kernel starts now
-                ahead.prepare(folders[0], preload=kernels.PRELOAD if on_workers(
-                    params["compute"], n_sessions) else kernels.PRELOAD_COMPUTE)
-            state = _RunState(bar, ahead, Path(tmp), resume)
+                ahead.prepare(folders[0], preload=kernels.PRELOAD if workers
+                              else kernels.PRELOAD_COMPUTE)
+            state = _RunState(bar, ahead, Path(tmp), resume, workers)
             with cluster_for_run(params["compute"], n_sessions) as compute:
                 for k, exp_dir in enumerate(experiments):
                     exp_dir = Path(exp_dir).resolve()
