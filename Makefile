@@ -25,8 +25,9 @@ demo: $(VENV)/.installed
 	$(BIN)/calim demo-data $(DEMO) --overwrite
 	$(BIN)/calim run $(DEMO)/DEMO --out $(OUT)
 
+# -n auto: one pytest-xdist worker per core (tests/conftest.py: a module per worker)
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 lab: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[lab]"

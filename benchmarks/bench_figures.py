@@ -14,7 +14,10 @@ does:
 
 - ``old``: ``roi_raw_figure`` / ``roi_clean_figure`` / ``roi_norm_figure`` per ROI (a
   new Figure each);
-- ``new``: ``roi_figure_pages`` for each kind, the same three figures redrawn per ROI.
+- ``new``: ``roi_figure_pages`` for each kind, the same three figures redrawn per ROI;
+- ``images``: ``roi_figure_images`` for each kind (what the arPLS step does): only what a
+  ROI changes is drawn over a background kept from ROI to ROI, saved by
+  ``calim_helpers.io.save_png``.
 
 Each way goes over all ROIs of the session (``--repeats`` times), each into its own
 temporary folder; they advance alternately, ``--chunk`` ROIs at a time, so that all see
@@ -95,6 +98,19 @@ def save_new(ds: xr.Dataset, folder: Path, dpi: int) -> Iterator[None]:
         yield
 
 
+def save_images(ds: xr.Dataset, folder: Path, dpi: int) -> Iterator[None]:
+    """One figure per kind, only what each ROI changes drawn again (per ROI)."""
+    unit = time_unit(ds)
+    names = roi_file_names("s", ds["roi"].values.tolist())
+    images = [traces.roi_figure_images(ds, kind, time_unit=unit, dpi=dpi)
+              for kind in traces.ROI_FIGURE_KINDS]
+    for roi_images in zip(*images, strict=True):
+        n = roi_images[0][0]
+        for (_, image), fname in zip(roi_images, names[n], strict=True):
+            io.save_png(image, folder / fname, dpi=dpi)
+        yield
+
+
 def save_pdf(ds: xr.Dataset, folder: Path, dpi: int) -> Iterator[None]:
     """All pages of the session in one PDF, ROI by ROI: raw, clean, normalized (per ROI)."""
     unit = time_unit(ds)
@@ -130,7 +146,8 @@ def main() -> None:
     n_roi = ds.sizes["roi"]
     print(f"{what}: {n_roi} ROIs x {ds.sizes['time']} frames, fits {counts}, dpi {dpi}")
 
-    ways = {"old": save_old, "new": save_new} | ({"pdf": save_pdf} if args.pdf else {})
+    ways = ({"old": save_old, "new": save_new, "images": save_images}
+            | ({"pdf": save_pdf} if args.pdf else {}))
     times: dict[str, list[float]] = {k: [] for k in ways}  # s per ROI, per chunk
     with tempfile.TemporaryDirectory() as tmp:
         folders = {k: Path(tmp) / k for k in ways}
@@ -150,15 +167,16 @@ def main() -> None:
                 for _ in it:
                     pass
         old_files = sorted(folders["old"].glob("*.png"))
-        same = sum(np.array_equal(imread(f), imread(folders["new"] / f.name))
-                   for f in old_files)
-        print(f"PNGs with identical pixels, old vs new: {same} / {len(old_files)}")
+        for way in ("new", "images"):
+            same = sum(np.array_equal(imread(f), imread(folders[way] / f.name))
+                       for f in old_files)
+            print(f"PNGs with identical pixels, old vs {way}: {same} / {len(old_files)}")
 
     print(f"{len(times['old'])} chunks of up to {args.chunk} ROIs, ways alternating")
     print(f"{'way':<28}{'s per ROI (3 figures)':>22}{'old / way':>11}"
           f"{'median of chunk ratios':>24}")
     labels = {"old": "old: new figure per ROI", "new": "new: figures reused",
-              "pdf": "new, one multi-page PDF"}
+              "images": "images: background kept", "pdf": "new, one multi-page PDF"}
     old = np.array(times["old"])
     for name, ts in times.items():
         ts = np.array(ts)

@@ -949,6 +949,27 @@ def save_figure(fig: Any, path: str | os.PathLike, /, **kwargs: Any) -> Path:
     return commit(tmp, path)
 
 
+def save_png(image: np.ndarray, path: str | os.PathLike, /, *, dpi: float) -> Path:
+    """Save an RGBA image as a PNG, atomically, as :func:`save_figure` saves a figure.
+
+    ``image`` is uint8 of shape ``(height, width, 4)``, top row first, rendered at
+    ``dpi`` (written as the PNG's resolution); the compression is that of
+    :func:`save_figure`.
+    """
+    from matplotlib.image import imsave
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    try:
+        imsave(tmp, image, format="png", dpi=dpi,
+               pil_kwargs={"compress_level": _PNG_COMPRESS_LEVEL})
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return commit(tmp, path)
+
+
 def save_pdf_pages(figures: Iterable[Any], path: str | os.PathLike, /) -> Path:
     """Save each figure of ``figures`` as a page of one PDF, atomically.
 

@@ -343,6 +343,29 @@ def test_roi_figure_pages_equal_fresh_figures_pixel_for_pixel(kind, normalize):
     assert all(fig is seen[0][1] for _, fig in seen)  # one figure, redrawn
 
 
+@pytest.mark.parametrize(("kind", "normalize"), [
+    ("raw", "dff"), ("clean", "dff"), ("norm", "dff"), ("norm", "session")])
+def test_roi_figure_images_equal_fresh_figures_pixel_for_pixel(kind, normalize, tmp_path):
+    """Drawn over a kept background: the pixels of a fresh figure's PNG, whatever the ROI
+    before (failed and stable fits change the layout, a NaN start the time axis), and
+    the same once written by io.save_png."""
+    from calim_helpers.io import save_png
+
+    ds = varied_session(normalize)
+    seen = []
+    for roi, image in traces.roi_figure_images(ds, kind, rois=ORDER, dpi=60):
+        seen.append(roi)
+        fresh = (pixels(KINDS[kind](ds, roi)) * 255).round().astype(np.uint8)
+        assert image.dtype == np.uint8 and image.shape == fresh.shape
+        assert np.array_equal(image, fresh), f"{kind} ROI {roi} differs from a fresh figure"
+        if len(seen) == 1:
+            path = save_png(image, tmp_path / "roi.png", dpi=60)
+            assert np.array_equal(mpl.image.imread(path), pixels(KINDS[kind](ds, roi)))
+    assert seen == ORDER
+    with pytest.raises(ValueError, match="dpi must be a positive number"):
+        traces.roi_figure_images(ds, kind, dpi=0)
+
+
 def _data_ylim(values: list[np.ndarray]) -> tuple[float, float]:
     """Matplotlib's default y limits of lines: the data range with 5 % margins."""
     lo = min(np.nanmin(v) for v in values)

@@ -14,7 +14,8 @@ Modules and what they hold (re-exported here unless said otherwise):
   :func:`registration_figure`, :func:`roi_overlay`
 - :mod:`calim_helpers.plots.traces` — :func:`roi_raw_figure`,
   :func:`roi_clean_figure`, :func:`roi_norm_figure`, :func:`roi_figure_pages` (one
-  figure redrawn for every ROI, :data:`ROI_FIGURE_KINDS`), :func:`traces_figure`
+  figure redrawn for every ROI, :data:`ROI_FIGURE_KINDS`), :func:`roi_figure_images` (the
+  same pages as images, drawn over a background kept from ROI to ROI), :func:`traces_figure`
 - :mod:`calim_helpers.plots.activity` — :func:`raster_figure`,
   :func:`correlation_figure`, :func:`cluster_heatmap_figure`,
   :func:`session_summary_figure`
@@ -67,6 +68,7 @@ from calim_helpers.plots.qc import qc_figure, qc_session_figure
 from calim_helpers.plots.traces import (
     ROI_FIGURE_KINDS,
     roi_clean_figure,
+    roi_figure_images,
     roi_figure_pages,
     roi_norm_figure,
     roi_raw_figure,
@@ -96,6 +98,7 @@ __all__ = [
     "raster_figure",
     "registration_figure",
     "roi_clean_figure",
+    "roi_figure_images",
     "roi_figure_pages",
     "roi_norm_figure",
     "roi_overlay",

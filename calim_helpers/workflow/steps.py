@@ -430,16 +430,17 @@ def roi_figures(experiment: Experiment, session: io.Session, ds: xr.Dataset, /, 
                 dpi: int) -> None:
     """Save the lab's three PNGs per ROI (raw, clean, normalized).
 
-    One figure per kind is built once and redrawn for each ROI
-    (:func:`calim_helpers.plots.traces.roi_figure_pages`); the PNGs are those of
+    One figure per kind is built once and only what each ROI changes is drawn again
+    (:func:`calim_helpers.plots.traces.roi_figure_images`); the PNGs are those of
     :func:`~calim_helpers.plots.roi_raw_figure` and its siblings, pixel for pixel.
     """
     folder = experiment.session_dir(session)
     names = roi_file_names(session.name, ds["roi"].values.tolist())
     unit = time_unit(ds)
     for k, kind in enumerate(plots.ROI_FIGURE_KINDS):  # raw, clean, norm
-        for n, fig in plots.roi_figure_pages(ds, kind, rois=list(names), time_unit=unit):
-            io.save_figure(fig, folder / names[n][k], dpi=dpi)
+        for n, image in plots.roi_figure_images(ds, kind, rois=list(names), time_unit=unit,
+                                                dpi=dpi):
+            io.save_png(image, folder / names[n][k], dpi=dpi)
 
 
 def roi_figures_pdf(experiment: Experiment, session: io.Session, ds: xr.Dataset, /) -> Path:
