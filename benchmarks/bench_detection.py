@@ -16,7 +16,9 @@ and 101-110 were held out for earlier versions and are kept for continuity; seed
 with the clutter-based seed threshold, basin merging and the edge-sharpness test;
 seeds 1101-1115 and their 40-frame variant (set ``fresh4``) once, with frozen code, for
 the version that splits clusters failing the shape tests at their distance-transform
-cores. ``--sets tuning`` scores tuning seeds 1-60 (600 and 40 frames).
+cores; seeds 1201-1215 and their 40-frame variant (set ``fresh5``) once, with frozen
+code, for that version with looser basin merging and a ring contrast of 0.55.
+``--sets tuning`` scores tuning seeds 1-60 (600 and 40 frames).
 Prints precision, recall and F1 pooled over the sessions of each set, recall of the dim,
 touching and rarely firing cells, and the median seconds per session of the detection
 (summary images + detection + ROI tracing, not the simulation).
@@ -83,7 +85,7 @@ def _report(name: str, seeds: list[int], n_frames: int, shape: tuple[int, int],
           f"recall {groups}  {sec:.2f} s/session", flush=True)
 
 
-SETS = ("held", "large", "seen", "fresh", "fresh4", "default")
+SETS = ("held", "large", "seen", "fresh", "fresh4", "fresh5", "default")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,9 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     old = list(range(101, 111))
     fresh = list(range(901, 916))
     fresh4 = list(range(1101, 1116))
+    fresh5 = list(range(1201, 1216))
     tuning = list(range(1, 61))
     if args.quick:
-        held, old, fresh, fresh4, tuning = held[:4], old[:4], fresh[:4], fresh4[:4], tuning[:6]
+        held, old, fresh, tuning = held[:4], old[:4], fresh[:4], tuning[:6]
+        fresh4, fresh5 = fresh4[:4], fresh5[:4]
     if "tuning" in chosen:
         _report(f"hard 600 x 96 x 128, tuning {tuning[0]}-{tuning[-1]}", tuning, 600, (96, 128))
         _report(f"hard 40 x 96 x 128 (short), {tuning[0]}-{tuning[-1]}", tuning, 40, (96, 128))
@@ -121,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     if "fresh4" in chosen:
         _report(f"hard 600 x 96 x 128, fresh {fresh4[0]}-{fresh4[-1]}", fresh4, 600, (96, 128))
         _report(f"hard 40 x 96 x 128 (short), {fresh4[0]}-{fresh4[-1]}", fresh4, 40, (96, 128))
+    if "fresh5" in chosen:
+        _report(f"hard 600 x 96 x 128, fresh {fresh5[0]}-{fresh5[-1]}", fresh5, 600, (96, 128))
+        _report(f"hard 40 x 96 x 128 (short), {fresh5[0]}-{fresh5[-1]}", fresh5, 40, (96, 128))
     if "default" in chosen:
         _report("default demo 600 x 96 x 128, 10 cells", [0, 1, 2], 600, (96, 128),
                 difficulty="default", n_neurons=10)
