@@ -313,7 +313,7 @@ def detect_neurons(
     method: str = "morphology",
     diameter_range: tuple[float, float] = (0.5, 1.6),
     seed_threshold: float = 2.0,
-    min_ring_contrast: float = 0.55,
+    min_ring_contrast: float = 0.5,
     min_solidity: float = 0.8,
     max_elongation: float = 2.1,
     min_edge_sharpness: float = 0.27,
@@ -350,9 +350,8 @@ def detect_neurons(
        magnitude); of two seeds closer than 0.7 times the sum of their radii
        only the stronger is kept.
     4. *Regions*: watershed of the smoothed ``top`` from the seeds, within
-       ``top`` > 1 clutter SD; neighbouring basins with no deep dip between
-       them (the saddle at least 0.6 of the lower basin's peak) whose union
-       is soma-sized and compact (elongation <= 2.0) are merged
+       ``top`` > 1 clutter SD; neighbouring basins with no dip between them
+       whose union is soma-sized and compact (elongation <= 1.8) are merged
        (one soma crossed by a neurite or with an off-centre nucleus gets
        several seeds); each soma keeps the pixels of its basin above
        ``outline_level`` of its 95th-percentile ``top`` (the half-maximum
@@ -440,7 +439,7 @@ def detect_neurons(
         top-hat image's background clutter (``"morphology"``). Default is 2.0.
     min_ring_contrast : float, optional
         Smallest ring contrast of a soma, in (-inf, 1] (``"morphology"``).
-        Default is 0.55.
+        Default is 0.5.
     min_solidity : float, optional
         Smallest solidity of a soma, in [0, 1] (``"morphology"``). Default is 0.8.
     max_elongation : float, optional
@@ -799,8 +798,8 @@ def _shape_ok(cell: np.ndarray, top: np.ndarray, *, pixel_noise: float,
 
 #: Basins of one soma are merged when the saddle between them is at least this
 #: fraction of the lower basin peak and their union is at most this elongated.
-_MERGE_SADDLE = 0.6
-_MERGE_ELONGATION = 2.0
+_MERGE_SADDLE = 0.8
+_MERGE_ELONGATION = 1.8
 
 
 def _elongation(cell: np.ndarray) -> float:
