@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_detection.py [--quick]
+    .venv/bin/python benchmarks/bench_detection.py [--quick] [--sets held,fresh4,...]
 
 Simulates sessions with :func:`calim_helpers.demo.simulate_session` (``difficulty="hard"``
 unless said otherwise), downsamples them 10 x 2 x 2 like the pipeline, runs
@@ -13,8 +13,15 @@ downsampled grid, against the true footprints (half-maximum masks,
 on hard seeds 1-60 only. Seeds 401-420 (and their 40-frame variant), 501-502 (192 x 256)
 and 101-110 were held out for earlier versions and are kept for continuity; seeds
 901-915 and their 40-frame variant were run once, with frozen code, for the version
-with the clutter-based seed threshold, basin merging and the edge-sharpness test.
-Prints precision, recall and F1 pooled over the sessions of each set, recall of the dim,
+with the clutter-based seed threshold, basin merging and the edge-sharpness test;
+seeds 1101-1115 and their 40-frame variant (set ``fresh4``) once, with frozen code, for
+the version that splits clusters failing the shape tests at their distance-transform
+cores; seeds 1201-1215 and their 40-frame variant (set ``fresh5``) once, with frozen
+code, for that version with looser basin merging and a ring contrast of 0.55 (not
+kept: it lost on 1101-1115), and for the kept version after that.
+``--sets tuning`` scores tuning seeds 1-60 (600 and 40 frames).
+Prints precision, recall and F1 pooled over the sessions of each set (with a 95 %
+bootstrap interval of F1 over the sessions, seeded), recall of the dim,
 touching and rarely firing cells, and the median seconds per session of the detection
 (summary images + detection + ROI tracing, not the simulation).
 """
@@ -76,28 +83,62 @@ def _report(name: str, seeds: list[int], n_frames: int, shape: tuple[int, int],
         f"{k}={sum(r[k][0] for r in rows)}/{sum(r[k][1] for r in rows)}"
         for k in ("dim", "touching", "rare") if sum(r[k][1] for r in rows))
     sec = float(np.median([r["seconds"] for r in rows]))
-    print(f"{name:<34} P={p:.3f} R={rec:.3f} F1={f1:.3f} (tp {tp}, fp {fp}, fn {fn}) "
-          f"recall {groups}  {sec:.2f} s/session", flush=True)
+    # 95 % interval of the pooled F1 over sessions drawn with replacement
+    counts = np.array([[r["tp"], r["fp"], r["fn"]] for r in rows], dtype=float)
+    draws = np.random.default_rng(0).integers(0, len(rows), (2000, len(rows)))
+    sums = counts[draws].sum(axis=1)
+    boot = 2 * sums[:, 0] / np.maximum(2 * sums[:, 0] + sums[:, 1] + sums[:, 2], 1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    print(f"{name:<34} P={p:.3f} R={rec:.3f} F1={f1:.3f} [{low:.3f}, {high:.3f}] "
+          f"(tp {tp}, fp {fp}, fn {fn}) recall {groups}  {sec:.2f} s/session", flush=True)
+
+
+SETS = ("held", "large", "seen", "fresh", "fresh4", "fresh5", "default")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark sets and print one line per set."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer sessions per set")
+    parser.add_argument("--sets", default=",".join(SETS),
+                        help=f"comma-separated sets among {', '.join(SETS)}, tuning "
+                             f"(default: all but tuning)")
     args = parser.parse_args(argv)
+    chosen = args.sets.split(",")
+    unknown = sorted(set(chosen) - {*SETS, "tuning"})
+    if unknown:
+        parser.error(f"unknown sets {unknown}")
     held = list(range(401, 421))
     old = list(range(101, 111))
     fresh = list(range(901, 916))
+    fresh4 = list(range(1101, 1116))
+    fresh5 = list(range(1201, 1216))
+    tuning = list(range(1, 61))
     if args.quick:
-        held, old, fresh = held[:4], old[:4], fresh[:4]
-    _report(f"hard 600 x 96 x 128, seeds {held[0]}-{held[-1]}", held, 600, (96, 128))
-    _report(f"hard 40 x 96 x 128 (short), {held[0]}-{held[-1]}", held, 40, (96, 128))
-    _report("hard 600 x 192 x 256, seeds 501-502", [501, 502], 600, (192, 256))
-    _report(f"hard 600 x 96 x 128, seeds {old[0]}-{old[-1]} (seen)", old, 600, (96, 128))
-    _report(f"hard 600 x 96 x 128, fresh {fresh[0]}-{fresh[-1]}", fresh, 600, (96, 128))
-    _report(f"hard 40 x 96 x 128 (short), {fresh[0]}-{fresh[-1]}", fresh, 40, (96, 128))
-    _report("default demo 600 x 96 x 128, 10 cells", [0, 1, 2], 600, (96, 128),
-            difficulty="default", n_neurons=10)
+        held, old, fresh, tuning = held[:4], old[:4], fresh[:4], tuning[:6]
+        fresh4, fresh5 = fresh4[:4], fresh5[:4]
+    if "tuning" in chosen:
+        _report(f"hard 600 x 96 x 128, tuning {tuning[0]}-{tuning[-1]}", tuning, 600, (96, 128))
+        _report(f"hard 40 x 96 x 128 (short), {tuning[0]}-{tuning[-1]}", tuning, 40, (96, 128))
+    if "held" in chosen:
+        _report(f"hard 600 x 96 x 128, seeds {held[0]}-{held[-1]}", held, 600, (96, 128))
+        _report(f"hard 40 x 96 x 128 (short), {held[0]}-{held[-1]}", held, 40, (96, 128))
+    if "large" in chosen:
+        _report("hard 600 x 192 x 256, seeds 501-502", [501, 502], 600, (192, 256))
+    if "seen" in chosen:
+        _report(f"hard 600 x 96 x 128, seeds {old[0]}-{old[-1]} (seen)", old, 600, (96, 128))
+    if "fresh" in chosen:
+        _report(f"hard 600 x 96 x 128, fresh {fresh[0]}-{fresh[-1]}", fresh, 600, (96, 128))
+        _report(f"hard 40 x 96 x 128 (short), {fresh[0]}-{fresh[-1]}", fresh, 40, (96, 128))
+    if "fresh4" in chosen:
+        _report(f"hard 600 x 96 x 128, fresh {fresh4[0]}-{fresh4[-1]}", fresh4, 600, (96, 128))
+        _report(f"hard 40 x 96 x 128 (short), {fresh4[0]}-{fresh4[-1]}", fresh4, 40, (96, 128))
+    if "fresh5" in chosen:
+        _report(f"hard 600 x 96 x 128, fresh {fresh5[0]}-{fresh5[-1]}", fresh5, 600, (96, 128))
+        _report(f"hard 40 x 96 x 128 (short), {fresh5[0]}-{fresh5[-1]}", fresh5, 40, (96, 128))
+    if "default" in chosen:
+        _report("default demo 600 x 96 x 128, 10 cells", [0, 1, 2], 600, (96, 128),
+                difficulty="default", n_neurons=10)
     return 0
 
 

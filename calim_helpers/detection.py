@@ -13,7 +13,9 @@ For sessions without expert ROIs, and to check expert ROIs, in four steps:
    (Laplacian of Gaussian over the soma size range); a seeded watershed and
    a split at narrow necks separate touching cells; outlines are drawn at a
    fraction of each soma's peak; shape tests (size, solidity, elongation,
-   ring contrast) reject neurites and out-of-focus cells; a second round, on
+   ring contrast) reject neurites and out-of-focus cells, and a region failing
+   them whole is split at its distance-transform cores (a cluster of touching
+   cells) and its parts tested one by one; a second round, on
    the mean image minus a model of the somata found, finds dim cells next to
    or touching bright ones. ``method="correlation"`` finds active
    somata only, from the local correlation of the temporal differences.
@@ -370,7 +372,12 @@ def detect_neurons(
        exceed 5 standard errors, from the noise of one pixel of
        ``mean`` (``median(std) / sqrt(n_frames)``, or without ``std`` the
        robust SD of ``mean`` minus its 1-pixel Gaussian blur), which rejects
-       noise blobs on a featureless background.
+       noise blobs on a featureless background. A region that fails these
+       tests whole and is at least the disc of ``diameter_px`` in area (a
+       cluster of touching somata: too elongated, concave or soft-edged for
+       one) is split at the maxima of its distance transform at least
+       ``0.8 * d_min`` apart (a watershed of the distance), each part outlined
+       again and tested on its own with the other parts left out of its ring.
     6. *Second round*: steps 3-5 again on the residual ``top`` minus a model
        of the somata found (each soma's 90th-percentile ``top`` times its mask
        blurred by a Gaussian of 1 pixel, which removes the soft fringe outside
@@ -390,9 +397,9 @@ def detect_neurons(
     neurites, out-of-focus cells); see ``benchmarks/bench_detection.py`` for
     held-out scores. Only ``mean`` is used, so a cell that never fires is found
     as well as an active one, and short movies work (a mean of a few frames).
-    Known limitation: a cluster of three or more touching somata of similar
-    brightness can be lost whole, as each soma's ring is mostly its neighbours
-    and fails the ring test.
+    Known limitation: touching somata of similar brightness that make one
+    compact, sharp-edged region pass the tests as one soma, and a cluster
+    without separate distance-transform cores is still lost whole.
 
     ``"correlation"`` finds *active* somata only, where neighbouring pixels
     fluctuate together (the method of earlier versions):
@@ -695,6 +702,51 @@ def _split_necks(cell: np.ndarray, d_min: float, neck: float = 0.85) -> list[np.
     return [parts == k for k in np.unique(parts[parts > 0])]
 
 
+#: A region failing the shape tests is split into somata (:func:`_split_cluster`) when
+#: it is at least this multiple of the area of a disc of ``diameter_px``.
+_CLUSTER_MIN_AREA = 1.0
+#: Smallest distance between the cores of two somata of a cluster, times ``d_min``.
+_CLUSTER_SPACING = 0.8
+
+
+def _split_cluster(cell: np.ndarray, top: np.ndarray, d_min: float,
+                   outline_level: float) -> list[np.ndarray]:
+    """Split a region into somata at the cores of its distance transform.
+
+    A cluster of touching somata of similar brightness makes one region too
+    elongated, too concave or too soft-edged for one soma, and it fails the shape
+    tests whole; its somata still show as maxima of the distance to the region's
+    outside, even where the necks between them are too wide for
+    :func:`_split_necks`. The maxima at least ``_CLUSTER_SPACING * d_min`` apart seed
+    a watershed of the negated distance within the region; each part keeps its
+    pixels above ``outline_level`` of its 95th-percentile ``top`` (largest part,
+    holes filled). Returns ``[]`` when the region has fewer than two maxima.
+    """
+    dist = ndimage.distance_transform_edt(np.pad(cell, 1))[1:-1, 1:-1]
+    peaks = peak_local_max(dist, min_distance=max(1, round(_CLUSTER_SPACING * d_min)),
+                           labels=cell.astype(np.int32), exclude_border=False)
+    if len(peaks) < 2:
+        return []
+    markers = np.zeros(cell.shape, dtype=np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    basins = watershed(-dist, markers, mask=cell)
+    parts = []
+    for k in range(1, len(peaks) + 1):
+        basin = basins == k
+        if basin.any():
+            region = _largest(basin & (top >= outline_level * np.percentile(top[basin], 95)))
+            parts.append(ndimage.binary_fill_holes(region))
+    return parts
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    """Largest 4-connected part of ``mask`` (``mask`` itself with fewer than 2 parts)."""
+    parts, n = ndimage.label(mask)
+    if n < 2:
+        return mask
+    return parts == int(np.argmax(np.bincount(parts.ravel())[1:])) + 1
+
+
 def _pixel_noise(images: Any, mean: np.ndarray) -> float:
     """Noise SD of one pixel of the mean image.
 
@@ -897,7 +949,8 @@ def _detect_morphology(
     noise = _clutter_sd(top)
     pixel_noise = _pixel_noise(images, mean)
     radii = np.geomspace(d_min / 2, d_max / 2, 6)
-    second_area = second_min_area * math.pi * diameter_px**2 / 4
+    disc_area = math.pi * diameter_px**2 / 4
+    second_area = second_min_area * disc_area
     shape = mean.shape
     labels = np.zeros(shape, dtype=np.int32)
     n = 0
@@ -943,15 +996,35 @@ def _detect_morphology(
         for box, cell, rows, cols in candidates:
             local = residual[box]
             exclude = ndimage.binary_dilation(labels[box] > 0) if round_ else None
-            ok = _shape_ok(cell, local, pixel_noise=pixel_noise,
-                           min_ring_contrast=min_ring_contrast if round_ == 0
-                           else second_ring_contrast,
-                           min_solidity=min_solidity, max_elongation=max_elongation,
-                           min_edge_sharpness=min_edge_sharpness, exclude=exclude)
-            if not ok:
+            tests = {"pixel_noise": pixel_noise,
+                     "min_ring_contrast": min_ring_contrast if round_ == 0
+                     else second_ring_contrast,
+                     "min_solidity": min_solidity, "max_elongation": max_elongation,
+                     "min_edge_sharpness": min_edge_sharpness}
+            if _shape_ok(cell, local, exclude=exclude, **tests):
+                n += 1
+                labels[rows, cols] = n
                 continue
-            n += 1
-            labels[rows, cols] = n
+            # a cluster of touching somata failing whole: its parts, each tested
+            # with its neighbours left out of its ring
+            if cell.sum() < _CLUSTER_MIN_AREA * disc_area:
+                continue
+            for part in _split_cluster(cell, local, d_min, outline_level):
+                area = int(part.sum())
+                if not min_area <= area <= max_area or (round_ and area < second_area):
+                    continue
+                rows, cols = np.nonzero(part)
+                rows, cols = rows + box[0].start, cols + box[1].start
+                touches = (rows.min() == 0 or cols.min() == 0 or rows.max() == shape[0] - 1
+                           or cols.max() == shape[1] - 1)
+                if touches and area < min_border:
+                    continue
+                others = ndimage.binary_dilation(cell & ~part)
+                if exclude is not None:
+                    others |= exclude
+                if _shape_ok(part, local, exclude=others, **tests):
+                    n += 1
+                    labels[rows, cols] = n
         residual = np.where(ndimage.binary_dilation(labels > 0), 0.0,
                             top - _soma_model(top, labels))
 

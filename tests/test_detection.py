@@ -697,3 +697,18 @@ def test_morphology_edge_sharpness_rejects_a_blurred_disc():
     loose = detect_neurons(images, diameter_px=9.0, min_ring_contrast=-10.0,
                            min_edge_sharpness=0.0)
     assert loose.values[20, 60] > 0
+
+
+def test_split_cluster_cuts_touching_discs_at_their_cores():
+    """Three discs of radius 4.5 px in an L, 7 px apart: the distance-transform split of a
+    cluster gives one part per disc; one disc alone is not split."""
+    from calim_helpers.detection import _split_cluster
+
+    shape = (32, 32)
+    discs = [_disc(shape, c, 4.5) for c in ((10, 10), (10, 17), (17, 10))]
+    cluster = np.any(discs, axis=0)
+    top = np.where(cluster, 1.0, 0.0)
+    parts = _split_cluster(cluster, top, 4.5, 0.6)
+    result = match_rois(np.stack(parts), discs)
+    assert result["n_a"] == 3 and result["n_matched"] == 3, result["pairs"]
+    assert _split_cluster(discs[0], top, 4.5, 0.6) == []
