@@ -364,33 +364,45 @@ def detect_events(
         raise ValueError(f"time_s must have the shape of norm {x.shape}, got {t.shape}")
     if not np.isfinite(t).all() or (x.size > 1 and not (np.diff(t) > 0).all()):
         raise ValueError("time_s must be finite and strictly increasing")
-    params = {
-        "threshold": _check_number("threshold", threshold, strict=True),
-        "prominence": _check_number("prominence", prominence, strict=True),
-        "min_duration_s": _check_number("min_duration_s", min_duration_s),
-        "merge_gap_s": _check_number("merge_gap_s", merge_gap_s),
-        "min_amplitude": _check_number("min_amplitude", min_amplitude),
-        "onset_fraction": _check_number("onset_fraction", onset_fraction, high=1.0),
-        "end_fraction": _check_number("end_fraction", end_fraction, high=1.0),
-        "baseline_s": _check_number("baseline_s", baseline_s),
-    }
-    out = _empty(EVENT_COLUMNS)
+    params = _check_params(threshold=threshold, prominence=prominence,
+                           min_duration_s=min_duration_s, merge_gap_s=merge_gap_s,
+                           min_amplitude=min_amplitude, onset_fraction=onset_fraction,
+                           end_fraction=end_fraction, baseline_s=baseline_s)
+    columns, sigma, level = _event_arrays(x, t, params)
+    if columns is None:
+        warnings.warn(f"detect_events: noise sigma is {sigma} (constant or almost all-NaN "
+                      "trace); no events", CalimWarning, stacklevel=2)
+    table = (_empty(EVENT_COLUMNS) if columns is None
+             else pd.DataFrame(columns).astype(EVENT_COLUMNS))
+    table.attrs = {"sigma": sigma, "level": level, **params}
+    return table
+
+
+def _check_params(**params: float) -> dict[str, float]:
+    """Check the parameters of :func:`detect_events`; return them as floats."""
+    strict = {"threshold", "prominence"}
+    at_most_one = {"onset_fraction", "end_fraction"}
+    return {k: _check_number(k, v, strict=k in strict, high=1.0 if k in at_most_one else None)
+            for k, v in params.items()}
+
+
+def _event_arrays(x: np.ndarray, t: np.ndarray, params: dict[str, float], /
+                  ) -> tuple[dict[str, np.ndarray] | None, float, float]:
+    """Find the events of one float64 trace ``x`` at times ``t``: ``(columns, sigma, level)``.
+
+    ``columns`` holds the arrays of :data:`EVENT_COLUMNS` (as :func:`detect_events`
+    returns them), or is None when the noise sigma is 0 or undefined.
+    """
     finite = np.isfinite(x)
     n = x.size
     est = noise_sigma(x)
     level, sigma = float(est.level), float(est.sigma)
     if not (np.isfinite(sigma) and sigma > 0):
-        warnings.warn(f"detect_events: noise sigma is {sigma} (constant or almost all-NaN "
-                      "trace); no events", CalimWarning, stacklevel=2)
-        out.attrs = {"sigma": sigma, "level": level, **params}
-        return out
-    out.attrs = {"sigma": sigma, "level": level, **params}
+        return None, sigma, level
     dt = float(np.median(np.diff(t))) if n > 1 else 1.0
     tol = 1e-9 * dt
 
     peak_f = _peaks((x - level) / sigma, params["threshold"], params["prominence"])
-    if peak_f.size == 0:
-        return out
     n_ev = peak_f.size
     onset_f = np.empty(n_ev, dtype=np.int64)
     end_f = np.empty(n_ev, dtype=np.int64)
@@ -414,21 +426,22 @@ def detect_events(
             e += 1
         end_f[k] = e
 
-    # merge events closer than merge_gap_s (no NaN frame between them)
-    nan_before = np.concatenate([[0], np.cumsum(~finite)])  # NaN frames in x[:k]
-    groups = [[0]]
-    for k in range(1, n_ev):
-        prev = groups[-1][-1]
-        gap_s = (onset_f[k] - end_f[prev]) * dt
-        if gap_s < params["merge_gap_s"] - tol and \
-                nan_before[onset_f[k]] == nan_before[end_f[prev]]:
-            groups[-1].append(k)
-        else:
-            groups.append([k])
-    first = np.array([g[0] for g in groups])
-    last = np.array([g[-1] for g in groups])
-    best = np.array([g[int(np.argmax(x[peak_f[g]]))] for g in groups])
-    onset_f, end_f, peak_f, trough = onset_f[first], end_f[last], peak_f[best], trough[first]
+    if n_ev:  # merge events closer than merge_gap_s (no NaN frame between them)
+        nan_before = np.concatenate([[0], np.cumsum(~finite)])  # NaN frames in x[:k]
+        groups = [[0]]
+        for k in range(1, n_ev):
+            prev = groups[-1][-1]
+            gap_s = (onset_f[k] - end_f[prev]) * dt
+            if gap_s < params["merge_gap_s"] - tol and \
+                    nan_before[onset_f[k]] == nan_before[end_f[prev]]:
+                groups[-1].append(k)
+            else:
+                groups.append([k])
+        first = np.array([g[0] for g in groups])
+        last = np.array([g[-1] for g in groups])
+        best = np.array([g[int(np.argmax(x[peak_f[g]]))] for g in groups])
+        onset_f, end_f, peak_f, trough = (onset_f[first], end_f[last], peak_f[best],
+                                          trough[first])
 
     n_base = max(int(round(params["baseline_s"] / dt)), 0)
     pre = np.empty(onset_f.size)
@@ -444,7 +457,7 @@ def detect_events(
     amplitude = peak - pre
     duration = (end_f - onset_f) * dt
     keep = (duration >= params["min_duration_s"] - tol) & (amplitude >= params["min_amplitude"])
-    table = pd.DataFrame({
+    return {
         "onset_frame": onset_f[keep],
         "onset_time_s": t[onset_f[keep]],
         "peak_frame": peak_f[keep],
@@ -454,9 +467,7 @@ def detect_events(
         "amplitude": amplitude[keep],
         "duration_s": duration[keep],
         "snr": amplitude[keep] / sigma,
-    }).astype(EVENT_COLUMNS)
-    table.attrs = out.attrs
-    return table
+    }, sigma, level
 
 
 # ------------------------------------------------------------------ a session
@@ -547,33 +558,36 @@ end_fraction, baseline_s
     frame = (ds["frame"].values.astype(np.int64) if "frame" in ds.coords
              else np.arange(ds.sizes["time"], dtype=np.int64))
     roi, names = _roi_ids(ds)
+    params = _check_params(**kw)
+    if not np.isfinite(time_s).all() or (time_s.size > 1 and not (np.diff(time_s) > 0).all()):
+        raise ValueError("ds's time coordinate must be finite and strictly increasing")
+    ends = np.append(frame, frame[-1] + 1) if frame.size else frame
     tables, silent = [], []
     for i in range(values.shape[0]):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", CalimWarning)
-            ev = detect_events(values[i], time_s=time_s, **kw)
-        if any(issubclass(w.category, CalimWarning) for w in caught):
+        ev, _, _ = _event_arrays(values[i].astype(np.float64), time_s, params)
+        if ev is None:
             silent.append(str(roi[i]))
-        if len(ev):
-            tables.append(pd.DataFrame({
-                "roi": roi[i], "roi_name": names[i],
-                "frame": frame[ev["onset_frame"].to_numpy()],
-                "time_s": ev["onset_time_s"].to_numpy(),
-                "peak_frame": frame[ev["peak_frame"].to_numpy()],
-                "peak_time_s": ev["peak_time_s"].to_numpy(),
-                "end_frame": np.append(frame, frame[-1] + 1)[ev["end_frame"].to_numpy()],
-                "peak_dff": ev["peak"].to_numpy(),
-                "amplitude": ev["amplitude"].to_numpy(),
-                "duration_s": ev["duration_s"].to_numpy(),
-                "snr": ev["snr"].to_numpy(),
-            }))
+        elif len(ev["onset_frame"]):
+            tables.append({
+                "roi": np.full(len(ev["onset_frame"]), roi[i]),
+                "roi_name": np.full(len(ev["onset_frame"]), names[i], dtype=object),
+                "frame": frame[ev["onset_frame"]],
+                "time_s": ev["onset_time_s"],
+                "peak_frame": frame[ev["peak_frame"]],
+                "peak_time_s": ev["peak_time_s"],
+                "end_frame": ends[ev["end_frame"]],
+                "peak_dff": ev["peak"],
+                "amplitude": ev["amplitude"],
+                "duration_s": ev["duration_s"],
+                "snr": ev["snr"],
+            })
     if silent:
         warnings.warn(f"detect_events_dataset: ROI(s) {', '.join(silent)} have zero or "
                       "undefined noise sigma; no events", CalimWarning, stacklevel=2)
     if not tables:
         table = _empty(DATASET_COLUMNS)
     else:
-        table = pd.concat(tables, ignore_index=True)
+        table = pd.DataFrame({c: np.concatenate([t[c] for t in tables]) for c in tables[0]})
         for key in _SESSION_KEYS:
             table[key] = str(ds.attrs.get(key, ""))
         table = table[list(DATASET_COLUMNS)].astype(DATASET_COLUMNS)
