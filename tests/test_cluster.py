@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import dask
 import pytest
 
 from calim_helpers.cli import main
@@ -106,9 +107,11 @@ def test_a_local_cluster_is_started_and_closed():
             assert len(info) == 2
             assert {w["nthreads"] for w in info.values()} == {1}
             assert {w["memory_limit"] for w in info.values()} == {10**9}
+            # no dashboard: the workers do not sample their stacks for one
+            profiling = client.run(dask.config.get, "distributed.worker.profile.enabled")
+            assert set(profiling.values()) == {False}
     with pytest.raises(OSError):
         distributed.Client(address, timeout=2)
-
 
 
 def test_which_runs_send_their_steps_to_workers():

@@ -119,13 +119,17 @@ def local_cluster(n_workers: int, /, *, memory_limit: str | int = "auto") -> Ite
     Each worker is one process with one thread (a session at a time; the session's own
     chunk work uses dask's threads inside it) and at most ``memory_limit`` of memory
     (``"auto"``: the machine's memory divided among the workers; or e.g. ``"3GB"``).
-    The cluster listens on the loopback interface only and is closed on exit.
+    The cluster listens on the loopback interface only and is closed on exit. It has no
+    dashboard, so its workers do not sample their threads' stacks for one (a full-size
+    session's load step on 2 workers: 16.4-17.3 s instead of 17.3-18.3 s).
     """
+    import dask
     from distributed import LocalCluster
 
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                           memory_limit=memory_limit, host="127.0.0.1",
-                           dashboard_address=None, silence_logs=logging.ERROR)
+    with dask.config.set({"distributed.worker.profile.enabled": False}):  # read by nannies
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                               memory_limit=memory_limit, host="127.0.0.1",
+                               dashboard_address=None, silence_logs=logging.ERROR)
     try:
         yield cluster.scheduler_address
     finally:
