@@ -24,8 +24,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["cluster_for_run", "give_back_memory", "large_blocks_to_os", "local_cluster",
-           "machine_cores", "on_workers", "resolve_workers", "warm_compiled"]
+__all__ = ["cluster_for_run", "give_back_memory", "import_steps", "large_blocks_to_os",
+           "local_cluster", "machine_cores", "on_workers", "resolve_workers", "warm_compiled"]
 
 log = logging.getLogger("calim.run")
 
@@ -151,7 +151,7 @@ def cluster_for_run(compute: dict[str, Any], n_sessions: int, /) -> Iterator[dic
     n = min(resolve_workers(compute["workers"]), max(n_sessions, 1))
     log.info("starting %d dask worker(s), memory limit %s each", n, compute["worker_memory"])
     with local_cluster(n, memory_limit=compute["worker_memory"]) as address:
-        _warm_one_worker(address)
+        _warm_one_worker(address, n)
         yield dict(compute) | {"scheduler": address}
 
 
@@ -163,15 +163,25 @@ def on_workers(compute: dict[str, Any], n_sessions: int, /) -> bool:
             and min(resolve_workers(compute["workers"]), max(n_sessions, 1)) > 1)
 
 
-def _warm_one_worker(address: str) -> None:
+def _warm_one_worker(address: str, n_workers: int, /) -> None:
     """Run :func:`warm_compiled` on one worker of the cluster at ``address``, then return.
 
     The others load the loops from numba's cache afterwards instead of compiling them at
-    the same time; the process that started the cluster never imports numba.
+    the same time; meanwhile they import the steps' modules
+    (:func:`import_steps`), which they would otherwise do when their first session
+    arrives. The process that started the cluster never imports numba.
     """
     from distributed import Client
 
     with Client(address, set_as_default=False) as client:
-        client.wait_for_workers(1)
-        first = sorted(client.scheduler_info()["workers"])[:1]
-        client.submit(warm_compiled, workers=first, pure=False).result()
+        client.wait_for_workers(n_workers)
+        names = sorted(client.scheduler_info()["workers"])
+        warm = client.submit(warm_compiled, workers=names[:1], pure=False)
+        if names[1:]:
+            client.run(import_steps, workers=names[1:])
+        warm.result()
+
+
+def import_steps() -> None:
+    """Import the modules a session's steps use (the steps, xarray, zarr, scipy)."""
+    import calim_helpers.workflow.runner  # noqa: F401 - imports the steps
