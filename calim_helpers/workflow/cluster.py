@@ -77,20 +77,21 @@ def warm_compiled() -> None:
 
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-_MMAP_THRESHOLD = 1 << 20  # bytes
+_MMAP_THRESHOLD = 16 << 20  # bytes
 
 
 @functools.cache
 def large_blocks_to_os() -> bool:
-    """Make this process give freed blocks of 1 MB or more back to the system at once.
+    """Make this process give freed blocks of 16 MB or more back to the system at once.
 
     glibc's malloc serves blocks up to a threshold that grows to 32 MB from its heaps,
     where freed memory stays with the process: the chunks of a movie (tens of MB,
     allocated and freed over and over by dask's threads) then leave the process about
-    100 MB larger than what it uses at any time. Fixing the threshold at 1 MB maps such
-    blocks separately. Full-size load step on one thread (4 alternating runs): peak
-    547 MB instead of 592-660 MB, 18.4-21.1 s instead of 16.2-19.0 s (the pages of each
-    new block are mapped afresh). Once per process; False where it does not apply.
+    100 MB larger than what it uses at any time. Fixing the threshold maps larger blocks
+    separately, whose pages are then mapped afresh at each allocation. A full-size load
+    step on one thread (``run_session``, alternating runs): no fixed threshold, peak
+    594 MB, 17.3-17.8 s; 16 MB, 535-542 MB, median 15.9 s (5 runs); 1 MB, 519 MB, median
+    19.8 s (7 runs). Once per process; False where it does not apply.
     """
     try:
         libc = ctypes.CDLL(None)
