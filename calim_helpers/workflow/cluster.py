@@ -91,7 +91,11 @@ def large_blocks_to_os() -> bool:
     separately, whose pages are then mapped afresh at each allocation. A full-size load
     step on one thread (``run_session``, alternating runs): no fixed threshold, peak
     594 MB, 17.3-17.8 s; 16 MB, 535-542 MB, median 15.9 s (5 runs); 1 MB, 519 MB, median
-    19.8 s (7 runs). Once per process; False where it does not apply.
+    19.8 s (7 runs). ``calim run`` on 2 full-size sessions, 2 workers (3 alternating runs):
+    median 55.2 s at 16 MB against 57.5 s at 1 MB, process tree 1386-1477 MB against
+    1390-1433 MB; with ``--workers 1`` (the kernel computes, 2 threads) 67.4 s and a
+    1141 MB kernel against 70.9 s and 1024 MB. Once per process; False where it does not
+    apply.
     """
     try:
         libc = ctypes.CDLL(None)
