@@ -117,25 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         held, old, fresh, tuning = held[:4], old[:4], fresh[:4], tuning[:6]
         fresh4, fresh5 = fresh4[:4], fresh5[:4]
-    if "tuning" in chosen:
-        _report(f"hard 600 x 96 x 128, tuning {tuning[0]}-{tuning[-1]}", tuning, 600, (96, 128))
-        _report(f"hard 40 x 96 x 128 (short), {tuning[0]}-{tuning[-1]}", tuning, 40, (96, 128))
-    if "held" in chosen:
-        _report(f"hard 600 x 96 x 128, seeds {held[0]}-{held[-1]}", held, 600, (96, 128))
-        _report(f"hard 40 x 96 x 128 (short), {held[0]}-{held[-1]}", held, 40, (96, 128))
-    if "large" in chosen:
-        _report("hard 600 x 192 x 256, seeds 501-502", [501, 502], 600, (192, 256))
-    if "seen" in chosen:
-        _report(f"hard 600 x 96 x 128, seeds {old[0]}-{old[-1]} (seen)", old, 600, (96, 128))
-    if "fresh" in chosen:
-        _report(f"hard 600 x 96 x 128, fresh {fresh[0]}-{fresh[-1]}", fresh, 600, (96, 128))
-        _report(f"hard 40 x 96 x 128 (short), {fresh[0]}-{fresh[-1]}", fresh, 40, (96, 128))
-    if "fresh4" in chosen:
-        _report(f"hard 600 x 96 x 128, fresh {fresh4[0]}-{fresh4[-1]}", fresh4, 600, (96, 128))
-        _report(f"hard 40 x 96 x 128 (short), {fresh4[0]}-{fresh4[-1]}", fresh4, 40, (96, 128))
-    if "fresh5" in chosen:
-        _report(f"hard 600 x 96 x 128, fresh {fresh5[0]}-{fresh5[-1]}", fresh5, 600, (96, 128))
-        _report(f"hard 40 x 96 x 128 (short), {fresh5[0]}-{fresh5[-1]}", fresh5, 40, (96, 128))
+    both = {"tuning": ("tuning", tuning), "held": ("seeds", held),
+            "fresh": ("fresh", fresh), "fresh4": ("fresh", fresh4), "fresh5": ("fresh", fresh5)}
+    for name in ("tuning", "held", "large", "seen", "fresh", "fresh4", "fresh5"):
+        if name not in chosen:
+            continue
+        if name == "large":
+            _report("hard 600 x 192 x 256, seeds 501-502", [501, 502], 600, (192, 256))
+        elif name == "seen":
+            _report(f"hard 600 x 96 x 128, seeds {old[0]}-{old[-1]} (seen)", old, 600, (96, 128))
+        else:  # 600 frames, then the short 40-frame variant
+            word, seeds = both[name]
+            _report(f"hard 600 x 96 x 128, {word} {seeds[0]}-{seeds[-1]}", seeds, 600, (96, 128))
+            _report(f"hard 40 x 96 x 128 (short), {seeds[0]}-{seeds[-1]}", seeds, 40, (96, 128))
     if "default" in chosen:
         _report("default demo 600 x 96 x 128, 10 cells", [0, 1, 2], 600, (96, 128),
                 difficulty="default", n_neurons=10)

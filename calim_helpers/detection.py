@@ -955,6 +955,21 @@ def _detect_morphology(
     labels = np.zeros(shape, dtype=np.int32)
     n = 0
     residual = top
+
+    def placed(cell: np.ndarray, box: tuple[slice, slice], round_: int):
+        """Return the image rows and columns of ``cell``, a mask in ``box``.
+
+        None when its area, or its area at the image border, rules it out.
+        """
+        area = int(cell.sum())
+        if not min_area <= area <= max_area or (round_ and area < second_area):
+            return None
+        rows, cols = np.nonzero(cell)
+        rows, cols = rows + box[0].start, cols + box[1].start
+        touches = (rows.min() == 0 or cols.min() == 0 or rows.max() == shape[0] - 1
+                   or cols.max() == shape[1] - 1)
+        return None if touches and area < min_border else (rows, cols)
+
     for round_ in range(2):
         seeds = [(y, x) for y, x in _blob_seeds(residual, radii, seed_threshold * noise)
                  if labels[y, x] == 0]
@@ -977,22 +992,13 @@ def _detect_morphology(
                         for b, size in zip(box, shape, strict=True))
             basin = basins[box] == k
             local = residual[box]
-            region = basin & (local >= outline_level * np.percentile(local[basin], 95))
-            parts, n_parts = ndimage.label(region)
-            if n_parts > 1:
-                region = parts == int(np.argmax(np.bincount(parts.ravel())[1:])) + 1
+            region = _largest(basin & (local >= outline_level
+                                       * np.percentile(local[basin], 95)))
             region = ndimage.binary_fill_holes(region)
             for cell in _split_necks(region, d_min):
-                area = int(cell.sum())
-                if not min_area <= area <= max_area or (round_ and area < second_area):
-                    continue
-                rows, cols = np.nonzero(cell)
-                rows, cols = rows + box[0].start, cols + box[1].start
-                touches = (rows.min() == 0 or cols.min() == 0 or rows.max() == shape[0] - 1
-                           or cols.max() == shape[1] - 1)
-                if touches and area < min_border:
-                    continue
-                candidates.append((box, cell, rows, cols))
+                where = placed(cell, box, round_)
+                if where is not None:
+                    candidates.append((box, cell, *where))
         for box, cell, rows, cols in candidates:
             local = residual[box]
             exclude = ndimage.binary_dilation(labels[box] > 0) if round_ else None
@@ -1010,15 +1016,10 @@ def _detect_morphology(
             if cell.sum() < _CLUSTER_MIN_AREA * disc_area:
                 continue
             for part in _split_cluster(cell, local, d_min, outline_level):
-                area = int(part.sum())
-                if not min_area <= area <= max_area or (round_ and area < second_area):
+                where = placed(part, box, round_)
+                if where is None:
                     continue
-                rows, cols = np.nonzero(part)
-                rows, cols = rows + box[0].start, cols + box[1].start
-                touches = (rows.min() == 0 or cols.min() == 0 or rows.max() == shape[0] - 1
-                           or cols.max() == shape[1] - 1)
-                if touches and area < min_border:
-                    continue
+                rows, cols = where
                 others = ndimage.binary_dilation(cell & ~part)
                 if exclude is not None:
                     others |= exclude

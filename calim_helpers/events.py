@@ -362,8 +362,7 @@ def detect_events(
     t = _trace(time_s, "time_s")
     if t.shape != x.shape:
         raise ValueError(f"time_s must have the shape of norm {x.shape}, got {t.shape}")
-    if not np.isfinite(t).all() or (x.size > 1 and not (np.diff(t) > 0).all()):
-        raise ValueError("time_s must be finite and strictly increasing")
+    _check_times(t, "time_s")
     params = _check_params(threshold=threshold, prominence=prominence,
                            min_duration_s=min_duration_s, merge_gap_s=merge_gap_s,
                            min_amplitude=min_amplitude, onset_fraction=onset_fraction,
@@ -376,6 +375,11 @@ def detect_events(
              else pd.DataFrame(columns).astype(EVENT_COLUMNS))
     table.attrs = {"sigma": sigma, "level": level, **params}
     return table
+
+
+def _check_times(t: np.ndarray, name: str, /) -> None:
+    if not np.isfinite(t).all() or (t.size > 1 and not (np.diff(t) > 0).all()):
+        raise ValueError(f"{name} must be finite and strictly increasing")
 
 
 def _check_params(**params: float) -> dict[str, float]:
@@ -559,8 +563,7 @@ end_fraction, baseline_s
              else np.arange(ds.sizes["time"], dtype=np.int64))
     roi, names = _roi_ids(ds)
     params = _check_params(**kw)
-    if not np.isfinite(time_s).all() or (time_s.size > 1 and not (np.diff(time_s) > 0).all()):
-        raise ValueError("ds's time coordinate must be finite and strictly increasing")
+    _check_times(time_s, "ds's time coordinate")
     ends = np.append(frame, frame[-1] + 1) if frame.size else frame
     tables, silent = [], []
     for i in range(values.shape[0]):
