@@ -140,6 +140,53 @@ def test_fourier_mean_of_integer_shifts_is_the_mean_of_shifted_copies():
                                frames.mean(axis=0), atol=1e-3)
 
 
+def test_fourier_mean_of_binned_frames_takes_shifts_in_native_pixels():
+    frames = np.stack([_texture(seed=s) for s in range(3)]).astype(np.float32)
+    shifts = np.array([[2.0, -4.0], [0.0, 6.0], [-2.0, 0.0]])  # whole binned pixels at 2
+    out = reg._fourier_mean(frames, shifts, piece=2, bin_px=2)
+    binned = frames.reshape(3, 32, 2, 40, 2).sum(axis=(2, 4))
+    ref = np.mean([ndimage.shift(f, s / 2, order=0, mode="nearest")
+                   for f, s in zip(binned, shifts, strict=True)], axis=0)
+    assert out.shape == (32, 40)
+    np.testing.assert_allclose(out, ref, atol=4e-3)
+
+
+@pytest.mark.parametrize(("shape", "bin_px", "dtype"), [
+    ((3, 64, 80), 2, np.uint16), ((2, 41, 33), 1, np.float32), ((2, 70, 95), 3, np.float64),
+    ((2, 9, 7), 2, np.uint16),  # narrower than the Gaussian's radius: borders only
+])
+def test_compiled_bin_highpass_equals_binning_and_scipy_gaussian(shape, bin_px, dtype):
+    rng = np.random.default_rng(sum(shape))
+    frames = (rng.random(shape) * 4000).astype(dtype)
+    got = reg._bin_highpass(frames, bin_px, 2.5)
+    t, ny, nx = shape
+    cut = frames[:, :ny // bin_px * bin_px, :nx // bin_px * bin_px].astype(np.float64)
+    binned = cut.reshape(t, ny // bin_px, bin_px, nx // bin_px, bin_px).sum(axis=(2, 4))
+    ref = binned - ndimage.gaussian_filter(binned, (0, 2.5, 2.5), mode="nearest")
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, atol=2e-6 * np.abs(binned).max())
+    flat = reg._bin_highpass(np.full(shape, 7.3, dtype=np.float32), bin_px, 2.5)
+    np.testing.assert_array_equal(flat, 0.0)
+
+
+def test_shifts_are_the_same_with_the_numpy_high_pass(monkeypatch):
+    rng = np.random.default_rng(3)
+    shifts = rng.uniform(-3, 3, (12, 2))
+    img = _texture((128, 160), seed=4)
+    frames = np.stack([_fourier_shift(img, s) for s in shifts])
+    frames = (frames + rng.normal(0, 2, frames.shape)).astype(np.float32)
+    movie = _movie(frames)
+    compiled = estimate_shifts(movie, img)
+    template = make_template(movie, n_frames=12)
+    monkeypatch.setattr(reg, "_COMPILED_HIGHPASS", False)
+    plain = estimate_shifts(movie, img)
+    np.testing.assert_allclose(compiled.values, plain.values, atol=1e-4)
+    np.testing.assert_allclose(compiled.peak_corr.values, plain.peak_corr.values, atol=1e-5)
+    np.testing.assert_allclose(make_template(movie, n_frames=12).values, template.values,
+                               atol=1e-3)
+    assert np.abs(compiled.values + shifts - (compiled.values + shifts).mean(0)).max() < 0.05
+
+
 def _hard_motion(n, seed):
     """Drift of 2 px, two jumps of 2.5 px and 0.3 px of jitter (harder than the demo)."""
     rng = np.random.default_rng(seed)

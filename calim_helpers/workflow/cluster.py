@@ -74,6 +74,7 @@ def warm_compiled() -> None:
     for dtype in (np.uint16, np.float32):  # Micro-Manager stacks; the denoised movie
         frames = xr.DataArray(np.zeros((1, 4, 4), dtype), dims=("time", "y", "x"))
         registration.apply_shifts(frames, np.full((1, 2), 0.5)).compute()
+        registration.estimate_shifts(frames, np.zeros((4, 4)))  # the binning and high-pass
 
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
