@@ -336,7 +336,7 @@ class _Registrar:
         return out
 
     def _product(self, spectra: np.ndarray) -> np.ndarray:
-        """The template's spectrum times the conjugate of ``spectra``, in place."""
+        """Return the template's spectrum times the conjugate of ``spectra``, in place."""
         np.conjugate(spectra, out=spectra)
         spectra *= self.reference
         return spectra
@@ -399,7 +399,7 @@ def _bin_sum(frames: np.ndarray, bin_px: int) -> np.ndarray:
 
 
 def _gaussian_kernel(sigma: float) -> np.ndarray:
-    """Normalized Gaussian weights at ``-r .. r`` px, ``r = int(_TRUNCATE * sigma + 0.5)``.
+    """Return normalized Gaussian weights at ``-r .. r`` px, ``r = int(4 sigma + 0.5)``.
 
     The kernel of ``scipy.ndimage.gaussian_filter1d(..., truncate=_TRUNCATE)``: samples of
     ``exp(-x**2 / (2 sigma**2))`` divided by their sum.
