@@ -295,8 +295,21 @@ class _Registrar:
         return out
 
     def _spectra(self, block: np.ndarray, binned: bool = False) -> np.ndarray:
-        return sfft.rfft2(self._filtered(block, binned) * self.window, s=self.fft_shape,
-                          workers=1)
+        return self._tapered_spectra(self._filtered(block, binned), self.window)
+
+    def _tapered_spectra(self, filtered: np.ndarray, window: np.ndarray,
+                         window_x: np.ndarray | None = None) -> np.ndarray:
+        """Spectra of ``filtered * window`` (``* window_x``) zero-padded to ``fft_shape``.
+
+        The product is written straight into the padded array (no second copy).
+        """
+        h, w = self.shape
+        padded = np.zeros((*filtered.shape[:-2], *self.fft_shape), dtype=np.float32)
+        inside = padded[..., :h, :w]
+        np.multiply(filtered, window, out=inside)
+        if window_x is not None:
+            inside *= window_x
+        return sfft.rfft2(padded, workers=1, overwrite_x=True)
 
     def _energy(self, spectra: np.ndarray) -> np.ndarray:
         """Band-passed energy (Parseval sum over the full spectrum) of each spectrum."""
@@ -313,7 +326,7 @@ class _Registrar:
         """
         h, w = self.shape
         filtered = self._filtered(block)
-        spectra = sfft.rfft2(filtered * self.window, s=self.fft_shape, workers=1)
+        spectra = self._tapered_spectra(filtered, self.window)
         energy = None if self.follow else self._energy(spectra)
         product = self._product(spectra)  # (t, n_boxes, fh, fw // 2 + 1)
         cc = sfft.irfft2(product, s=self.fft_shape, workers=1)
@@ -322,8 +335,7 @@ class _Registrar:
         if self.follow:
             wy = _tukey(np.arange(h) + shift[..., 0, None], self.edge_taper).astype(np.float32)
             wx = _tukey(np.arange(w) + shift[..., 1, None], self.edge_taper).astype(np.float32)
-            spectra = sfft.rfft2(filtered * wy[..., :, None] * wx[..., None, :],
-                                 s=self.fft_shape, workers=1)
+            spectra = self._tapered_spectra(filtered, wy[..., :, None], wx[..., None, :])
             energy = self._energy(spectra)
             product = self._product(spectra)
             shift, value = self._refine(product, shift)
