@@ -86,15 +86,16 @@ field ``(time, axis, patch_y, patch_x)`` at the patch centres;
 the frame move differently); the rigid correction is enough for stage drift.
 
 Cost (``benchmarks/bench_registration.py``: 1500 frames of 256 x 344 from the demo
-generator, 2 busy cores, one run): template and estimation 116-122 frames/s (estimation
-alone 221-235 frames/s), shift error 0.013 px RMS with the demo's motion and 0.010 px
-with harder motion (drift, three jumps of 1-3 px, 0.3 px jitter); scikit-image's
-``phase_cross_correlation`` frame by frame against the same template reaches at best
-0.021 px (``upsample_factor=100``, ``normalization=None``; 0.10-0.14 px with the
-default phase normalization) at 20-23 frames/s: 5-6 times slower (10-11 times for the
-estimation alone). The former estimator (upsampled DFT, factor 20, frame by frame)
-gave 0.023-0.024 px on such sessions. A multithreaded BLAS slows the
-estimation under dask's threads; ``threadpoolctl`` prevents it.
+generator, quiet 2-core machine): template and estimation 1640-1726 frames/s on 2
+threads, 1154-1210 on one (estimation alone 3140-3184 and 1808-1842), shift error
+0.013 px RMS with the demo's motion and 0.010 px with harder motion (drift, three
+jumps of 1-3 px, 0.3 px jitter); scikit-image's ``phase_cross_correlation`` frame by
+frame against the same template reaches at best 0.021 px (``upsample_factor=100``,
+``normalization=None``; 0.10-0.14 px with the default phase normalization) at 186-190
+frames/s: 8.6-9.3 times slower (6.1-6.5 times on one thread). The former estimator
+(upsampled DFT, factor 20, frame by frame) gave 0.023-0.024 px on such sessions. A
+multithreaded BLAS slows the estimation under dask's threads; ``threadpoolctl``
+prevents it.
 
 References
 ----------
