@@ -446,9 +446,9 @@ def _bin_highpass_block(frames: np.ndarray, b: int, kernel: np.ndarray,
     Each frame's binned rows are summed into ``binned``, the frame's mean subtracted
     (which the high-pass removes anyway: a constant frame gives exactly 0, and the
     float32 sums are smaller) and blurred along y into ``blur`` (rows beyond the frame
-    repeat the border row); each blurred row is then
-    padded by repeating its end pixels, blurred along x and subtracted from the binned
-    row. The innermost loops run along contiguous rows.
+    repeat the border row); each blurred row is then padded by repeating its end
+    pixels, blurred along x and subtracted from the binned row. The innermost loops run
+    along contiguous rows.
     """
     nt, h, w = out.shape
     r = (kernel.shape[0] - 1) // 2
