@@ -169,6 +169,28 @@ def test_compiled_bin_highpass_equals_binning_and_scipy_gaussian(shape, bin_px, 
     np.testing.assert_array_equal(flat, 0.0)
 
 
+@pytest.mark.parametrize("piecewise", [False, True])
+def test_still_frames_skip_the_second_pass_within_a_tenth_of_the_tolerance(monkeypatch,
+                                                                             piecewise):
+    rng = np.random.default_rng(5)
+    shifts = rng.uniform(-2, 2, (16, 2))
+    shifts[::2] = rng.normal(0, 0.002, (8, 2))  # still frames, among moving ones
+    img = _texture((128, 160), seed=6)
+    frames = np.stack([_fourier_shift(img, s) for s in shifts])
+    movie = _movie((frames + rng.normal(0, 1, frames.shape)).astype(np.float32))
+
+    def estimate():
+        if piecewise:
+            return piecewise_shifts(movie, img, grid=(2, 2)).values
+        return estimate_shifts(movie, img).values
+
+    skipping = estimate()
+    monkeypatch.setattr(reg, "_FOLLOW_MIN", 0.0)  # every frame takes the second pass
+    following = estimate()
+    tol = 0.1 / 20  # native px: upsample_factor 20 (the refinement stops below it)
+    assert np.abs(skipping - following).max() <= 0.1 * tol
+
+
 def test_shifts_are_the_same_with_the_numpy_high_pass(monkeypatch):
     rng = np.random.default_rng(3)
     shifts = rng.uniform(-3, 3, (12, 2))
