@@ -734,9 +734,18 @@ def _split_cluster(cell: np.ndarray, top: np.ndarray, d_min: float,
     for k in range(1, len(peaks) + 1):
         basin = basins == k
         if basin.any():
-            region = _largest(basin & (top >= outline_level * np.percentile(top[basin], 95)))
-            parts.append(ndimage.binary_fill_holes(region))
+            parts.append(_outline(basin, top, outline_level))
     return parts
+
+
+def _outline(basin: np.ndarray, top: np.ndarray, outline_level: float) -> np.ndarray:
+    """Return a soma's outline within ``basin`` (its largest part, holes filled).
+
+    The pixels of ``basin`` at or above ``outline_level`` times the basin's 95th
+    percentile of ``top``.
+    """
+    level = outline_level * np.percentile(top[basin], 95)
+    return ndimage.binary_fill_holes(_largest(basin & (top >= level)))
 
 
 def _largest(mask: np.ndarray) -> np.ndarray:
@@ -992,21 +1001,18 @@ def _detect_morphology(
                         for b, size in zip(box, shape, strict=True))
             basin = basins[box] == k
             local = residual[box]
-            region = _largest(basin & (local >= outline_level
-                                       * np.percentile(local[basin], 95)))
-            region = ndimage.binary_fill_holes(region)
-            for cell in _split_necks(region, d_min):
+            for cell in _split_necks(_outline(basin, local, outline_level), d_min):
                 where = placed(cell, box, round_)
                 if where is not None:
                     candidates.append((box, cell, *where))
+        tests = {"pixel_noise": pixel_noise,
+                 "min_ring_contrast": min_ring_contrast if round_ == 0
+                 else second_ring_contrast,
+                 "min_solidity": min_solidity, "max_elongation": max_elongation,
+                 "min_edge_sharpness": min_edge_sharpness}
         for box, cell, rows, cols in candidates:
             local = residual[box]
             exclude = ndimage.binary_dilation(labels[box] > 0) if round_ else None
-            tests = {"pixel_noise": pixel_noise,
-                     "min_ring_contrast": min_ring_contrast if round_ == 0
-                     else second_ring_contrast,
-                     "min_solidity": min_solidity, "max_elongation": max_elongation,
-                     "min_edge_sharpness": min_edge_sharpness}
             if _shape_ok(cell, local, exclude=exclude, **tests):
                 n += 1
                 labels[rows, cols] = n

@@ -39,6 +39,7 @@ tests).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -49,7 +50,7 @@ import shutil
 import struct
 import threading
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -932,21 +933,34 @@ def commit(tmp: str | os.PathLike, path: str | os.PathLike, /) -> Path:
 _PNG_COMPRESS_LEVEL = 1
 
 
+@contextlib.contextmanager
+def _atomic_file(path: str | os.PathLike, /) -> Iterator[Path]:
+    """Yield a temporary name to write ``path`` to; commit it after, or remove it on error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    commit(tmp, path)
+
+
 def save_figure(fig: Any, path: str | os.PathLike, /, **kwargs: Any) -> Path:
     """Save a matplotlib figure atomically (format from the suffix) and close it."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
     kind = path.suffix.lstrip(".").lower()
     if kind == "png":
         kwargs.setdefault("pil_kwargs", {"compress_level": _PNG_COMPRESS_LEVEL})
     try:
-        fig.savefig(tmp, format=kind, **kwargs)
+        with _atomic_file(path) as tmp:
+            fig.savefig(tmp, format=kind, **kwargs)
     finally:
         plt.close(fig)
-    return commit(tmp, path)
+    return path
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike, /, *, dpi: float) -> Path:
@@ -958,16 +972,10 @@ def save_png(image: np.ndarray, path: str | os.PathLike, /, *, dpi: float) -> Pa
     """
     from matplotlib.image import imsave
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    try:
+    with _atomic_file(path) as tmp:
         imsave(tmp, image, format="png", dpi=dpi,
                pil_kwargs={"compress_level": _PNG_COMPRESS_LEVEL})
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return commit(tmp, path)
+    return Path(path)
 
 
 def save_pdf_pages(figures: Iterable[Any], path: str | os.PathLike, /) -> Path:
@@ -978,26 +986,17 @@ def save_pdf_pages(figures: Iterable[Any], path: str | os.PathLike, /) -> Path:
     """
     from matplotlib.backends.backend_pdf import PdfPages
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    try:
-        with PdfPages(tmp) as pdf:
-            for fig in figures:
-                pdf.savefig(fig)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return commit(tmp, path)
+    with _atomic_file(path) as tmp, PdfPages(tmp) as pdf:
+        for fig in figures:
+            pdf.savefig(fig)
+    return Path(path)
 
 
 def write_text(path: str | os.PathLike, text: str, /) -> Path:
     """Write a text file (CSV, JSON, ...) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    tmp.write_text(text, encoding="utf-8")
-    return commit(tmp, path)
+    with _atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def _json_safe(attrs: Mapping[str, Any]) -> dict[str, Any]:

@@ -396,14 +396,26 @@ def roi_figure_pages(ds: xr.Dataset, kind: str, /, *, rois: Sequence[int] | None
     ...     for roi, fig in roi_figure_pages(ds, "norm", time_unit="frame"):
     ...         pdf.savefig(fig)
     """
+    return _new_pages(ds, kind, rois, time_unit)[0]
+
+
+def _new_pages(ds: xr.Dataset, kind: str, rois: Sequence[int] | None, time_unit: str, /,
+               dpi: float | None = None) -> tuple[Iterator[tuple[int, Figure]], Figure]:
+    """Check the arguments; return the pages of ``kind`` and the one figure they draw into.
+
+    ``dpi``: the figure's (None: matplotlib's default), checked when given.
+    """
     kind = _check_kind(kind)
     time_unit = _check_time_unit(time_unit)
     _check_ds(ds, kind)
+    if dpi is not None and (isinstance(dpi, bool) or not isinstance(dpi, (int, float))
+                            or not dpi > 0):
+        raise ValueError(f"dpi must be a positive number, got {dpi!r}")
     index = _roi_index(ds, rois)
     t = _coord_time(ds, "ds", time_unit)
-    fig = Figure(figsize=_FIGSIZE[kind])
+    fig = Figure(figsize=_FIGSIZE[kind], dpi=None if dpi is None else float(dpi))
     FigureCanvasAgg(fig)
-    return _pages(ds, kind, index, t, time_unit, fig=fig)
+    return _pages(ds, kind, index, t, time_unit, fig=fig), fig
 
 
 def roi_figure_images(ds: xr.Dataset, kind: str, /, *, rois: Sequence[int] | None = None,
@@ -453,16 +465,7 @@ def roi_figure_images(ds: xr.Dataset, kind: str, /, *, rois: Sequence[int] | Non
     ...  roi_figure_images(ds, "norm", time_unit="frame", dpi=50)]
     [(1, (200, 400, 4)), (2, (200, 400, 4))]
     """
-    kind = _check_kind(kind)
-    time_unit = _check_time_unit(time_unit)
-    _check_ds(ds, kind)
-    if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not dpi > 0:
-        raise ValueError(f"dpi must be a positive number, got {dpi!r}")
-    index = _roi_index(ds, rois)
-    t = _coord_time(ds, "ds", time_unit)
-    fig = Figure(figsize=_FIGSIZE[kind], dpi=float(dpi))
-    FigureCanvasAgg(fig)
-    return _images(_pages(ds, kind, index, t, time_unit, fig=fig), fig)
+    return _images(*_new_pages(ds, kind, rois, time_unit, dpi))
 
 
 def _images(pages: Iterator[tuple[int, Figure]], fig: Figure, /
