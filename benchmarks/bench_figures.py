@@ -17,7 +17,9 @@ does:
 - ``new``: ``roi_figure_pages`` for each kind, the same three figures redrawn per ROI;
 - ``images``: ``roi_figure_images`` for each kind (what the arPLS step does): only what a
   ROI changes is drawn over a background kept from ROI to ROI, saved by
-  ``calim_helpers.io.save_png``.
+  ``calim_helpers.io.save_png`` (rows unfiltered, zlib level 1);
+- ``pillow``: the same images saved by Pillow at the same zlib level
+  (``matplotlib.image.imsave``, what ``save_png`` did before ``io.png_bytes``).
 
 Each way goes over all ROIs of the session (``--repeats`` times), each into its own
 temporary folder; they advance alternately, ``--chunk`` ROIs at a time, so that all see
@@ -41,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 from matplotlib.backends.backend_pdf import PdfPages
-from matplotlib.image import imread
+from matplotlib.image import imread, imsave
 
 from calim_helpers import correction, io, params
 from calim_helpers.plots import traces
@@ -111,6 +113,20 @@ def save_images(ds: xr.Dataset, folder: Path, dpi: int) -> Iterator[None]:
         yield
 
 
+def save_images_pillow(ds: xr.Dataset, folder: Path, dpi: int) -> Iterator[None]:
+    """As :func:`save_images`, each image encoded by Pillow (per ROI)."""
+    unit = time_unit(ds)
+    names = roi_file_names("s", ds["roi"].values.tolist())
+    images = [traces.roi_figure_images(ds, kind, time_unit=unit, dpi=dpi)
+              for kind in traces.ROI_FIGURE_KINDS]
+    for roi_images in zip(*images, strict=True):
+        n = roi_images[0][0]
+        for (_, image), fname in zip(roi_images, names[n], strict=True):
+            imsave(folder / fname, image, format="png", dpi=dpi,
+                   pil_kwargs={"compress_level": 1})
+        yield
+
+
 def save_pdf(ds: xr.Dataset, folder: Path, dpi: int) -> Iterator[None]:
     """All pages of the session in one PDF, ROI by ROI: raw, clean, normalized (per ROI)."""
     unit = time_unit(ds)
@@ -146,7 +162,8 @@ def main() -> None:
     n_roi = ds.sizes["roi"]
     print(f"{what}: {n_roi} ROIs x {ds.sizes['time']} frames, fits {counts}, dpi {dpi}")
 
-    ways = ({"old": save_old, "new": save_new, "images": save_images}
+    ways = ({"old": save_old, "new": save_new, "images": save_images,
+             "pillow": save_images_pillow}
             | ({"pdf": save_pdf} if args.pdf else {}))
     times: dict[str, list[float]] = {k: [] for k in ways}  # s per ROI, per chunk
     with tempfile.TemporaryDirectory() as tmp:
@@ -167,16 +184,22 @@ def main() -> None:
                 for _ in it:
                     pass
         old_files = sorted(folders["old"].glob("*.png"))
-        for way in ("new", "images"):
+        for way in ("new", "images", "pillow"):
             same = sum(np.array_equal(imread(f), imread(folders[way] / f.name))
                        for f in old_files)
             print(f"PNGs with identical pixels, old vs {way}: {same} / {len(old_files)}")
+        for way, folder in folders.items():
+            pngs = list(folder.glob("*.png"))
+            if pngs:
+                kb = np.mean([f.stat().st_size for f in pngs]) / 1024
+                print(f"mean PNG size, {way}: {kb:.0f} KB")
 
     print(f"{len(times['old'])} chunks of up to {args.chunk} ROIs, ways alternating")
     print(f"{'way':<28}{'s per ROI (3 figures)':>22}{'old / way':>11}"
           f"{'median of chunk ratios':>24}")
     labels = {"old": "old: new figure per ROI", "new": "new: figures reused",
-              "images": "images: background kept", "pdf": "new, one multi-page PDF"}
+              "images": "images: background kept", "pillow": "images, Pillow's PNG",
+              "pdf": "new, one multi-page PDF"}
     old = np.array(times["old"])
     for name, ts in times.items():
         ts = np.array(ts)

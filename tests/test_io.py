@@ -671,3 +671,44 @@ def test_write_movie_round_trips_with_its_calibration(tmp_path):
                            frame_interval_s=None)
     with pytest.warns(CalimWarning, match="frame interval unknown"):
         assert io.open_movie(plain).sizes["time"] == 7
+
+
+# --------------------------------------------------------------------------- PNG
+
+
+@pytest.mark.parametrize("channels", [4, 3])
+def test_png_bytes_decode_to_the_same_pixels_and_resolution_with_pillow(channels, tmp_path):
+    """Pillow, an independent decoder that checks every chunk's CRC, reads back the
+    exact pixels, the colour type and the dpi; save_png writes those bytes."""
+    from PIL import Image, ImageFile, PngImagePlugin
+
+    assert not ImageFile.LOAD_TRUNCATED_IMAGES
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, size=(37, 53, channels), dtype=np.uint8)
+    image[:10] = 255  # flat rows as in a figure, as well as noise
+    path = io.save_png(image, tmp_path / "a.png", dpi=72)
+    assert path.read_bytes() == io.png_bytes(image, dpi=72)
+    with Image.open(path) as im:
+        im.load()
+        assert im.mode == ("RGBA" if channels == 4 else "RGB")
+        assert np.array_equal(np.asarray(im), image)
+        assert im.info["dpi"] == pytest.approx((72, 72), abs=0.01)
+    assert not list(tmp_path.glob("*.tmp*"))
+    # the CRCs are real: Pillow rejects a resolution chunk with a byte changed
+    data = bytearray(io.png_bytes(image, dpi=72))
+    data[data.index(b"pHYs") + 5] ^= 0xFF
+    damaged = tmp_path / "damaged.png"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(SyntaxError, match="checksum"):
+        PngImagePlugin.PngImageFile(damaged)
+
+
+def test_png_bytes_rejects_what_is_not_an_8_bit_colour_image():
+    with pytest.raises(ValueError, match="uint8 of shape"):
+        io.png_bytes(np.zeros((4, 4, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="uint8 of shape"):
+        io.png_bytes(np.zeros((4, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match="uint8 of shape"):
+        io.png_bytes(np.zeros((0, 4, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="dpi must be a positive number"):
+        io.png_bytes(np.zeros((4, 4, 3), dtype=np.uint8), dpi=0)
