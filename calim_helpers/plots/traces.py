@@ -429,10 +429,11 @@ def roi_figure_images(ds: xr.Dataset, kind: str, /, *, rois: Sequence[int] | Non
     restored for each ROI, and only what a ROI changes (its lines, the y axis,
     legends, title, note and frame) is drawn over it, in matplotlib's drawing order.
     The background is rendered again when the layout changes (a title of failed fits
-    or a note of stable fits takes more lines). A full-size session's three PNGs per
-    ROI: 0.106 s per ROI, against 0.131 s saving the pages of
-    :func:`roi_figure_pages` and 0.241 s with a new figure per ROI
-    (``benchmarks/bench_figures.py``).
+    or a note of stable fits takes more lines). The y axes' labels, the same for every
+    ROI, are part of the background. A full-size session's three PNGs per ROI, saved
+    by :func:`calim_helpers.io.save_png`: 0.106 s per ROI, against 0.170 s saving the
+    pages of :func:`roi_figure_pages` and 0.297 s with a new figure per ROI
+    (``benchmarks/bench_figures.py``, 50 synthetic ROIs x 1500 frames).
 
     Parameters
     ----------
@@ -479,16 +480,23 @@ def _images(pages: Iterator[tuple[int, Figure]], fig: Figure, /
             artist.set_animated(True)  # left out of canvas.draw(): the background
         layout = (fig.subplotpars.top, fig.subplotpars.hspace,
                   *(ax.get_xlim() for ax in fig.axes))
+        labels = [ax.yaxis.label for ax in fig.axes]
         if layout in backgrounds:
             canvas.restore_region(backgrounds[layout])
         else:
             canvas.draw()
+            for ax, label in zip(fig.axes, labels, strict=True):
+                ax.draw_artist(label)  # no ROI changes it: part of the background
             backgrounds[layout] = canvas.copy_from_bbox(fig.bbox)
         ids = {id(a) for a in moving}
+        for label in labels:
+            label.set_visible(False)  # drawn with the background
         for ax in fig.axes:  # as Axes.draw orders its children: by zorder, stably
             for artist in sorted((a for a in ax.get_children() if id(a) in ids),
                                  key=lambda a: a.get_zorder()):
                 ax.draw_artist(artist)
+        for label in labels:
+            label.set_visible(True)
         yield number, np.array(canvas.buffer_rgba())
 
 
@@ -497,7 +505,9 @@ def _moving_artists(fig: Figure, /) -> list:
 
     The rest (figure and axes background, the time axes, the shading of trimmed frames)
     is the same for every ROI of a layout and lies under all of these (lower zorder), or
-    beside them, so drawing these over it gives the full drawing's pixels.
+    beside them, so drawing these over it gives the full drawing's pixels. So does the
+    y axes' label, at a fixed place beside the tick labels (:func:`_fix_labels`):
+    :func:`_images` draws it with the background and hides it when it draws the y axis.
     """
     moving = []
     for ax in fig.axes:
