@@ -769,15 +769,77 @@ def _close_all(files: list[tifffile.TiffFile]) -> None:
 
 
 def _series_to_dask(series: tifffile.TiffPageSeries, chunk_time: int) -> da.Array:
-    """Dask array over tifffile's zarr store, ``chunk_time`` pages per dask chunk.
+    """Dask array over a TIFF series, ``chunk_time`` pages per dask chunk.
 
-    Reading many pages per task straight from the store (rather than one task per page,
+    Reading many pages per task straight from the file (rather than one task per page,
     rechunked afterwards) keeps dask from reading ahead of the reductions that consume
-    the pages, so memory stays near a few chunks.
+    the pages, so memory stays near a few chunks. A series of 2-D pages is read with
+    tifffile, a block of pages at a time (:class:`_SeriesPages`); any other through
+    tifffile's zarr store.
     """
+    pages = _SeriesPages.of(series)
+    if pages is not None:
+        arr = da.from_array(pages, chunks=(min(chunk_time, pages.shape[0]), *pages.shape[1:]),
+                            inline_array=True, asarray=False)
+        return arr.reshape(series.shape) if arr.shape != series.shape else arr
     z = zarr.open_array(series.aszarr(), mode="r")
     chunks = (min(chunk_time, z.shape[0]), *z.shape[1:]) if z.ndim >= 3 else z.shape
     return da.from_zarr(z, chunks=chunks, inline_array=True)
+
+
+class _SeriesPages:
+    """The 2-D pages of a TIFF series as an array of shape ``(pages, y, x)`` dask can slice.
+
+    A slice reads only the pages it selects, in one :meth:`tifffile.TiffFile.asarray`
+    call (one thread; a lock keeps the threads of a dask scheduler from sharing the
+    file handles at once). Zarr over tifffile's store spends about 0.4 ms per page
+    in its asynchronous layer: a full-size session's 1500 pages (512 x 688 uint16)
+    summed in chunks of 50 took 0.95-1.29 s that way, 0.55 s this way (3 runs each,
+    this machine, file in the page cache).
+    """
+
+    def __init__(self, series: tifffile.TiffPageSeries, /) -> None:
+        self.series = series
+        self.shape = (len(series.pages), *series.keyframe.shape)
+        self.dtype = np.dtype(series.dtype)
+        self.ndim = 3
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, series: tifffile.TiffPageSeries, /) -> _SeriesPages | None:
+        """Return the reader of ``series``, or None unless its pages are all present and 2-D."""
+        page = series.keyframe
+        if (page is None or len(page.shape) != 2 or tuple(series.shape[-2:]) != page.shape
+                or math.prod(series.shape[:-2]) != len(series.pages)
+                or any(p is None for p in series.pages)):
+            return None
+        return cls(series)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = (*key, *(slice(None),) * (3 - len(key)))
+        index = np.arange(self.shape[0])[key[0]]
+        pages = np.atleast_1d(index)
+        if pages.size:
+            with self._lock:
+                # a continuation file tifffile closed after reading its pages' tags is
+                # opened for this read only (as tifffile's zarr store opens it)
+                handles = {id(fh): fh for fh in (self.series.pages[k].parent.filehandle
+                                                 for k in pages.tolist())}
+                reopened = [fh for fh in handles.values() if fh.closed]
+                for fh in reopened:
+                    fh.open()
+                try:
+                    data = self.series.parent.asarray(key=pages.tolist(), series=self.series,
+                                                      maxworkers=1)
+                finally:
+                    for fh in reopened:
+                        fh.close()
+            data = data.reshape(pages.size, *self.shape[1:])
+        else:
+            data = np.empty((0, *self.shape[1:]), dtype=self.dtype)
+        data = data[(slice(None), *key[1:])]
+        return data[0] if index.ndim == 0 else data
 
 
 def open_movie(

@@ -108,6 +108,40 @@ def test_open_movie_reads_no_pixels(tmp_path):
     np.testing.assert_array_equal(movie.isel(time=4).values, stack[4])
 
 
+def test_pages_read_by_block_equal_the_file_under_any_slicing_and_threads(tmp_path):
+    """The page reader against tifffile reading the whole file: every kind of index
+    dask and xarray pass, across continuation files, and many threads at once."""
+    stack = _stack(nt=41, seed=4)
+    files, _ = _write(tmp_path / "s", stack=stack, max_file_bytes=12_000)
+    assert len(files) > 2
+    movie = io.open_movie(tmp_path / "s", chunks={"time": 6})
+    assert movie.data.chunks[0][:2] == (6, 6)
+    with tifffile.TiffFile(files[0]) as tif:
+        series = tif.series[0]
+        assert isinstance(io._SeriesPages.of(series), io._SeriesPages)
+        expected = series.asarray()
+    np.testing.assert_array_equal(expected, stack)
+    for key in [(slice(None),), (slice(3, 40, 7),), (slice(None, None, -3),),
+                (5,), (-1, slice(2, 9), 4), ([0, 17, 40],), (np.array([39, 2]), 3)]:
+        np.testing.assert_array_equal(movie.data[key].compute(scheduler="synchronous"),
+                                      stack[key], err_msg=str(key))
+    for _ in range(3):  # 8 threads reading the same file handles at once
+        total = movie.data.astype(np.int64).sum(axis=(1, 2)).compute(scheduler="threads",
+                                                                     num_workers=8)
+        np.testing.assert_array_equal(total, stack.astype(np.int64).sum(axis=(1, 2)))
+    movie.close()
+
+
+def test_series_not_of_2d_pages_is_read_through_zarr(tmp_path):
+    """RGB pages (3-D each) are not for the page reader; the movie still opens."""
+    rgb = np.random.default_rng(5).integers(0, 255, (4, 8, 10, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    with tifffile.TiffFile(tmp_path / "rgb.tif") as tif:
+        assert io._SeriesPages.of(tif.series[0]) is None
+        np.testing.assert_array_equal(
+            io._series_to_dask(tif.series[0], 3).compute(scheduler="synchronous"), rgb)
+
+
 # ----------------------------------------------------------------- discovery
 
 
