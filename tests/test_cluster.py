@@ -8,10 +8,12 @@ a cluster's nodes, and every table must be byte-identical to the shared run's.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -122,3 +124,25 @@ def test_which_runs_send_their_steps_to_workers():
     assert not on_workers(threads | {"workers": 1}, 4)
     assert not on_workers({"scheduler": "synchronous", "workers": 2}, 4)
     assert on_workers({"scheduler": "tcp://127.0.0.1:8786", "workers": 1}, 1)
+
+
+def test_the_workers_warm_up_beside_the_run_and_a_failed_warm_up_is_only_logged(
+        monkeypatch, caplog):
+    """cluster_for_run yields before the warm-up ends and waits for it on exit; a warm-up
+    that fails leaves the run going, with a warning in the log."""
+    started, release = threading.Event(), threading.Event()
+
+    def slow_then_fail(address, n_workers):
+        started.set()
+        assert release.wait(30)
+        raise RuntimeError("no warm-up here")
+
+    monkeypatch.setattr(cluster, "_warm_one_worker", slow_then_fail)
+    compute = {"workers": 2, "worker_memory": "1GB", "scheduler": "threads",
+               "parallel_sessions": 1, "resume": True}
+    with caplog.at_level(logging.WARNING, logger="calim.run"), \
+            cluster.cluster_for_run(compute, 2) as used:
+        assert started.wait(30)  # yielded while the warm-up still runs
+        assert used["scheduler"].startswith("tcp://127.0.0.1:")
+        release.set()
+    assert "warming the dask workers failed (RuntimeError: no warm-up here)" in caplog.text

@@ -21,6 +21,7 @@ import functools
 import gc
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,9 +59,11 @@ def resolve_workers(workers: Any, /) -> int:
 def warm_compiled() -> None:
     """Compile (or load from numba's disk cache) the compiled loops once, in this process.
 
-    Run on one worker before the others start work (:func:`cluster_for_run`): they load
-    them from the cache instead of compiling them at the same time and writing the same
-    cache files concurrently.
+    Run on one worker as a local cluster starts (:func:`cluster_for_run`): the others
+    then load them from the cache instead of compiling them at the same time. A session
+    that reaches another worker before the cache is written (only on a run whose loops
+    are not cached yet) compiles what it needs itself; numba writes its cache files
+    under temporary names, renamed once complete.
     """
     import numpy as np
     import xarray as xr
@@ -157,8 +160,15 @@ def cluster_for_run(compute: dict[str, Any], n_sessions: int, /) -> Iterator[dic
     n = min(resolve_workers(compute["workers"]), max(n_sessions, 1))
     log.info("starting %d dask worker(s), memory limit %s each", n, compute["worker_memory"])
     with local_cluster(n, memory_limit=compute["worker_memory"]) as address:
-        _warm_one_worker(address, n)
-        yield dict(compute) | {"scheduler": address}
+        # the notebooks start meanwhile: a session sent before the warm-up has ended
+        # waits for its worker (the first kernel's setup overlaps the 1.3-1.9 s it takes)
+        warm = threading.Thread(target=_warm_or_warn, args=(address, n), name="calim-warm",
+                                daemon=True)
+        warm.start()
+        try:
+            yield dict(compute) | {"scheduler": address}
+        finally:
+            warm.join(timeout=_WARM_TIMEOUT_S)
 
 
 def on_workers(compute: dict[str, Any], n_sessions: int, /) -> bool:
@@ -169,13 +179,27 @@ def on_workers(compute: dict[str, Any], n_sessions: int, /) -> bool:
             and min(resolve_workers(compute["workers"]), max(n_sessions, 1)) > 1)
 
 
+_WARM_TIMEOUT_S = 600.0  # compiling every loop with an empty numba cache takes < 1 min
+
+
+def _warm_or_warn(address: str, n_workers: int, /) -> None:
+    """:func:`_warm_one_worker`, its failure logged (the sessions then warm themselves)."""
+    try:
+        _warm_one_worker(address, n_workers)
+    except Exception as exc:  # noqa: BLE001 - an optimisation: the run goes on without it
+        log.warning("warming the dask workers failed (%s: %s); each worker compiles or "
+                    "loads the compiled loops itself", type(exc).__name__, exc)
+
+
 def _warm_one_worker(address: str, n_workers: int, /) -> None:
     """Run :func:`warm_compiled` on one worker of the cluster at ``address``, then return.
 
     The others load the loops from numba's cache afterwards instead of compiling them at
     the same time; meanwhile they import the steps' modules
     (:func:`import_steps`), which they would otherwise do when their first session
-    arrives. The process that started the cluster never imports numba.
+    arrives. The process that started the cluster never imports numba. Runs in a thread
+    beside the notebooks (:func:`cluster_for_run`); a session sent meanwhile waits
+    for its worker.
     """
     from distributed import Client
 
