@@ -16,10 +16,12 @@ import platform
 import subprocess
 import sys
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from calim_helpers import io
+from calim_helpers.workflow.cluster import machine_cores
 from calim_helpers.workflow.experiment import Experiment
 
 __all__ = ["PACKAGES", "finish_record", "git_commit", "package_versions", "run_record",
@@ -79,15 +81,20 @@ def run_record(experiment: Experiment, params: Mapping[str, Any], /, *,
     versions, the parameters as used and the SHA-256 of every input file of the
     selected sessions.
     """
-    inputs = {}
-    for s in experiment.sessions:
-        for f in (*s.stack_files, s.metadata_file, s.roi_file):
-            if f is not None:
-                key = str(Path(f).relative_to(experiment.experiment_dir))
-                try:
-                    inputs[key] = sha256(f)
-                except OSError as exc:
-                    inputs[key] = f"unreadable: {exc}"
+    files = [Path(f) for s in experiment.sessions
+             for f in (*s.stack_files, s.metadata_file, s.roi_file) if f is not None]
+
+    def checksum(path: Path) -> str:
+        try:
+            return sha256(path)
+        except OSError as exc:
+            return f"unreadable: {exc}"
+
+    # hashlib hashes outside the GIL: one thread per core (a full-size session's
+    # 1.06 GB stack takes 0.7 s; 2 sessions' files 0.7 s on 2 threads, 1.4-1.7 s on one)
+    with ThreadPoolExecutor(max(1, min(machine_cores(), len(files)))) as pool:
+        inputs = {str(f.relative_to(experiment.experiment_dir)): digest
+                  for f, digest in zip(files, pool.map(checksum, files), strict=True)}
     from calim_helpers import __version__
 
     record = {"experiment": experiment.name, "experiment_dir": str(experiment.experiment_dir),
