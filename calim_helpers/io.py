@@ -1044,15 +1044,14 @@ def save_png(image: np.ndarray, path: str | os.PathLike, /, *, dpi: float) -> Pa
 def png_bytes(image: np.ndarray, /, *, dpi: float | None = None) -> bytes:
     """Encode an 8-bit RGBA or RGB image as a PNG file's bytes.
 
-    Each row is stored unfiltered (PNG filter type 0) and the whole is deflated at
+    Encoded by imagecodecs (libpng) with each row unfiltered (PNG filter type 0) and
     zlib level 1. A figure's image is mostly flat colour, which deflate compresses
     without help from the row filters: a per-ROI figure of a full-size session
     (800 x 550 RGBA) encodes in 3.5 ms to 72 KB, against 10.5 ms and 77 KB from
-    Pillow at the same level, which tries its adaptive filters on every row and
-    has no option to skip them (30 PNGs of a full-size session, this machine).
-    The layout follows the PNG specification (W3C, *Portable Network Graphics
-    (PNG) Specification*, 2nd ed., 2003: signature, ``IHDR``, ``pHYs``, ``IDAT``,
-    ``IEND``; each chunk's CRC-32 as zlib computes it).
+    Pillow at the same level, which tries its adaptive filters on every row and has
+    no option to skip them (30 PNGs of a full-size session, this machine). The
+    resolution goes in a ``pHYs`` chunk after the header (PNG specification, W3C,
+    2nd ed., 2003, 11.3.5.3: pixels per metre, unit 1; CRC-32 over type and data).
 
     Parameters
     ----------
@@ -1074,6 +1073,8 @@ def png_bytes(image: np.ndarray, /, *, dpi: float | None = None) -> bytes:
     """
     import zlib
 
+    import imagecodecs
+
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4) \
             or 0 in image.shape[:2]:
@@ -1082,22 +1083,18 @@ def png_bytes(image: np.ndarray, /, *, dpi: float | None = None) -> bytes:
     if dpi is not None and (isinstance(dpi, bool) or not isinstance(dpi, (int, float))
                             or not dpi > 0 or not math.isfinite(dpi)):
         raise ValueError(f"dpi must be a positive number, got {dpi!r}")
-    height, width, channels = image.shape
-    rows = np.zeros((height, 1 + width * channels), dtype=np.uint8)  # filter byte 0
-    rows[:, 1:] = image.reshape(height, width * channels)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-
-    colour_type = 6 if channels == 4 else 2  # truecolour with alpha / truecolour
-    parts = [b"\x89PNG\r\n\x1a\n",
-             chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0))]
-    if dpi is not None:
-        per_metre = round(dpi / 0.0254)
-        parts.append(chunk(b"pHYs", struct.pack(">IIB", per_metre, per_metre, 1)))
-    parts += [chunk(b"IDAT", zlib.compress(rows, _PNG_COMPRESS_LEVEL)), chunk(b"IEND", b"")]
-    return b"".join(parts)
+    data = bytes(imagecodecs.png_encode(np.ascontiguousarray(image),
+                                        level=_PNG_COMPRESS_LEVEL,
+                                        filter=imagecodecs.PNG.FILTER.NONE))
+    if dpi is None:
+        return data
+    per_metre = round(dpi / 0.0254)
+    body = b"pHYs" + struct.pack(">IIB", per_metre, per_metre, 1)
+    phys = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    header_end = 8 + 8 + 13 + 4  # signature, IHDR's length and type, its 13 bytes, CRC
+    if data[12:16] != b"IHDR":  # pragma: no cover - libpng always writes it first
+        raise RuntimeError("PNG without IHDR first")
+    return data[:header_end] + phys + data[header_end:]
 
 
 def save_pdf_pages(figures: Iterable[Any], path: str | os.PathLike, /) -> Path:
