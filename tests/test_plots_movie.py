@@ -233,6 +233,46 @@ def test_roi_overlay_one_haloed_number_per_roi_at_its_centroid():
     renders(fig)
 
 
+def test_roi_outlines_are_matplotlibs_contours_pixel_for_pixel():
+    """The outlines, one collection for all ROIs, render as ``ax.contour`` of each ROI's
+    mask at 0.5 with the same halo (the reference drawn here): touching ROIs, a ROI
+    with a hole, one cut by the image's edge and a one-pixel ROI."""
+    from matplotlib.collections import PathCollection
+
+    from calim_helpers.plots import _style
+
+    labels = disks((50, 70), [(12, 12), (12, 21), (35, 50), (46, 4)], 6)
+    labels[35, 50] = 0  # a hole
+    labels[2, 66] = 5  # one pixel
+    colors = ["red", "yellow", "cyan", "white", "magenta"]
+
+    def drawn(reference: bool, outlines: bool = True) -> np.ndarray:
+        fig = Figure(figsize=(4, 3), dpi=100)
+        ax = fig.subplots()
+        ax.imshow(np.zeros(labels.shape), cmap="gray")
+        _style._label_rois(ax, labels, colors)
+        if reference or not outlines:
+            (collection,) = [c for c in ax.collections if isinstance(c, PathCollection)]
+            collection.remove()
+        if reference:
+            limits = ax.get_xlim(), ax.get_ylim()
+            for k, box in enumerate(ndimage.find_objects(labels), 1):
+                cs = ax.contour(np.arange(box[1].start - 1, box[1].stop + 1),
+                                np.arange(box[0].start - 1, box[0].stop + 1),
+                                np.pad(labels[box] == k, 1), levels=[0.5],
+                                colors=colors[k - 1], linewidths=0.8)
+                cs.set_path_effects(_style._halo(0.8 + 1.2))
+            ax.set_xlim(*limits[0])
+            ax.set_ylim(*limits[1])
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        return np.array(canvas.buffer_rgba())
+
+    ours = drawn(False)
+    assert np.array_equal(ours, drawn(True))
+    assert not np.array_equal(ours, drawn(False, outlines=False))  # they are drawn
+
+
 def test_roi_overlay_close_centroids_are_nudged_apart():
     shape = (200, 300)
     labels = disks(shape, [(100, 100), (100, 103), (102, 101), (40, 240)], 2)

@@ -48,8 +48,10 @@ def test_qc_figure_flags_rois_and_counts():
     colors = {t.get_text(): t.get_color() for t in mip.texts}
     # ROI 1: low SNR; ROI 2: failed fit; ROI 3 reached max_iter with a stable baseline
     assert colors == {"1": "red", "2": "red", "3": "yellow", "4": "yellow"}
-    outlines = [mpl.colors.to_hex(c.get_edgecolor()[0]) for c in mip.collections]
-    assert outlines == ["#ff0000", "#ff0000", "#ffff00", "#ffff00"]
+    (outlines,) = mip.collections  # one outline per ROI, in ROI order
+    assert len(outlines.get_paths()) == 4
+    assert [mpl.colors.to_hex(c) for c in outlines.get_edgecolor()] == [
+        "#ff0000", "#ff0000", "#ffff00", "#ffff00"]
     np.testing.assert_array_equal(image_data(mip), image)
     np.testing.assert_array_equal(bg.get_lines()[0].get_ydata(), background)
     np.testing.assert_array_equal([p.get_height() for p in bars.patches[:4]], snr)

@@ -13,8 +13,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import xarray as xr
+from contourpy import LineType, contour_generator
 from matplotlib import patheffects
+from matplotlib.collections import PathCollection
 from matplotlib.font_manager import FontProperties
+from matplotlib.path import Path
 from matplotlib.textpath import TextPath
 from scipy import ndimage
 
@@ -368,6 +371,21 @@ def _spread_boxes(centres: np.ndarray, half: np.ndarray, bounds: tuple[float, fl
     return pos
 
 
+def _outline(labels: np.ndarray, box: tuple[slice, slice], k: int, /) -> Path:
+    """Outline of ROI ``k`` of a label image: its mask's 0.5 contour, in pixel coordinates.
+
+    The path ``ax.contour`` draws for the mask (contourpy's ``mpl2014`` algorithm with
+    corner masking, matplotlib's default), traced on the ROI's bounding box ``box``
+    only (memory ~ ROI size) and without a contour set per ROI (4 ms each).
+    """
+    inside = np.pad(labels[box] == k, 1).astype(np.float64)
+    rows = np.arange(box[0].start - 1, box[0].stop + 1, dtype=np.float64)
+    cols = np.arange(box[1].start - 1, box[1].stop + 1, dtype=np.float64)
+    lines, codes = contour_generator(cols, rows, inside, name="mpl2014", corner_mask=True,
+                                     line_type=LineType.SeparateCode).lines(0.5)
+    return Path(np.concatenate(lines), np.concatenate(codes))
+
+
 def _label_rois(ax, labels: np.ndarray, colors: Sequence[str], /, *,
                 text_color: Sequence[str] | None = None, fontsize: float = 7.0,
                 outline_width: float = 0.8) -> None:
@@ -401,14 +419,11 @@ def _label_rois(ax, labels: np.ndarray, colors: Sequence[str], /, *,
     if not present:
         return
     limits = ax.get_xlim(), ax.get_ylim()
-    for k in present:  # outlines traced on the bounding box only (memory ~ ROI size)
-        box = boxes[k - 1]
-        inside = np.pad(labels[box] == k, 1)
-        rows = np.arange(box[0].start - 1, box[0].stop + 1)
-        cols = np.arange(box[1].start - 1, box[1].stop + 1)
-        cs = ax.contour(cols, rows, inside, levels=[0.5], colors=colors[k - 1],
-                        linewidths=outline_width)
-        cs.set_path_effects(_halo(outline_width + 1.2))
+    outlines = PathCollection([_outline(labels, boxes[k - 1], k) for k in present],
+                              facecolors="none", edgecolors=[colors[k - 1] for k in present],
+                              linewidths=outline_width, zorder=2)
+    outlines.set_path_effects(_halo(outline_width + 1.2))
+    ax.add_collection(outlines, autolim=False)
     centroids = np.array(ndimage.center_of_mass(labels > 0, labels, present), dtype=float)
     centres = centroids[:, ::-1]  # (row, col) -> (x, y)
 
