@@ -179,7 +179,7 @@ def on_workers(compute: dict[str, Any], n_sessions: int, /) -> bool:
             and min(resolve_workers(compute["workers"]), max(n_sessions, 1)) > 1)
 
 
-_WARM_TIMEOUT_S = 600.0  # compiling every loop with an empty numba cache takes < 1 min
+_WARM_TIMEOUT_S = 600.0  # compiling every loop with an empty numba cache: 21 s here
 
 
 def _warm_or_warn(address: str, n_workers: int, /) -> None:
