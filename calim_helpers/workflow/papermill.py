@@ -264,8 +264,6 @@ def _reusable(experiment: Experiment, name: str, fingerprint: str) -> pd.DataFra
     completed session's outputs of its step; the experiment tables of 05_aggregate).
     Otherwise None.
     """
-    from calim_helpers.workflow.runner import outputs_exist
-
     root = experiment.root
     output = root / "notebooks" / f"{name}.ipynb"
     try:
@@ -286,6 +284,10 @@ def _reusable(experiment: Experiment, name: str, fingerprint: str) -> pd.DataFra
     if (table["status"] == "failed").any():
         return None  # a failure may be transient: try again
     ok = set(table.loc[table["status"] == "ok", "session"].astype(str))
+    # imported only here: the steps' modules (0.6 s, ~30 MB) stay out of this process
+    # unless a run into the same folder is resumed
+    from calim_helpers.workflow.runner import outputs_exist
+
     if not all(outputs_exist(experiment, s, step) for s in experiment.sessions if s.id in ok):
         return None  # an output was deleted since: run the notebook (its step redoes it)
     return table.assign(cached=True, seconds=0.0)
