@@ -37,7 +37,7 @@ import argparse
 import itertools
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -100,8 +100,9 @@ def save_new(ds: xr.Dataset, folder: Path, dpi: int) -> Iterator[None]:
         yield
 
 
-def save_images(ds: xr.Dataset, folder: Path, dpi: int) -> Iterator[None]:
-    """One figure per kind, only what each ROI changes drawn again (per ROI)."""
+def _save_images(ds: xr.Dataset, folder: Path, dpi: int,
+                 save: Callable[[np.ndarray, Path], object]) -> Iterator[None]:
+    """One figure per kind, only what each ROI changes drawn again; ``save`` writes each."""
     unit = time_unit(ds)
     names = roi_file_names("s", ds["roi"].values.tolist())
     images = [traces.roi_figure_images(ds, kind, time_unit=unit, dpi=dpi)
@@ -109,22 +110,19 @@ def save_images(ds: xr.Dataset, folder: Path, dpi: int) -> Iterator[None]:
     for roi_images in zip(*images, strict=True):
         n = roi_images[0][0]
         for (_, image), fname in zip(roi_images, names[n], strict=True):
-            io.save_png(image, folder / fname, dpi=dpi)
+            save(image, folder / fname)
         yield
+
+
+def save_images(ds: xr.Dataset, folder: Path, dpi: int) -> Iterator[None]:
+    """One figure per kind, only what each ROI changes drawn again (per ROI)."""
+    return _save_images(ds, folder, dpi, lambda image, path: io.save_png(image, path, dpi=dpi))
 
 
 def save_images_pillow(ds: xr.Dataset, folder: Path, dpi: int) -> Iterator[None]:
     """As :func:`save_images`, each image encoded by Pillow (per ROI)."""
-    unit = time_unit(ds)
-    names = roi_file_names("s", ds["roi"].values.tolist())
-    images = [traces.roi_figure_images(ds, kind, time_unit=unit, dpi=dpi)
-              for kind in traces.ROI_FIGURE_KINDS]
-    for roi_images in zip(*images, strict=True):
-        n = roi_images[0][0]
-        for (_, image), fname in zip(roi_images, names[n], strict=True):
-            imsave(folder / fname, image, format="png", dpi=dpi,
-                   pil_kwargs={"compress_level": 1})
-        yield
+    return _save_images(ds, folder, dpi, lambda image, path: imsave(
+        path, image, format="png", dpi=dpi, pil_kwargs={"compress_level": 1}))
 
 
 def save_pdf(ds: xr.Dataset, folder: Path, dpi: int) -> Iterator[None]:
