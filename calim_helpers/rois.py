@@ -100,6 +100,14 @@ _POLYGON_TYPES = (ROI_TYPE.POLYGON, ROI_TYPE.FREEHAND, ROI_TYPE.TRACED)
 _AREA_TYPES = (ROI_TYPE.RECT, ROI_TYPE.OVAL, *_POLYGON_TYPES)
 _OVERLAY_SUBTYPES = (ROI_SUBTYPE.TEXT, ROI_SUBTYPE.ARROW, ROI_SUBTYPE.IMAGE)
 
+# End of the warnings that leave ROIs out (see "ROI numbers" in the module docstring).
+_NUMBERING_NOTE = ("The pipeline's tables number the kept ROIs 1..n in zip order, with "
+                   "their Fiji names beside: after a left-out ROI their numbers differ "
+                   "from the ROI Manager's positions")
+
+# Reason given by _why_empty for a ROI whose outline misses the frame.
+_OUTSIDE = "lies outside the frame"
+
 
 # --------------------------------------------------------------------------- I/O
 
@@ -111,7 +119,9 @@ def read_rois(path: str | os.PathLike[str], /, *, area_only: bool = True) -> lis
     ----------
     path : str or os.PathLike
         A ``RoiSet.zip`` as written by the ROI Manager (*More > Save*), or one
-        ``.roi`` file.
+        ``.roi`` file. Every ``.roi`` entry of a zip is a ROI, also when two entries
+        have the same name; macOS resource forks (entries under ``__MACOSX/`` or named
+        ``._*``, added when a zip is re-made on a Mac) are skipped.
     area_only : bool, keyword-only
         Leave out, with a warning, the ROIs that are not areas: lines, polylines,
         freelines, angles, points, arrows, text and image overlays (left over from
@@ -131,13 +141,13 @@ def read_rois(path: str | os.PathLike[str], /, *, area_only: bool = True) -> lis
     CalimInputError
         If the file does not exist, is empty, is not a zip / ROI file, holds
         no ``.roi`` entries, an entry cannot be decoded, or (``area_only``) no ROI
-        is an area. The message names the file (and the entry).
+        is an area. The message names the file (and the entry, with its ROI number).
 
     Warns
     -----
     CalimWarning
         With ``area_only``, once per file, naming each ROI left out: its number, name
-        and type.
+        and type; it says that the pipeline's tables number the kept ROIs 1..n.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -163,7 +173,7 @@ def read_rois(path: str | os.PathLike[str], /, *, area_only: bool = True) -> lis
     if left_out:
         warnings.warn(
             f"ROI file {path!r}: left out {len(left_out)} ROI(s) that are not areas (no "
-            f"pixels to average): {described}; the other ROIs keep their numbers",
+            f"pixels to average): {described}. {_NUMBERING_NOTE}",
             CalimWarning, stacklevel=2,
         )
     return kept
@@ -241,25 +251,49 @@ def roi_numbers(rois: Sequence[ImagejRoi], /) -> list[int]:
     return numbers
 
 
+def _is_roi_entry(info: zipfile.ZipInfo) -> bool:
+    """Whether a zip entry is a ROI: a ``.roi`` file, not a macOS resource fork.
+
+    A zip made by macOS's Finder holds an AppleDouble ``__MACOSX/._<name>.roi`` entry
+    beside each file: metadata, not a ROI.
+    """
+    parts = info.filename.split("/")
+    return (not info.is_dir() and parts[-1].lower().endswith(".roi")
+            and "__MACOSX" not in parts[:-1] and not parts[-1].startswith("._"))
+
+
 def _read_zip(path: str) -> list[ImagejRoi]:
+    """ROIs of the ``.roi`` entries of a zip, in zip order.
+
+    Each entry is read through its own ``ZipInfo``: two entries with the same name
+    (``roifile.roiwrite`` and scripts write them) are two ROIs, not the last one twice.
+    macOS resource forks (``__MACOSX/``, ``._*``) are skipped.
+    """
     try:
         with zipfile.ZipFile(path) as zf:
-            entries = [n for n in zf.namelist() if n.lower().endswith(".roi")]
-            blobs = [(n, zf.read(n)) for n in entries]
+            infos = zf.infolist()
+            blobs = []
+            for info in infos:
+                if _is_roi_entry(info):
+                    with zf.open(info) as fh:
+                        blobs.append((info.filename, fh.read()))
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise CalimInputError(f"ROI file {path!r} is not a readable zip archive: {exc}") from exc
     if not blobs:
-        raise CalimInputError(f"ROI file {path!r} contains no .roi entries")
-    return [_decode(data, path, entry) for entry, data in blobs]
+        forks = sum(not i.is_dir() and i.filename.lower().endswith(".roi") for i in infos)
+        only = f" (only {forks} macOS resource fork(s), '__MACOSX/' or '._*')" if forks else ""
+        raise CalimInputError(f"ROI file {path!r} contains no .roi entries{only}")
+    return [_decode(data, path, entry, number=k)
+            for k, (entry, data) in enumerate(blobs, start=1)]
 
 
-def _decode(data: bytes, path: str, entry: str) -> ImagejRoi:
+def _decode(data: bytes, path: str, entry: str, *, number: int | None = None) -> ImagejRoi:
+    """Decode one ROI file or zip entry; ``number`` is its position among the zip's ROIs."""
+    where = f"entry {entry!r}" if number is None else f"ROI {number} (entry {entry!r})"
     try:
         roi = ImagejRoi.frombytes(data)
     except (ValueError, struct.error, IndexError, TypeError) as exc:
-        raise CalimInputError(
-            f"ROI file {path!r}: entry {entry!r} is not an ImageJ ROI: {exc}"
-        ) from exc
+        raise CalimInputError(f"ROI file {path!r}: {where} is not an ImageJ ROI: {exc}") from exc
     if not roi.name:
         stem = os.path.basename(entry)
         roi.name = stem[:-4] if stem.lower().endswith(".roi") else stem
@@ -593,13 +627,16 @@ def rasterize(roi: ImagejRoi, shape: tuple[int, int], /, *, index: int | None = 
     CalimInputError
         For line, point, text and other non-area ROIs, spline-fitted ROIs,
         rectangles with rounded corners, curved composite paths, and ROIs with
-        no pixel inside the frame. The message names the ROI.
+        no pixel inside the frame. The message names the ROI and, for one with no
+        pixel, says whether it lies outside the frame, has zero area or covers no
+        pixel centre.
     """
     ny, nx = _check_shape(shape)
     label = _roi_label(roi, index)
     mask = _mask(roi, ny, nx, label)
     if not mask.any():
-        raise CalimInputError(f"{label} has no pixel inside the {ny} x {nx} frame")
+        raise CalimInputError(f"{label} has no pixel inside the {ny} x {nx} frame: it "
+                              f"{_why_empty(roi, ny, nx, label)}")
     return mask
 
 
@@ -627,28 +664,69 @@ def _mask(roi: ImagejRoi, ny: int, nx: int, label: str) -> np.ndarray:
         else:
             _oval(mask, x0, y0, w, h)
     elif roitype in _POLYGON_TYPES:
-        if roitype == ROI_TYPE.FREEHAND and roi.subtype == ROI_SUBTYPE.ELLIPSE:
-            xy = _ellipse_vertices(roi.x1, roi.y1, roi.x2, roi.y2, _float_param(roi))
-        elif roitype == ROI_TYPE.FREEHAND and roi.subtype == ROI_SUBTYPE.ROTATED_RECT:
-            xy = _rotated_rect_vertices(roi.x1, roi.y1, roi.x2, roi.y2, _float_param(roi))
-        elif roi.options & ROI_OPTIONS.SPLINE_FIT:
-            raise CalimInputError(
-                f"{label} is spline-fitted; CALIM cannot reproduce ImageJ's spline. "
-                "Remove the fit in Fiji (Edit > Selection > Fit Spline, undo) or convert it"
-            )
-        elif roi.subpixel_coordinates is not None:
-            xy = _subpixel_polygon(np.asarray(roi.subpixel_coordinates))
-        elif roi.integer_coordinates is not None:
-            xy = np.asarray(roi.integer_coordinates, dtype=np.float64) + [roi.left, roi.top]
-        else:
-            raise CalimInputError(f"{label}: polygon ROI without coordinates")
-        if len(xy) < 3:
-            raise CalimInputError(f"{label}: polygon with fewer than 3 vertices has no area")
-        _paste(mask, _fill_box(np.asarray(xy, dtype=np.float64), ny, nx))
+        _paste(mask, _fill_box(_polygon_vertices(roi, label), ny, nx))
     else:
         kind = getattr(roitype, "name", str(roitype)).lower()
         raise CalimInputError(f"{label} is a {kind} ROI, not an area ROI (no mask)")
     return mask
+
+
+def _polygon_vertices(roi: ImagejRoi, label: str) -> np.ndarray:
+    """Vertices ``(x, y)`` (float64) that :func:`polygon_mask` fills for a polygon-type ROI."""
+    roitype = roi.roitype
+    if roitype == ROI_TYPE.FREEHAND and roi.subtype == ROI_SUBTYPE.ELLIPSE:
+        xy = _ellipse_vertices(roi.x1, roi.y1, roi.x2, roi.y2, _float_param(roi))
+    elif roitype == ROI_TYPE.FREEHAND and roi.subtype == ROI_SUBTYPE.ROTATED_RECT:
+        xy = _rotated_rect_vertices(roi.x1, roi.y1, roi.x2, roi.y2, _float_param(roi))
+    elif roi.options & ROI_OPTIONS.SPLINE_FIT:
+        raise CalimInputError(
+            f"{label} is spline-fitted; CALIM cannot reproduce ImageJ's spline. "
+            "Remove the fit in Fiji (Edit > Selection > Fit Spline, undo) or convert it"
+        )
+    elif roi.subpixel_coordinates is not None:
+        xy = _subpixel_polygon(np.asarray(roi.subpixel_coordinates))
+    elif roi.integer_coordinates is not None:
+        xy = np.asarray(roi.integer_coordinates, dtype=np.float64) + [roi.left, roi.top]
+    else:
+        raise CalimInputError(f"{label}: polygon ROI without coordinates")
+    if len(xy) < 3:
+        raise CalimInputError(f"{label}: polygon with fewer than 3 vertices has no area")
+    return np.asarray(xy, dtype=np.float64)
+
+
+def _why_empty(roi: ImagejRoi, ny: int, nx: int, label: str) -> str:
+    """Why an area ROI with an empty mask has no pixel in the frame, as a verb phrase.
+
+    ``"lies outside the frame"`` when its outline lies outside the ``ny x nx`` frame,
+    ``"has zero area (...)"`` for a rectangle or oval of width or height 0 and a
+    polygon whose vertices lie on one line, else ``"covers no pixel centre inside the
+    frame"`` (e.g. a sliver between pixel centres).
+    """
+    if roi.roitype in (ROI_TYPE.RECT, ROI_TYPE.OVAL) and not roi.composite:
+        x0, y0, w, h = _int_bounds(roi)
+        x1, y1 = x0 + w, y0 + h
+        flat = f"has zero area ({w} x {h} pixels)" if w <= 0 or h <= 0 else ""
+    else:
+        xy = _composite_path(roi, label) if roi.composite else _polygon_vertices(roi, label)
+        (x0, y0), (x1, y1) = np.nanmin(xy, axis=0), np.nanmax(xy, axis=0)
+        rings = np.split(xy, np.flatnonzero(np.isnan(xy).any(axis=1)))
+        flat = ("has zero area (its vertices lie on one line)"
+                if all(_collinear(r[~np.isnan(r).any(axis=1)]) for r in rings) else "")
+    if x1 < 0 or y1 < 0 or x0 > nx or y0 > ny:  # away from the frame, even its edge
+        return _OUTSIDE
+    if flat:
+        return flat
+    if x1 <= 0 or y1 <= 0 or x0 >= nx or y0 >= ny:
+        return _OUTSIDE
+    return "covers no pixel centre inside the frame"
+
+
+def _collinear(xy: np.ndarray) -> bool:
+    """Whether points ``(n, 2)`` lie on one line (to 1e-6 of their extent)."""
+    if len(xy) < 3:
+        return True
+    s = np.linalg.svd(xy - xy.mean(axis=0), compute_uv=False)
+    return bool(s[-1] <= 1e-6 * max(s[0], 1.0))
 
 
 def drop_outside(
@@ -659,8 +737,11 @@ def drop_outside(
     ROIs partly outside the frame are kept (:func:`rasterize` clips them). A ROI
     entirely outside, e.g. drawn on a larger image, has no pixel to average: it is
     left out. (ImageJ's ROI Manager would instead move such a ROI to the image centre
-    when it puts it on the image, and measure whatever lies there.) The ROIs kept keep
-    their numbers (``roi.number``, see :func:`roi_numbers`).
+    when it puts it on the image, and measure whatever lies there.) So are ROIs inside
+    the frame that have no pixel: zero area (a width-0 rectangle, a polygon whose
+    vertices lie on one line) or no pixel centre inside them. The ROIs kept keep
+    their numbers (``roi.number``, see :func:`roi_numbers`); the pipeline's tables
+    number them 1..n.
 
     Parameters
     ----------
@@ -684,24 +765,32 @@ def drop_outside(
     Warns
     -----
     CalimWarning
-        Once, naming each ROI dropped: its number, name, type and bounds.
+        Once, naming each ROI dropped: its number, name, type, bounds and why it has no
+        pixel (outside the frame, zero area, or no pixel centre inside it).
     """
     ny, nx = _check_shape(shape)
     kept: list[ImagejRoi] = []
     dropped: list[ImagejRoi] = []
     described = []
+    outside = False
     for number, roi in zip(roi_numbers(rois), rois, strict=True):
-        if _mask(roi, ny, nx, _roi_label(roi, number)).any():
+        label = _roi_label(roi, number)
+        if _mask(roi, ny, nx, label).any():
             kept.append(roi)
         else:
             dropped.append(roi)
+            why = _why_empty(roi, ny, nx, label)
+            outside |= why == _OUTSIDE
             described.append(f"{_describe(roi, number)} at x {roi.left}..{roi.right}, "
-                             f"y {roi.top}..{roi.bottom}")
+                             f"y {roi.top}..{roi.bottom} {why}")
     if dropped:
         warnings.warn(
             f"left out {len(dropped)} ROI(s) with no pixel inside the {ny} x {nx} frame: "
-            f"{', '.join(described)}. ImageJ's ROI Manager would move such a ROI to the "
-            "image centre when it puts it on the image; CALIM does not measure there",
+            f"{'; '.join(described)}. "
+            + ("ImageJ's ROI Manager would move a ROI outside the frame to the image "
+               "centre when it puts it on the image; CALIM does not measure there. "
+               if outside else "")
+            + _NUMBERING_NOTE,
             CalimWarning, stacklevel=2,
         )
     return kept, dropped

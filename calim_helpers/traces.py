@@ -328,6 +328,7 @@ def background_pixels(
     *,
     fraction: float = 0.10,
     seed: int = 0,
+    names: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Draw background pixels at random, without replacement, outside every ROI.
 
@@ -349,6 +350,9 @@ def background_pixels(
     seed : int, keyword-only
         Seed of ``numpy.random.default_rng``; the same seed and inputs give the
         same pixels. Default is 0.
+    names : sequence of str, keyword-only, optional
+        The ROI names, one per row of ``weights_or_masks``, for the error raised when
+        no pixel lies outside the ROIs. Default is None: ROIs named by number only.
 
     Returns
     -------
@@ -359,9 +363,12 @@ def background_pixels(
     ------
     ValueError
         If ``fraction`` is not in (0, 1] or selects no pixel, ``seed`` is not a
-        non-negative integer, or the weights do not match ``grid_shape``.
+        non-negative integer, the weights do not match ``grid_shape``, or ``names``
+        does not give one name per ROI.
     CalimInputError
-        If no pixel lies outside the ROIs.
+        If no pixel lies outside the ROIs. The message names the ROIs that cover
+        more than half of the grid (else the one that covers most), with the number
+        of grid pixels each covers (ROI ``k`` is row ``k - 1``).
 
     Warns
     -----
@@ -376,6 +383,8 @@ def background_pixels(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     n_pixels = ny * nx
     w = _as_weight_rows(weights_or_masks, n_pixels)
+    if names is not None and len(names) != w.shape[0]:
+        raise ValueError(f"names must give one name per ROI ({w.shape[0]}), got {len(names)}")
     w.eliminate_zeros()
     inside = np.zeros(n_pixels, dtype=bool)
     inside[w.indices] = True
@@ -386,7 +395,8 @@ def background_pixels(
             f"fraction = {fraction!r} of the {ny} x {nx} grid selects no background pixel")
     if outside.size == 0:
         raise CalimInputError(
-            f"no pixel of the {ny} x {nx} grid lies outside the ROIs: no background")
+            f"no pixel of the {ny} x {nx} grid lies outside the ROIs: no background. "
+            f"{_largest_rois(w, names)}")
     if outside.size < n_want:
         warnings.warn(
             f"background: only {outside.size} pixels lie outside the ROIs, fewer than the "
@@ -395,6 +405,24 @@ def background_pixels(
         n_want = outside.size
     rng = np.random.default_rng(int(seed))
     return np.sort(rng.choice(outside, size=n_want, replace=False)).astype(np.int64)
+
+
+def _largest_rois(w: sp.csr_matrix, names: Sequence[str] | None) -> str:
+    """Which ROIs (rows of ``w``) cover more than half of the grid, else the largest one."""
+    cover = w.tocsr(copy=True)
+    cover.sum_duplicates()
+    cover.eliminate_zeros()
+    counts = np.diff(cover.indptr)
+    n_pixels = w.shape[1]
+    big = np.flatnonzero(2 * counts > n_pixels)
+    if big.size == 0:
+        big = np.array([int(np.argmax(counts))])
+    parts = []
+    for i in big[np.argsort(-counts[big], kind="stable")]:
+        label = f"ROI {i + 1}" if names is None else f"ROI {i + 1} ({str(names[i])!r})"
+        parts.append(f"{label} covers {counts[i]} of the {n_pixels} grid pixels "
+                     f"({100 * counts[i] / n_pixels:.1f} %)")
+    return "; ".join(parts)
 
 
 def _pixel_row(pixels: Any, n_pixels: int) -> sp.csr_matrix:
@@ -1061,7 +1089,8 @@ def _extract(movie_ds: xr.DataArray, rois: Sequence[Any], native_shape: tuple[in
              neuropil: Mapping[str, Any]) -> xr.Dataset:
     ny, nx = movie_ds.sizes["y"], movie_ds.sizes["x"]
     w_roi = roi_weights(rois, native_shape, factors=factors)
-    pixels = background_pixels(w_roi, (ny, nx), fraction=background_fraction, seed=seed)
+    pixels = background_pixels(w_roi, (ny, nx), fraction=background_fraction, seed=seed,
+                               names=[_roi_name(r, k) for k, r in enumerate(rois, start=1)])
     bg_row = _pixel_row(pixels, ny * nx)
     blocks = [w_roi, bg_row]
     if neuropil["method"] not in ("none", "demix"):

@@ -7,8 +7,10 @@ README there and tools/imagej/regenerate.sh); these tests only read them.
 from __future__ import annotations
 
 import doctest
+import re
 import shutil
 import warnings
+import zipfile
 from fractions import Fraction
 
 import numpy as np
@@ -338,6 +340,10 @@ def test_read_rois_leaves_out_lines_points_and_angles(tmp_path):
                  "ROI 10 ('label', text)"):
         assert text in message, text
     assert "cell" not in message
+    assert "keep their numbers" not in message  # the pipeline's tables renumber 1..n
+    assert message.endswith("The pipeline's tables number the kept ROIs 1..n in zip order, "
+                            "with their Fiji names beside: after a left-out ROI their "
+                            "numbers differ from the ROI Manager's positions")
     # the session goes on: the cells keep their numbers in the ROI set (Fiji's)
     assert [r.name for r in rois] == ["cell-1", "cell-2", "cell-3", "cell-4"]
     assert roi_numbers(rois) == [1, 2, 6, 11]
@@ -388,10 +394,11 @@ def test_drop_outside_keeps_clipped_rois_and_numbers(tmp_path):
     assert len(record) == 1
     message = str(record[0].message)
     assert message.startswith("left out 3 ROI(s) with no pixel inside the 40 x 56 frame: ")
-    assert "ROI 3 ('right', rectangle) at x 60..65, y 10..15" in message
-    assert "ROI 4 ('above', oval) at x 10..16, y -9..-1" in message
-    assert "ROI 5 ('sliver', polygon)" in message
-    assert "move such a ROI to the image centre" in message
+    assert "ROI 3 ('right', rectangle) at x 60..65, y 10..15 lies outside the frame" in message
+    assert "ROI 4 ('above', oval) at x 10..16, y -9..-1 lies outside the frame" in message
+    assert re.search(r"ROI 5 \('sliver', polygon\) at [^;]* covers no pixel centre inside", message)
+    assert "move a ROI outside the frame to the image centre" in message
+    assert "tables number the kept ROIs 1..n in zip order" in message
     corner = rasterize(kept[1], SHAPE)  # clipped: the 4 x 3 pixels inside the frame
     assert np.array_equal(np.argwhere(corner), np.argwhere(np.pad(np.ones((3, 4), bool),
                                                                   ((0, 37), (0, 52)))))
@@ -399,6 +406,108 @@ def test_drop_outside_keeps_clipped_rois_and_numbers(tmp_path):
         warnings.simplefilter("error")
         assert drop_outside(kept, SHAPE) == (kept, [])
     assert label_image(kept, SHAPE, numbers=roi_numbers(kept)).max() == 7
+
+
+def _zip_entries(path, entries):
+    """Write ``(name, bytes)`` entries as they are, duplicate names included."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Duplicate name", UserWarning)
+        with zipfile.ZipFile(path, "w") as zf:
+            for name, data in entries:
+                zf.writestr(name, data)
+    return path
+
+
+def test_read_rois_duplicate_entry_names_are_distinct_rois(tmp_path):
+    a = _poly("dup", [[2, 2], [10, 2], [10, 8], [2, 8]])
+    b = ImagejRoi(roitype=ROI_TYPE.OVAL, name="dup", left=30, top=20, right=38, bottom=28)
+    c = _rect("other", 20, 4, 6, 5)
+    path = _zip_entries(tmp_path / "RoiSet.zip",
+                        [("dup.roi", a.tobytes()), ("dup.roi", b.tobytes()),
+                         ("other.roi", c.tobytes())])
+    rois = read_rois(path)
+    assert [r.tobytes() for r in rois] == [x.tobytes() for x in (a, b, c)]  # zip order
+    assert [r.name for r in rois] == ["dup", "dup", "other"]
+    assert roi_numbers(rois) == [1, 2, 3]
+    masks = [rasterize(r, SHAPE) for r in rois[:2]]
+    np.testing.assert_array_equal(masks[0], rasterize(a, SHAPE))
+    np.testing.assert_array_equal(masks[1], rasterize(b, SHAPE))
+    assert not np.array_equal(masks[0], masks[1])
+    # a bad entry is named by its ROI number too, as its name is not unique
+    _zip_entries(path, [("dup.roi", a.tobytes()), ("dup.roi", b"not a roi" * 8)])
+    with pytest.raises(CalimInputError,
+                       match=r"RoiSet\.zip': ROI 2 \(entry 'dup\.roi'\) is not an ImageJ ROI"):
+        read_rois(path)
+
+
+def test_read_rois_skips_macos_resource_forks(tmp_path):
+    fork = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + b"\x00" * 60
+    a, b = _rect("cell-1", 2, 2, 5, 4), _rect("cell-2", 20, 4, 6, 5)
+    path = _zip_entries(tmp_path / "RoiSet.zip",
+                        [("cell-1.roi", a.tobytes()), ("__MACOSX/", b""),
+                         ("__MACOSX/._cell-1.roi", fork), ("cell-2.roi", b.tobytes()),
+                         ("__MACOSX/sub/x.roi", fork), ("._cell-2.roi", fork)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rois = read_rois(path)
+    assert [r.tobytes() for r in rois] == [a.tobytes(), b.tobytes()]
+    assert roi_numbers(rois) == [1, 2]
+    _zip_entries(path, [("__MACOSX/._cell-1.roi", fork), ("._cell-2.roi", fork)])
+    with pytest.raises(CalimInputError, match=r"contains no \.roi entries \(only 2 macOS "
+                                              r"resource fork\(s\)"):
+        read_rois(path)
+
+
+def test_zero_area_rois_left_out_with_their_own_message():
+    flat_oval = ImagejRoi(roitype=ROI_TYPE.OVAL, name="flat oval", left=30, top=20, right=38,
+                          bottom=20)
+    composite = ImagejRoi(roitype=ROI_TYPE.RECT, name="flat composite", left=2, top=30,
+                          right=20, bottom=31)
+    composite.multi_coordinates = np.asarray(
+        [0, 2, 30, 1, 10, 30, 1, 20, 30, 4, 0, 5, 33, 1, 6, 33, 1, 7, 33, 4], np.float32)
+    composite.shape_roi_size = len(composite.multi_coordinates)
+    rois = [
+        _rect("cell", 2, 2, 5, 4),  # 1
+        _rect("zero_area", 30, 30, 0, 8),  # 2: width 0
+        _poly("collinear", [[10, 10], [20, 10], [30, 10]]),  # 3
+        flat_oval,  # 4: height 0
+        composite,  # 5: two flat rings
+        _poly("slanted", [[10.5, 20.5], [20.5, 25.5], [30.5, 30.5]]),  # 6: on one line
+    ]
+    with pytest.warns(CalimWarning) as record:
+        kept, dropped = drop_outside(rois, SHAPE)
+    assert [r.name for r in kept] == ["cell"]
+    assert [r.name for r in dropped] == [r.name for r in rois[1:]]
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert message.startswith("left out 5 ROI(s) with no pixel inside the 40 x 56 frame: ")
+    for text in ("ROI 2 ('zero_area', rectangle) at x 30..30, y 30..38 has zero area "
+                 "(0 x 8 pixels)",
+                 "ROI 3 ('collinear', polygon) at x 10..",
+                 "ROI 4 ('flat oval', oval) at x 30..38, y 20..20 has zero area (8 x 0 pixels)",
+                 "ROI 5 ('flat composite', composite) at x 2..20, y 30..31 has zero area "
+                 "(its vertices lie on one line)"):
+        assert text in message, text
+    assert message.count("has zero area (its vertices lie on one line)") == 3
+    assert "outside" not in message and "image centre" not in message
+    with pytest.raises(CalimInputError, match=r"ROI 3 \('collinear'\) has no pixel inside the "
+                                              r"40 x 56 frame: it has zero area \(its vertices"):
+        rasterize(rois[2], SHAPE, index=3)
+    with pytest.raises(CalimInputError, match=r"ROI 2 \('zero_area'\) .*: it has zero area "
+                                              r"\(0 x 8 pixels\)"):
+        label_image(rois[:2], SHAPE)
+    # outside the frame wins over zero area; ROIs outside and flat ones in one warning
+    far = _rect("far flat", 100, 100, 0, 5)
+    with pytest.warns(CalimWarning) as record:
+        drop_outside([rois[0], far, rois[1]], SHAPE)
+    message = str(record[0].message)
+    assert "ROI 2 ('far flat', rectangle) at x 100..100, y 100..105 lies outside the frame;" \
+        in message
+    assert "ROI 3 ('zero_area', rectangle) at x 30..30, y 30..38 has zero area" in message
+    assert "move a ROI outside the frame to the image centre" in message
+    with pytest.raises(CalimInputError, match=r"ROI 'far flat' has no pixel inside the 40 x 56 "
+                                              r"frame: it lies outside the frame"):
+        rasterize(far, SHAPE)
 
 
 def test_roi_numbers_of_mixed_sets_refused():

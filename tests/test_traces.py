@@ -252,6 +252,41 @@ def test_background_errors():
         background_pixels(np.ones((1, 6)), (2, 3))
 
 
+def test_no_background_error_names_the_largest_rois():
+    # a rectangle over the whole frame ("field", drawn to measure it) leaves no background
+    movie = _random_movie(nt=20, ny=20, nx=24)
+    rois = [_poly([[2, 2], [8, 2], [8, 8], [2, 8]], "cellA"),
+            _poly([[0, 0], [24, 0], [24, 20], [0, 20]], "field"),
+            _poly([[12, 10], [18, 10], [18, 16], [12, 16]], "cellB")]
+    with pytest.raises(CalimInputError, match=r"no pixel of the 10 x 12 grid lies outside the "
+                                              r"ROIs: no background\. ROI 2 \('field'\) covers "
+                                              r"120 of the 120 grid pixels \(100\.0 %\)$"):
+        extract_traces(movie, rois, factors=F)
+    # ROIs covering more than half of the grid, largest first; numbers only without names
+    w = np.zeros((3, 4, 5), bool)
+    w[0, :, :3] = True  # 12 of 20
+    w[1, :, 1:] = True  # 16 of 20
+    w[2, 0, 0] = True
+    expected = ("ROI 2 ('b') covers 16 of the 20 grid pixels (80.0 %); "
+                "ROI 1 ('a') covers 12 of the 20 grid pixels (60.0 %)")
+    with pytest.raises(CalimInputError) as info:
+        background_pixels(w, (4, 5), names=["a", "b", "c"])
+    assert str(info.value).endswith("no background. " + expected)
+    with pytest.raises(CalimInputError) as info:
+        background_pixels(sp.csr_matrix(w.reshape(3, -1) * 0.25), (4, 5))
+    assert str(info.value).endswith("no background. " + expected.replace(" ('b')", "")
+                                    .replace(" ('a')", ""))
+    # none covers more than half: the largest one
+    w = np.zeros((3, 2, 2), bool)
+    w[0, 0, 0] = w[1, 0, 1] = True
+    w[2, 1, :] = True
+    with pytest.raises(CalimInputError, match=r"no background\. ROI 3 \('c'\) covers 2 of the "
+                                              r"4 grid pixels \(50\.0 %\)$"):
+        background_pixels(w, (2, 2), fraction=0.5, names=["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"names must give one name per ROI \(3\), got 2"):
+        background_pixels(w, (2, 2), names=["a", "b"])
+
+
 def test_background_trace_is_mean_of_pixels():
     movie = _random_movie(nt=20, ny=10, nx=12, chunks={"time": 5})
     px = np.array([0, 5, 17, 100, 119])
