@@ -97,6 +97,9 @@ _PROJECTIONS = {"MAX": "maximum", "AVG": "average", "MIN": "minimum", "SUM": "su
                 "STD": "standard-deviation", "MED": "median"}
 # ROI-set locations accepted (compared case-insensitively), in order of preference.
 ROI_LOCATIONS = ("rois/rois.zip", "roiset.zip", "rois/roiset.zip", "rois.zip")
+# A folder name that looks like a date in some other spelling (04-04-2023, 2023-04-05,
+# 04.04.23, 040423, ...): find_sessions warns when such a folder holds session folders.
+DATE_LIKE_RE = re.compile(r"\d{1,4}[-_. ]\d{1,2}[-_. ]\d{1,4}|\d{6}")
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,8 @@ def _is_tiff(path: Path) -> bool:
 
 def _projection_note(path: Path, method: str) -> str:
     kind = _PROJECTIONS[method.upper()]
-    return (f"{path}: ignored, a {kind}-intensity projection saved beside the stack "
+    article = "an" if kind[0] in "aeiou" else "a"
+    return (f"{path}: ignored, {article} {kind}-intensity projection saved beside the stack "
             f"(Fiji's '{method}_' prefix), not a time series")
 
 
@@ -336,6 +340,55 @@ def _find_roi_file(folder: Path) -> Path | None:
     return next(iter(found.values()), None)
 
 
+def _visible_subfolders(folder: Path) -> list[Path]:
+    """Sub-folders of ``folder`` not hidden (``.name``), sorted; none if it cannot be listed."""
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def _holds_tiffs(folder: Path) -> bool:
+    """Whether ``folder`` directly holds a TIFF file that is not hidden."""
+    try:
+        return any(p.is_file() and _is_tiff(p) and not p.name.startswith(".")
+                   for p in folder.iterdir())
+    except OSError:
+        return False
+
+
+def _misnamed_date_folder(folder: Path) -> str | None:
+    """Why a folder of the experiment that is not named ``dd-mm-yy`` is worth a warning.
+
+    It is when it holds TIFF files, or when its name looks like a date and its
+    sub-folders hold TIFF files (session folders under a mis-spelled date folder);
+    otherwise (notes, analysis, empty or hidden folders) None.
+    """
+    expected = ("not a date folder: expected a 'dd-mm-yy' name (e.g. 04-04-23) holding "
+                "'<yymmdd>_<n>' session folders (e.g. 230404_5)")
+    if _holds_tiffs(folder):
+        return f"{folder}: ignored, holds TIFF files but is {expected}"
+    if DATE_LIKE_RE.search(folder.name):
+        with_tiffs = [p.name for p in _visible_subfolders(folder) if _holds_tiffs(p)]
+        if with_tiffs:
+            return (f"{folder}: ignored, its sub-folders hold TIFF files "
+                    f"({', '.join(with_tiffs)}) but it is {expected}")
+    return None
+
+
+def _misnamed_session_folder(folder: Path, date_match: re.Match[str]) -> str | None:
+    """Why a folder of a date folder that is not named ``<yymmdd>_<n>`` is worth a warning.
+
+    It is when it holds TIFF files; otherwise (an analysis folder, an empty one) None.
+    """
+    if not _holds_tiffs(folder):
+        return None
+    dd, mm, yy = date_match.groups()
+    return (f"{folder}: ignored, holds TIFF files but is not a session folder: expected a "
+            f"'<yymmdd>_<n>' name (e.g. {yy}{mm}{dd}_1) inside date folder "
+            f"{folder.parent.name}")
+
+
 def find_sessions(experiment_dir: str | os.PathLike, /) -> list[Session]:
     """List the sessions of an experiment folder, sorted by date then session number.
 
@@ -362,18 +415,36 @@ def find_sessions(experiment_dir: str | os.PathLike, /) -> list[Session]:
         session folder (see :func:`find_stack_files`; also in ``Session.notes``), or a
         session folder that cannot be used (no stack, a gap in its continuation files,
         several ROI sets): it is listed with its ``problem``, so that it fails alone.
+        Also, once for each folder left aside because its name does not follow the
+        layout although it holds TIFF files: a folder of the experiment not named
+        ``dd-mm-yy`` that holds TIFF files, or whose name looks like a date in another
+        spelling (``04-04-2023``, ``2023-04-05``) and whose sub-folders hold TIFF files;
+        a folder of a date folder not named ``<yymmdd>_<n>`` (``230404_2b``,
+        ``230404-3``) that holds TIFF files. Such folders are not read. Folders without
+        TIFF files (notes, analysis, empty or hidden folders) are skipped silently.
     """
     root = Path(experiment_dir)
     if not root.is_dir():
         raise CalimInputError(f"{root}: experiment folder not found")
     sessions = []
+    misnamed = []
     for date_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         dm = DATE_RE.match(date_dir.name)
         if not dm:
+            if not date_dir.name.startswith("."):
+                why = _misnamed_date_folder(date_dir)
+                if why is not None:
+                    misnamed.append(date_dir.name)
+                    warnings.warn(why, CalimWarning, stacklevel=2)
             continue
         for sdir in sorted(p for p in date_dir.iterdir() if p.is_dir()):
             sm = SESSION_RE.match(sdir.name)
             if not sm:
+                if not sdir.name.startswith("."):
+                    why = _misnamed_session_folder(sdir, dm)
+                    if why is not None:
+                        misnamed.append(f"{date_dir.name}/{sdir.name}")
+                        warnings.warn(why, CalimWarning, stacklevel=2)
                 continue
             dd, mm, yy = dm.groups()
             if sm[1] != f"{yy}{mm}{dd}":
@@ -397,8 +468,10 @@ def find_sessions(experiment_dir: str | os.PathLike, /) -> list[Session]:
             sessions.append(Session(root.name, date_dir.name, sdir.name, sdir,
                                     stack_files, metadata_file, roi_file, notes=tuple(notes)))
     if not sessions:
+        hint = (f"; folders holding TIFF files but named otherwise: {', '.join(misnamed)}"
+                if misnamed else "")
         raise CalimInputError(
-            f"{root}: no session found (expected dd-mm-yy/<yymmdd>_<n>/ folders)"
+            f"{root}: no session found (expected dd-mm-yy/<yymmdd>_<n>/ folders){hint}"
         )
 
     def order(s: Session) -> tuple[str, int]:

@@ -224,6 +224,111 @@ def test_experiment_errors(tmp_path):
         io.open_movie(s)
 
 
+def _plain_session(folder: Path) -> Path:
+    """A session folder with a plain 3-frame TIFF stack and an ROI set."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(folder / "a.tif", _stack(nt=3, ny=4, nx=4))
+    _touch(folder / "RoiSet.zip")
+    return folder
+
+
+def _calim_messages(record) -> list[str]:
+    return sorted(str(w.message) for w in record if w.category is CalimWarning)
+
+
+def test_misnamed_folders_holding_tiffs_warn_once_each(tmp_path):
+    exp = tmp_path / "e"
+    _plain_session(exp / "04-04-23" / "230404_1")
+    misnamed = {  # folder -> what its warning says is expected
+        exp / "04-04-23" / "230404_2b": "expected a '<yymmdd>_<n>' name (e.g. 230404_1)",
+        exp / "04-04-23" / "230404-3": "expected a '<yymmdd>_<n>' name (e.g. 230404_1)",
+        exp / "04-04-2023": "expected a 'dd-mm-yy' name",
+        exp / "2023-04-05": "expected a 'dd-mm-yy' name",
+        exp / "230404_7": "expected a 'dd-mm-yy' name",  # a session without its date folder
+    }
+    _plain_session(exp / "04-04-23" / "230404_2b")
+    _plain_session(exp / "04-04-23" / "230404-3")
+    _plain_session(exp / "04-04-2023" / "230404_4")
+    _plain_session(exp / "2023-04-05" / "230405_1")
+    _plain_session(exp / "230404_7")
+    # silent: no TIFF, hidden, or not date-like with TIFFs only further down
+    (exp / "notebooks").mkdir()
+    (exp / "notebooks" / "01_load.py").write_text("# notes\n")
+    (exp / "empty").mkdir()
+    (exp / "04-04-23" / "analysis_old").mkdir()
+    _plain_session(exp / ".Trash-04-04-23" / "230404_1")  # date-like, hidden
+    _plain_session(exp / "04-04-23" / ".230404_1.tmp")
+    _plain_session(exp / "figures" / "session_1")
+    (exp / "04-04-23" / "trash").mkdir()
+    (exp / "04-04-23" / "trash" / "._a.tif").write_bytes(b"\0" * 8)  # macOS resource fork
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        sessions = io.find_sessions(exp)
+    assert [s.id for s in sessions] == ["04-04-23_230404_1"]  # no new name accepted
+    messages = _calim_messages(record)
+    assert len(messages) == len(misnamed)
+    for folder, expected in misnamed.items():
+        (message,) = [m for m in messages if m.startswith(f"{folder}: ")]
+        assert "holds TIFF files" in message or "sub-folders hold TIFF files" in message
+        assert expected in message
+    date_message = next(m for m in messages if m.startswith(f"{exp / '04-04-2023'}: "))
+    assert "sub-folders hold TIFF files (230404_4)" in date_message
+    assert "'<yymmdd>_<n>' session folders" in date_message
+    assert "inside date folder 04-04-23" in next(m for m in messages if "230404_2b" in m)
+
+
+def test_only_misnamed_folders_is_an_error_naming_them(tmp_path):
+    exp = tmp_path / "e"
+    _plain_session(exp / "04-04-2023" / "230404_4")
+    _plain_session(exp / "04-04-23" / "230404_2b")
+    with pytest.warns(CalimWarning) as record:
+        with pytest.raises(CalimInputError, match=r"no session found .*named otherwise: "
+                           r"04-04-2023, 04-04-23/230404_2b$"):
+            io.find_sessions(exp)
+    assert len(_calim_messages(record)) == 2
+
+
+def test_valid_layouts_warn_nothing(tmp_path):
+    exp = tmp_path / "e"
+    _plain_session(exp / "04-04-23" / "230404_1")
+    _write(exp / "04-04-23" / "230404_10", "230404_10", stack=_stack(nt=2, ny=4, nx=4))
+    _touch(exp / "04-04-23" / "230404_10" / "Rois" / "Rois.zip")
+    _write(exp / "01-12-22" / "221201_1", "221201_1", stack=_stack(nt=2, ny=4, nx=4))
+    _touch(exp / "01-12-22" / "221201_1" / "ROIs" / "ROIs.zip")
+    (exp / "notes").mkdir()
+    (exp / "04-04-23" / "analysis_old").mkdir()
+    _plain_session(exp / ".hidden" / "230404_1")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert len(io.find_sessions(exp)) == 3
+    assert _calim_messages(record) == []
+    from calim_helpers import demo
+
+    demo_exp = demo.write_demo_experiment(tmp_path / "demo", n_frames=20, frame_shape=(16, 20))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert len(io.find_sessions(demo_exp)) == 4
+    assert _calim_messages(record) == []
+
+
+@pytest.mark.parametrize("method, phrase", [
+    ("AVG", "ignored, an average-intensity projection"),
+    ("MAX", "ignored, a maximum-intensity projection"),
+    ("MIN", "ignored, a minimum-intensity projection"),
+    ("SUM", "ignored, a sum-intensity projection"),
+    ("STD", "ignored, a standard-deviation-intensity projection"),
+    ("MED", "ignored, a median-intensity projection"),
+])
+def test_projection_note_article(tmp_path, method, phrase):
+    folder = tmp_path / "230404_5"
+    _write(folder, stack=_stack(nt=3, ny=4, nx=4))
+    _projection(folder / f"{method}_230404_5.tif", _stack(nt=3, ny=4, nx=4))
+    with pytest.warns(CalimWarning) as record:
+        io.find_stack_files(folder)
+    (message,) = _calim_messages(record)
+    assert f"{method}_230404_5.tif: {phrase} saved beside the stack" in message
+
+
 # ----------------------------------------------------------------- real-world inputs
 
 
@@ -380,7 +485,8 @@ def test_projections_and_other_tiffs_beside_a_micromanager_stack(tmp_path):
     assert stack_files == tuple(files)
     notes = sorted(str(w.message) for w in record if w.category is CalimWarning)
     assert len(notes) == 3
-    assert "AVG_230404_5_MMStack_Pos0.ome.tif: ignored, a average-intensity projection" in notes[1]
+    assert "AVG_230404_5_MMStack_Pos0.ome.tif: ignored, an average-intensity projection" in (
+        notes[1])
     assert "MAX_230404_5_MMStack_Pos0.ome.tif: ignored, a maximum-intensity projection" in notes[2]
     assert notes[0].endswith("230404_5_MMStack_Pos0-1.tif: ignored, not part of the "
                              "Micro-Manager stack 230404_5_MMStack_Pos0")
