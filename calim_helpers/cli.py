@@ -85,14 +85,16 @@ def _session_frames(experiments: list[Path], params: dict) -> dict[str, int]:
     from calim_helpers.workflow import Experiment
 
     frames = {}
-    for exp_dir in experiments:
-        for s in Experiment.open(exp_dir, exp_dir, params["sessions"]).sessions:
-            try:
-                movie = io.open_movie(s)
-            except CalimInputError:
-                continue  # reported with its reason when the run reaches it
-            frames[f"{s.experiment}/{s.id}"] = movie.sizes["time"]
-            movie.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalimWarning)  # the run reports them, once
+        for exp_dir in experiments:
+            for s in Experiment.open(exp_dir, exp_dir, params["sessions"]).sessions:
+                try:
+                    movie = io.open_movie(s)
+                except CalimInputError:
+                    continue  # reported with its reason when the run reaches it
+                frames[f"{s.experiment}/{s.id}"] = movie.sizes["time"]
+                movie.close()
     return frames
 
 

@@ -43,7 +43,8 @@ __all__ = ["correct_traces", "fit_status", "resolve_lam"]
 
 # trace attributes passed on to the result
 _KEEP_ATTRS = ("experiment", "date", "session", "pixel_size_um", "frame_interval_s_downsampled",
-               "native_shape", "background_fraction", "seed", "n_background_pixels",
+               "frame_interval_s", "native_shape", "background_fraction", "seed",
+               "n_background_pixels",
                "roi_file", "source_files", "roi_source", "shift_rms_px",
                "neuropil_method", "neuropil_coefficient", "neuropil_inner_um",
                "neuropil_width_um", "neuropil_min_pixels", "neuropil_pixel_size_um",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import pandas as pd
 import pytest
 from _traces import ARPLS, traces
 
@@ -42,14 +45,55 @@ def test_no_result_is_an_error():
         aggregate.experiment_dataset([])
 
 
-def test_mixed_frame_intervals_warn():
-    a = _result(n_roi=2, n_time=40)
-    b_tr = traces(n_roi=2, n_time=40, seed=1)
-    b_tr = b_tr.assign_coords(time=b_tr["time"] * 2)
-    b_tr.attrs["session"] = "230404_9"
-    b = correct_traces(b_tr, **ARPLS, normalize="dff", trim_start=0)
-    with pytest.warns(CalimWarning, match="different frame intervals"):
-        aggregate.experiment_dataset([a, b])
+def test_sessions_with_different_frame_intervals_are_counted_in_frames():
+    a = _result(n_roi=2, n_time=40, frame_s=0.5)
+    b = _result(n_roi=2, n_time=40, seed=1, session="230404_9", frame_s=2.0)
+    with pytest.warns(CalimWarning, match=r"different frame intervals \(04-04-23_230404_5: "
+                                          r"0.5 s, 04-04-23_230404_9: 2 s\).*frames"):
+        exp = aggregate.experiment_dataset([a, b])
+    assert exp.attrs["frame_interval_s_downsampled"] is None
+    np.testing.assert_allclose(exp["time"], np.arange(40))  # the longest's seconds / 0.5 s
+    assert aggregate.time_base([a, b]) == ("frame", [0.5, 2.0])
+    assert aggregate.time_base([a, a]) == ("s", [0.5, 0.5])
+
+
+def test_a_session_without_frame_interval_puts_the_others_in_frames_too():
+    a = _result(n_roi=2, n_time=40, frame_s=0.5)  # the longest: its time is converted
+    b = _result(n_roi=1, n_time=30, seed=1, session="230404_9")  # counted in frames
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalimWarning)  # nothing to warn: b said it already
+        exp = aggregate.experiment_dataset([a, b])
+    np.testing.assert_allclose(exp["time"], np.arange(40))
+    assert exp.attrs["frame_interval_s_downsampled"] is None
+    assert aggregate.time_base([a, b]) == ("frame", [0.5, None])
+    assert aggregate.wide_table(exp, "norm")["time_s"].tolist() == list(range(40))
+
+
+def test_native_frame_interval_from_the_attribute_or_the_block_centres():
+    a = _result(n_roi=1, n_time=20, frame_s=1.0)
+    # blocks of 10 frames of 0.1 s: the first downsampled frame is centred at 0.45 s
+    b = a.assign_coords(time=np.arange(20) * 1.0 + 0.45)
+    assert aggregate.native_frame_interval(b) == pytest.approx(0.1)
+    assert aggregate.native_frame_interval(a) == pytest.approx(1.0)  # blocks of one frame
+    c = b.assign_attrs(frame_interval_s=0.125)
+    assert aggregate.native_frame_interval(c) == 0.125
+    assert aggregate.native_frame_interval(c.assign_attrs(frame_interval_s=np.nan)) is None
+    assert aggregate.native_frame_interval(_result(n_roi=1, n_time=20)) is None
+
+
+def test_seconds_to_frames_converts_times_durations_rates_and_frequencies():
+    t = pd.DataFrame({"roi": [1, 2], "time_s": [0.45, 2.45], "duration_s": [1.0, 2.0],
+                      "rate_per_min": [6.0, 3.0], "frequency_hz": [0.5, 0.25],
+                      "amplitude": [0.2, 0.3]})
+    f = aggregate.seconds_to_frames(t, 0.05)
+    np.testing.assert_allclose(f["time_s"], [9.0, 49.0])
+    np.testing.assert_allclose(f["duration_s"], [20.0, 40.0])
+    np.testing.assert_allclose(f["rate_per_min"], [0.3, 0.15])  # per 60 frames of 0.05 s
+    np.testing.assert_allclose(f["frequency_hz"], [0.025, 0.0125])  # per frame
+    assert f["amplitude"].tolist() == [0.2, 0.3] and f["roi"].tolist() == [1, 2]
+    assert t["time_s"].tolist() == [0.45, 2.45]  # not modified
+    with pytest.raises(ValueError, match="interval_s"):
+        aggregate.seconds_to_frames(t, 0.0)
 
 
 def test_wide_table_is_one_column_per_cell_not_running_sums():

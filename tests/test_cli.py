@@ -270,6 +270,26 @@ def test_a_killed_run_of_an_untidy_experiment_is_finished_by_the_next_run(e2e, t
         assert not [c for c in first if c.endswith(("_s", "_hz")) or c == "rate_per_min"], \
             (name, first)
         assert any(c.endswith(("_frames", "_per_frame")) for c in first), (name, first)
+    # the sessions of known interval are converted to recorded frames, not relabelled
+    dt = xr.open_zarr(root / "04-04-23" / "230404_5" / "230404_5_result.zarr").attrs[
+        "frame_interval_s"]
+    own = _rows(root / "04-04-23" / "230404_5" / "230404_5_events.csv")
+    pooled = [r for r in _rows(root / "events.csv") if r["session"] == "230404_5"]
+    assert own and len(pooled) == len(own)
+    for a, b in zip(own, pooled, strict=True):
+        assert float(b["time_frames"]) == pytest.approx(float(a["time_s"]) / dt)
+        assert float(b["duration_frames"]) == pytest.approx(float(a["duration_s"]) / dt)
+    feats = {r["roi"]: r for r in _rows(root / "features.csv") if r["session"] == "230404_5"}
+    own_f = _rows(root / "04-04-23" / "230404_5" / "230404_5_features.csv")
+    assert own_f and len(feats) == len(own_f)
+    for r in own_f:
+        assert float(feats[r["roi"]]["rate_per_60_frames"]) == pytest.approx(
+            float(r["rate_per_min"]) * dt)
+    times = {}
+    for r in _rows(root / "results_long.csv"):
+        times.setdefault(r["session"], {})[int(r["frame"])] = float(r["time_frames"])
+    # block 3 of 10 recorded frames (the default) spans frames 30-39: centre 34.5
+    assert times["230404_5"][3] == pytest.approx(34.5) and times["230405_8"][3] == 34.5
     record = json.loads((root / "run_record.json").read_text())
     assert record["finished"] and record["started"] <= record["finished"]
     cached = [step["cached"] for sess in record["sessions"].values() for step in sess.values()]

@@ -19,6 +19,15 @@ def test_each_warning_is_reported_once_with_its_sessions():
     assert run.failed and not run.produced  # no aggregate was written
 
 
+def test_warnings_of_no_session_step_are_reported_with_where_they_arose():
+    run = ExperimentRun("E", discovery=["CalimWarning: s1: no ROI set"],
+                        experiment_warnings=[("aggregate", "CalimWarning: intervals differ"),
+                                             ("aggregate", "CalimWarning: intervals differ")])
+    assert run.warnings() == ["E finding the sessions: CalimWarning: s1: no ROI set",
+                              "E at step 'aggregate': CalimWarning: intervals differ"]
+    assert not run.failed and run.problems() == []
+
+
 def test_kernel_stderr_is_forwarded_line_by_line():
     records = []
     handler = logging.Handler()

@@ -7,6 +7,7 @@ default demo experiment through ``calim run`` with every default.
 from __future__ import annotations
 
 import shutil
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -14,10 +15,11 @@ import pytest
 import xarray as xr
 
 from calim_helpers import demo, detection, io, plots, rois
-from calim_helpers.errors import CalimInputError
+from calim_helpers.errors import CalimInputError, CalimWarning
 from calim_helpers.noise import noise_sigma
 from calim_helpers.params import load_params
 from calim_helpers.workflow import Experiment, run_step, steps
+from calim_helpers.workflow.record import experiment_warnings
 from calim_helpers.workflow.runner import clear_from
 
 
@@ -211,6 +213,8 @@ def test_auto_rois_replace_a_missing_expert_set(tmp_path):
                       neuropil=p["neuropil"])
     row = status.iloc[0]
     assert row["status"] == "ok" and row["roi_source"] == "auto" and row["n_rois"] >= 3
+    assert (f"05-04-23_230405_2: no ROI set; its {row['n_rois']} ROI(s) were detected "
+            "automatically") in row["warnings"]
     assert (e.session_dir(e.sessions[0]) / "ROIs_auto.zip").exists()
     expert_only = run_step("rois", e, compute=p["compute"], background=p["background"],
                            figures=figures, rois={"source": "expert"}, detection=p["detection"],
@@ -416,6 +420,44 @@ def test_warnings_are_recorded_in_the_status_table(tmp_path):
                      denoise=p["denoise"], downsample=p["downsample"], figures=p["figures"],
                      outputs=p["outputs"])
     assert "dropping the last 5 of 105 time elements" in table["warnings"].iloc[0]
+
+
+def test_experiment_step_warnings_are_kept_per_step_for_the_run(tmp_path):
+    exp_dir = demo.write_demo_experiment(tmp_path, n_frames=20, frame_shape=(32, 40), seed=1)
+    e = Experiment.open(exp_dir, tmp_path / "out")
+    with pytest.warns(CalimWarning, match="first"):  # still raised where the step runs
+        with steps.recording_warnings(e, "aggregate"):
+            warnings.warn("first", CalimWarning, stacklevel=1)
+    with pytest.warns(CalimWarning, match="other"):
+        with steps.recording_warnings(e, "analysis tables"):
+            warnings.warn("other", CalimWarning, stacklevel=1)
+    assert experiment_warnings(e.root) == [("aggregate", "CalimWarning: first"),
+                                           ("analysis tables", "CalimWarning: other")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with steps.recording_warnings(e, "aggregate"):  # a re-run replaces its own rows
+            pass
+    assert experiment_warnings(e.root) == [("analysis tables", "CalimWarning: other")]
+
+
+def test_a_float_stack_with_nan_pixels_fails_at_load_naming_file_and_frames(tmp_path):
+    from _untidy import read_stack, replace_with_tiff
+
+    exp_dir = demo.write_demo_experiment(tmp_path, n_frames=60, frame_shape=(32, 40), seed=1)
+    folder = exp_dir / "04-04-23" / "230404_5"
+    stack = read_stack(next(folder.glob("*MMStack*.ome.tif"))).astype(np.float32)
+    stack[[7, 8, 30], :, :3] = np.nan  # the borders a registration plugin shifted in
+    replace_with_tiff(folder, stack, "registered.tif", finterval=0.1)
+    p = load_params()
+    e = Experiment.open(exp_dir, tmp_path / "out", ["230404_5"])
+    row = run_step("load", e, compute=p["compute"], load=p["load"],
+                   registration=p["registration"], denoise=p["denoise"],
+                   downsample=p["downsample"], figures=p["figures"],
+                   outputs=p["outputs"]).iloc[0]
+    assert row["status"] == "failed"
+    assert "registered.tif: 3 of 60 frames hold NaN" in row["reason"]
+    assert "frames 7, 8, 30, from 0" in row["reason"]
+    assert not e.has(e.sessions[0], "load")
 
 
 def test_empty_experiment_tables_keep_their_header(tmp_path):

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +28,11 @@ from typing import Any
 import pandas as pd
 
 from calim_helpers import io, resources
+from calim_helpers.errors import CalimWarning
 from calim_helpers.workflow import kernels
 from calim_helpers.workflow.cluster import cluster_for_run, on_workers
 from calim_helpers.workflow.experiment import Experiment
-from calim_helpers.workflow.record import finish_record, run_record
+from calim_helpers.workflow.record import experiment_warnings, finish_record, run_record
 
 __all__ = ["NOTEBOOKS", "STEP_OF", "ExperimentRun", "execute_notebook", "run_experiments"]
 
@@ -56,6 +58,10 @@ class ExperimentRun:
     failed_notebook: str = ""
     error: str = ""
     statuses: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: Warnings raised while finding the sessions (e.g. a session without a ROI set).
+    discovery: list[str] = field(default_factory=list)
+    #: ``(step, warning)`` raised by the steps that work on the whole experiment.
+    experiment_warnings: list[tuple[str, str]] = field(default_factory=list)
 
     def problems(self) -> list[str]:
         """One line per failed or skipped session and step, and a failed notebook."""
@@ -79,8 +85,15 @@ class ExperimentRun:
                 for w in str(r.warnings or "").split(" | "):
                     if w:
                         where.setdefault((step, w), []).append(str(r.session))
-        return [f"{self.name} {', '.join(dict.fromkeys(sessions))} at step '{step}': {w}"
-                for (step, w), sessions in where.items()]
+        return ([f"{self.name} {', '.join(dict.fromkeys(sessions))} at step '{step}': {w}"
+                 for (step, w), sessions in where.items()]
+                + [f"{self.name} {w}" for w in self.other_warnings()])
+
+    def other_warnings(self) -> list[str]:
+        """Return the warnings no session's step raised, each with where it arose."""
+        return list(dict.fromkeys(
+            [f"finding the sessions: {w}" for w in self.discovery]
+            + [f"at step '{step}': {w}" for step, w in self.experiment_warnings]))
 
     @property
     def failed(self) -> bool:
@@ -403,7 +416,8 @@ def run_experiments(
                disable=None, leave=False)
     n_sessions = 0
     for exp_dir in experiments:
-        with contextlib.suppress(Exception):  # an experiment that cannot open fails below
+        with contextlib.suppress(Exception), warnings.catch_warnings():
+            warnings.simplefilter("ignore", CalimWarning)  # said once, below
             n_sessions = max(n_sessions, len(Experiment.open(Path(exp_dir), out_dir,
                                                              params["sessions"]).sessions))
     try:
@@ -426,8 +440,15 @@ def run_experiments(
                                              "out_dir": str(Path(out_dir).resolve())}
                     last = k == len(experiments) - 1
                     try:
-                        run_record(Experiment.open(exp_dir, out_dir, params["sessions"]), params,
-                                   command=command)
+                        with warnings.catch_warnings(record=True) as found:
+                            warnings.simplefilter("always", CalimWarning)
+                            experiment = Experiment.open(exp_dir, out_dir, params["sessions"])
+                        run.discovery = list(dict.fromkeys(
+                            f"{w.category.__name__}: {w.message}" for w in found
+                            if issubclass(w.category, CalimWarning)))
+                        for line in run.discovery:
+                            log.warning("%s: %s", exp_dir.name, line)
+                        run_record(experiment, params, command=command)
                     except Exception as exc:  # noqa: BLE001 - reported like a failed notebook
                         run.failed_notebook = "run_record"
                         run.error = f"{type(exc).__name__}: {exc}"
@@ -435,14 +456,14 @@ def run_experiments(
                         bar.update(len(NOTEBOOKS))
                         continue
                     root = Path(out_dir) / exp_dir.name
-                    experiment = Experiment.open(exp_dir, out_dir, params["sessions"])
                     if _run_notebooks(state, run, experiment, root, values,
                                       compare=list(done) if last else [],
                                       then=None if last else folders[k + 1]):
                         done.append(exp_dir.name)
                     run.produced = (Path(out_dir) / exp_dir.name / "experiment.zarr").exists()
-                    finish_record(Path(out_dir) / exp_dir.name, run.statuses,
-                                  notebook_error=run.error)
+                    run.experiment_warnings = experiment_warnings(root)
+                    finish_record(root, run.statuses, notebook_error=run.error,
+                                  other_warnings=run.other_warnings())
     finally:
         bar.close()
     return runs

@@ -15,7 +15,7 @@ import json
 import platform
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,13 @@ from calim_helpers import io
 from calim_helpers.workflow.cluster import machine_cores
 from calim_helpers.workflow.experiment import Experiment
 
-__all__ = ["PACKAGES", "finish_record", "git_commit", "package_versions", "run_record",
-           "sha256"]
+__all__ = ["EXPERIMENT_WARNINGS", "PACKAGES", "experiment_warnings", "finish_record",
+           "git_commit", "package_versions", "run_record", "sha256"]
+
+#: The warnings of the steps that work on the whole experiment (a CSV of ``step,
+#: warning``; :func:`calim_helpers.workflow.steps.recording_warnings`), under
+#: ``OUT/<experiment>/``.
+EXPERIMENT_WARNINGS = Path("status") / "experiment.csv"
 
 #: Distributions whose versions are recorded.
 PACKAGES = ("calim", "numpy", "scipy", "tifffile", "imagecodecs", "roifile", "xarray", "dask",
@@ -107,8 +112,20 @@ def run_record(experiment: Experiment, params: Mapping[str, Any], /, *,
     return record
 
 
+def experiment_warnings(root: Path, /) -> list[tuple[str, str]]:
+    """``(step, warning)`` of each warning in ``root /`` :data:`EXPERIMENT_WARNINGS`."""
+    import csv
+
+    path = Path(root) / EXPERIMENT_WARNINGS
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [(r["step"], r["warning"]) for r in csv.DictReader(fh) if r.get("warning")]
+
+
 def finish_record(root: Path, statuses: Mapping[str, Any], /, *,
-                  notebook_error: str = "") -> dict[str, Any]:
+                  notebook_error: str = "", other_warnings: Sequence[str] = ()
+                  ) -> dict[str, Any]:
     """Complete ``root/run_record.json``: end time, per-session steps, warnings.
 
     Parameters
@@ -119,6 +136,9 @@ def finish_record(root: Path, statuses: Mapping[str, Any], /, *,
         Step -> its status table (:func:`calim_helpers.workflow.runner.run_step`).
     notebook_error : str, optional
         The failed notebook and its error, if one failed. Default is "".
+    other_warnings : sequence of str, optional
+        Warnings not raised by a session's step (finding the sessions, the experiment's
+        tables), each with where it was raised. Default is none.
     """
     path = root / "run_record.json"
     record = json.loads(path.read_text())
@@ -132,6 +152,7 @@ def finish_record(root: Path, statuses: Mapping[str, Any], /, *,
             for w in str(row.get("warnings", "") or "").split(" | "):
                 if w:
                     warned.append(f"{row['session']} {step}: {w}")
+    warned += other_warnings
     record |= {"finished": _now(), "sessions": sessions,
                "warnings": list(dict.fromkeys(warned)), "notebook_error": notebook_error}
     io.write_text(path, json.dumps(record, indent=1, default=str))

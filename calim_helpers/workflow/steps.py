@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -43,9 +44,10 @@ from calim_helpers import registration as reg
 from calim_helpers import rois as roi_io
 from calim_helpers import synchrony as syn
 from calim_helpers.downsample import downsample as block_mean
-from calim_helpers.errors import CalimWarning
+from calim_helpers.errors import CalimInputError, CalimWarning
 from calim_helpers.params import too_short
 from calim_helpers.workflow.experiment import Experiment
+from calim_helpers.workflow.record import EXPERIMENT_WARNINGS
 
 
 class _Imported:
@@ -156,6 +158,23 @@ def write_table(path: Path, table: pd.DataFrame, /, *, unit: str, **to_csv: Any)
 # --------------------------------------------------------------------------- load
 
 
+def _check_finite(movie: xr.DataArray, /) -> None:
+    """Raise CalimInputError naming the file and frames if a float stack holds NaN or inf.
+
+    One extra pass over the stack, for float recordings only (e.g. exported after a
+    registration plugin, which may fill the borders it shifted in with NaN).
+    """
+    bad = np.flatnonzero((~da.isfinite(movie.data)).any(axis=(1, 2)).compute())
+    if bad.size:
+        movie.close()
+        shown = ", ".join(str(int(i)) for i in bad[:5]) + (", ..." if bad.size > 5 else "")
+        raise CalimInputError(
+            f"{movie.attrs['source_files'][0]}: {bad.size} of {movie.sizes['time']} frames "
+            f"hold NaN or infinite pixels (frames {shown}, from 0); CALIM needs finite "
+            "values: replace them (e.g. with 0 or the frame's median) or crop the borders "
+            "in Fiji before the run")
+
+
 def load_step(experiment: Experiment, session: io.Session, /, *, load: Mapping[str, Any],
               registration: Mapping[str, Any], denoise: Mapping[str, Any],
               downsample: Mapping[str, int], figures: Mapping[str, Any],
@@ -177,6 +196,8 @@ def load_step(experiment: Experiment, session: io.Session, /, *, load: Mapping[s
     if why is not None:
         movie.close()
         raise Skip(f"movie too short: {why}")
+    if np.issubdtype(movie.dtype, np.floating):  # integer recordings hold no NaN
+        _check_finite(movie)
     stack = contextlib.ExitStack()  # the native movie's file
     try:
         motion = None
@@ -317,6 +338,10 @@ def rois_step(experiment: Experiment, session: io.Session, /, *, rois: Mapping[s
     roi_list = auto if summary["roi_source"] == "auto" else expert
     if not roi_list:
         raise Skip("automatic detection found no neuron and there is no usable expert ROI")
+    if source == "auto_if_missing" and expert is None:
+        warnings.warn(f"{session.id}: no ROI set; its {len(roi_list)} ROI(s) were detected "
+                      "automatically (ROIs_auto.zip; roi_source 'auto' in results_long.csv)",
+                      CalimWarning, stacklevel=2)
     tr = traces.extract_traces(
         movie, roi_list, native_shape=native, factors=factors,
         background_fraction=float(background["fraction"]), seed=int(background["seed"]),
@@ -326,7 +351,8 @@ def rois_step(experiment: Experiment, session: io.Session, /, *, rois: Mapping[s
     labels = roi_io.label_image(roi_list, native)
     tr["labels"] = (("row", "col"), labels)
     tr.attrs |= {k: loaded.attrs[k] for k in ("experiment", "date", "session", "native_shape",
-                                               "frame_interval_s_downsampled", "pixel_size_um",
+                                               "frame_interval_s_downsampled",
+                                               "frame_interval_s", "pixel_size_um",
                                                "source_files", "metadata_file", "shift_rms_px")
                  if k in loaded.attrs}
     tr.attrs["roi_source"] = summary["roi_source"]
@@ -648,6 +674,29 @@ def session_results(experiment: Experiment, /) -> tuple[list[xr.Dataset], list[s
     return results, missing
 
 
+@contextlib.contextmanager
+def recording_warnings(experiment: Experiment, step: str, /) -> Any:
+    """Record the warnings raised inside as ``step``'s rows of ``status/experiment.csv``.
+
+    They are raised again on leaving, so the notebook shows them as before; the rows of
+    ``step`` from an earlier run are replaced.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            path = experiment.root / EXPERIMENT_WARNINGS
+            rows = pd.read_csv(path, dtype=str).fillna("") if path.exists() else None
+            kept = [] if rows is None else rows[rows["step"] != step].to_dict("records")
+            kept += [{"step": step, "warning": m} for m in dict.fromkeys(
+                f"{w.category.__name__}: {w.message}" for w in caught)]
+            io.write_text(path, pd.DataFrame(kept, columns=["step", "warning"])
+                          .to_csv(index=False))
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def aggregate_step(experiment: Experiment, /, *, heatmap: Mapping[str, float]) -> xr.Dataset:
     """Write the experiment's tables and figures from its sessions' results (SPEC §3).
 
@@ -655,7 +704,7 @@ def aggregate_step(experiment: Experiment, /, *, heatmap: Mapping[str, float]) -
     ``results_norm.csv`` (normalized signal; one column per ROI, one row per
     downsampled frame), ``results_long.csv`` (tidy), ``heatmap.pdf``, ``hist_cum.pdf``
     with ``hist_cum.csv`` (the average trace: mean, SEM and count over cells per frame)
-    and ``experiment.zarr``.
+    and ``experiment.zarr``; its warnings also go to ``status/experiment.csv``.
 
     Returns
     -------
@@ -666,16 +715,18 @@ def aggregate_step(experiment: Experiment, /, *, heatmap: Mapping[str, float]) -
     if missing:
         log.warning("%s aggregate: left out (no result): %s", experiment.name,
                     ", ".join(missing))
-    exp = aggregate.experiment_dataset(results)
     root = experiment.root
-    unit = time_unit(exp)
-    write_table(root / "results_raw.csv", aggregate.wide_table(exp, "corrected"), unit=unit)
-    write_table(root / "results_norm.csv", aggregate.wide_table(exp, "norm"), unit=unit)
-    write_table(root / "results_long.csv", aggregate.tidy_table(exp), unit=unit)
-    write_table(root / "hist_cum.csv", aggregate.average_trace(exp), unit=unit)
-    for name, fig in experiment_figures(exp, heatmap=heatmap).items():
-        io.save_figure(fig, root / f"{name}.pdf")
-    io.write_store(exp, root / "experiment.zarr")
+    with recording_warnings(experiment, "aggregate"):
+        exp = aggregate.experiment_dataset(results)
+        unit = time_unit(exp)
+        write_table(root / "results_raw.csv", aggregate.wide_table(exp, "corrected"),
+                    unit=unit)
+        write_table(root / "results_norm.csv", aggregate.wide_table(exp, "norm"), unit=unit)
+        write_table(root / "results_long.csv", aggregate.tidy_table(exp), unit=unit)
+        write_table(root / "hist_cum.csv", aggregate.average_trace(exp), unit=unit)
+        for name, fig in experiment_figures(exp, heatmap=heatmap).items():
+            io.save_figure(fig, root / f"{name}.pdf")
+        io.write_store(exp, root / "experiment.zarr")
     log.info("%s aggregate: %d ROIs from %d session(s)", experiment.name, exp.sizes["cell"],
              len(results))
     return exp
@@ -696,20 +747,31 @@ def collect_analysis_step(experiment: Experiment, /) -> dict[str, pd.DataFrame]:
     learning), ``network_events.csv`` and, when there are several sessions,
     ``sessions_summary.pdf`` with ``sessions_tests.csv`` (sessions side by side, a
     rank test per metric with each ROI a sample: the only unit within one condition)
-    under ``OUT/<experiment>/``. Tables without rows keep their header.
+    under ``OUT/<experiment>/``. Tables without rows keep their header. Times are in
+    seconds when every session has the same known frame interval, else in recorded
+    frames (:func:`calim_helpers.aggregate.time_base`), each session's converted. Its
+    warnings also go to ``status/experiment.csv``.
     """
+    with recording_warnings(experiment, "analysis tables"):
+        return _collect_analysis(experiment)
+
+
+def _collect_analysis(experiment: Experiment, /) -> dict[str, pd.DataFrame]:
+    done = [s for s in experiment.sessions if experiment.has(s, "result")]
+    unit, intervals = aggregate.time_base([experiment.open_store(s, "result") for s in done])
+    interval_of = dict(zip((s.id for s in done), intervals, strict=True))
     tables: dict[str, list[pd.DataFrame]] = {k: [] for k in ANALYSIS_TABLES[:3]}
-    for s in experiment.sessions:
+    for s in done:
         for kind, parts in tables.items():
             path = experiment.file(s, f"{kind}.csv")
             if path.exists():
-                part, _ = read_table(path)
+                part, part_unit = read_table(path)
+                if unit == "frame" and part_unit == "s":  # one unit per experiment table
+                    part = aggregate.seconds_to_frames(part, interval_of[s.id])
                 if kind == "network_events":
                     part.insert(0, "session", s.name)
                     part.insert(0, "date", s.date)
                 parts.append(part)
-    unit = time_unit(*(experiment.open_store(s, "result") for s in experiment.sessions
-                       if experiment.has(s, "result")))
     out = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame(columns=_EMPTY[k])
            for k, v in tables.items()}
     for kind, table in out.items():
