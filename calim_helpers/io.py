@@ -789,6 +789,19 @@ def _page_chain_cut(tif: tifffile.TiffFile) -> bool:
     return link >= fh.size
 
 
+def _contiguous_frames(tif: tifffile.TiffFile) -> int:
+    """Whole frames of pixel data an ImageJ file stored in one block holds (0 if not so).
+
+    ImageJ writes a stack as one image description and all frames' pixels back to back;
+    tifffile reads the frames from the first page's offset. A file cut short has only
+    its first page, yet the bytes after it may hold many whole frames.
+    """
+    page = tif.pages.first
+    if not tif.is_imagej or not page.is_contiguous or page.compression != 1 or not page.nbytes:
+        return 0  # page.nbytes: one decoded frame, bytes (uncompressed: as stored)
+    return max(int((tif.filehandle.size - page.dataoffsets[0]) // page.nbytes), 0)
+
+
 def _check_complete(parts: list[tuple[tifffile.TiffPageSeries, tifffile.TiffFile, Path]],
                     declared: tuple[int, str] | None) -> None:
     """Refuse a stack shorter than its metadata announce, or cut inside or after a page.
@@ -814,6 +827,8 @@ def _check_complete(parts: list[tuple[tifffile.TiffPageSeries, tifffile.TiffFile
     if declared is not None and found < declared[0]:
         where = (f" in {len(parts)} files: a file is truncated or a continuation file is "
                  "missing" if len(parts) > 1 else "")
+        if len(parts) == 1:
+            found = max(found, _contiguous_frames(parts[0][1]))
         raise CalimInputError(
             f"{cut[0] if cut else parts[0][2]}: file truncated: expected {declared[0]} "
             f"frames ({declared[1]}), found {found}{where}"

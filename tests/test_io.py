@@ -567,7 +567,17 @@ def _truncated_mm(folder: Path) -> Path:
 
 def _truncated_imagej(folder: Path) -> Path:
     path = _imagej(folder / "stack.tif", _stack(), pixel=0.65, unit="micron", finterval=0.1)
-    _cut(path, 2_000)
+    with tifffile.TiffFile(path) as tif:
+        start = tif.pages.first.dataoffsets[0]
+    _cut(path, start + 16 * 20 * 2 + 100)  # one whole frame and part of the second
+    return path
+
+
+def _truncated_imagej_late(folder: Path) -> Path:
+    path = _imagej(folder / "stack.tif", _stack(), pixel=0.65, unit="micron", finterval=0.1)
+    with tifffile.TiffFile(path) as tif:
+        start = tif.pages.first.dataoffsets[0]
+    _cut(path, start + 17 * 16 * 20 * 2 + 300)  # 17 whole frames and part of the 18th
     return path
 
 
@@ -596,12 +606,14 @@ def _truncated_bare(folder: Path) -> Path:
                         r"\(Micro-Manager summary 'Frames'\), found 3$"),
         (_truncated_imagej, r"stack\.tif: file truncated: expected 25 frames \(ImageJ images=\), "
                             r"found 1$"),
+        (_truncated_imagej_late, r"stack\.tif: file truncated: expected 25 frames \(ImageJ "
+                                 r"images=\), found 17$"),
         (_truncated_fiji_ome, r"stack\.ome\.tif: file truncated: expected 25 frames \(OME SizeT\), "
                               r"found 1$"),
         (_truncated_bare, r"stack\.tif: file truncated: the file ends where its frame 3 should "
                           r"begin \(\d+ bytes\); found 3 complete frames$"),
     ],
-    ids=["micromanager", "imagej", "fiji-ome", "no-metadata"],
+    ids=["micromanager", "imagej", "imagej-late", "fiji-ome", "no-metadata"],
 )
 def test_truncated_stack_says_expected_and_found(tmp_path, make, message):
     path = make(tmp_path / "s")
