@@ -146,3 +146,20 @@ def test_the_workers_warm_up_beside_the_run_and_a_failed_warm_up_is_only_logged(
         assert used["scheduler"].startswith("tcp://127.0.0.1:")
         release.set()
     assert "warming the dask workers failed (RuntimeError: no warm-up here)" in caplog.text
+
+
+def test_a_module_is_imported_in_the_background_once(tmp_path, monkeypatch):
+    (tmp_path / "calim_bg_probe.py").write_text("import time\ntime.sleep(0.2)\nVALUE = 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "calim_bg_probe", raising=False)
+    cluster.import_in_background("calim_bg_probe")
+    started = [t for t in threading.enumerate() if t.name == "calim-import"]
+    assert started  # the caller does not wait for the import
+    import calim_bg_probe  # a user of the module waits for it, and gets it whole
+
+    assert calim_bg_probe.VALUE == 7
+    for t in started:
+        t.join(timeout=10)
+    cluster.import_in_background("calim_bg_probe")  # imported: no thread
+    assert not [t for t in threading.enumerate() if t.name == "calim-import"]
+    monkeypatch.delitem(sys.modules, "calim_bg_probe")

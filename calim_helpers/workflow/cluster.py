@@ -19,14 +19,17 @@ import contextlib
 import ctypes
 import functools
 import gc
+import importlib
 import logging
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["cluster_for_run", "give_back_memory", "import_steps", "large_blocks_to_os",
-           "local_cluster", "machine_cores", "on_workers", "resolve_workers", "warm_compiled"]
+__all__ = ["cluster_for_run", "give_back_memory", "import_in_background", "import_steps",
+           "large_blocks_to_os", "local_cluster", "machine_cores", "on_workers",
+           "resolve_workers", "warm_compiled"]
 
 log = logging.getLogger("calim.run")
 
@@ -119,6 +122,20 @@ def give_back_memory() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL(None).malloc_trim(0)
+
+
+def import_in_background(name: str, /) -> None:
+    """Import module ``name`` in a thread of this process, unless it is imported already.
+
+    Called once a session's load step is done
+    (:func:`calim_helpers.workflow.runner.run_session`): the rois step's automatic
+    detection (scikit-image, about 20 MB) is then imported while the process waits for
+    the next notebook, not held during the load step, the run's peak of memory. A step
+    that needs the module meanwhile waits for the import (Python's per-module lock).
+    """
+    if name not in sys.modules:
+        threading.Thread(target=importlib.import_module, args=(name,),
+                         name="calim-import", daemon=True).start()
 
 
 @contextlib.contextmanager

@@ -43,8 +43,9 @@ PRELOAD = ("import calim_helpers.workflow.runner, calim_helpers.workflow.steps, 
 #: the compiled loops otherwise import when first called (84 MB a kernel on a cluster
 #: run does without), and what the analysis step imports when first called: scipy.signal
 #: for the events' peaks and pynwb for the NWB file (0.31 s and 0.26 s once the helpers
-#: are imported; 22 and 20 MB).
-PRELOAD_COMPUTE = (PRELOAD + ", scipy.signal, calim_helpers.nwb"
+#: are imported; 22 and 20 MB), and the rois step's automatic detection (scikit-image,
+#: 20 MB).
+PRELOAD_COMPUTE = (PRELOAD + ", scipy.signal, calim_helpers.nwb, calim_helpers.detection"
                    + "\ntry:\n    import numba\nexcept ImportError:\n    pass")
 _TIMEOUT_S = 120.0
 

@@ -189,6 +189,8 @@ def run_session(step: str, experiment: Experiment, session: io.Session,
                     "reason": f"{type(exc).__name__}: {exc} (in {where.name}, "
                               f"{where.filename.rsplit('/', 1)[-1]}:{where.lineno})"}
     cluster.give_back_memory()
+    if step == "load" and row["status"] == "ok":
+        cluster.import_in_background("calim_helpers.detection")  # for the rois step
     messages = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
     for w in caught if echo_warnings else ():
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

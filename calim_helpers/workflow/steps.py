@@ -38,7 +38,6 @@ import xarray as xr
 
 from calim_helpers import aggregate, analysis, correction, io, stats, traces
 from calim_helpers import denoise as dn
-from calim_helpers import detection as det
 from calim_helpers import events as evt
 from calim_helpers import registration as reg
 from calim_helpers import rois as roi_io
@@ -63,6 +62,10 @@ class _Imported:
 # the figures' modules (matplotlib, 32 MB) are imported once a step draws: a worker's
 # load step then computes its chunks without them
 plots = _Imported("calim_helpers.plots")
+# automatic detection (scikit-image's filters and features, 20 MB) once the rois step
+# detects: the kernels of a run on dask workers never import it, a worker only after
+# its first load step
+det = _Imported("calim_helpers.detection")
 
 __all__ = ["STEPS", "Skip", "aggregate_step", "analysis_step", "arpls_step",
            "collect_analysis_step", "compare_step", "load_step", "rois_step", "session_title"]
