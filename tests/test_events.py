@@ -514,3 +514,25 @@ def test_floor_decides_when_contamination_exceeds_the_noise():
     ev = detect_events(x, time_s=t, min_amplitude=0.01)
     hits, used = _match(ev["peak_frame"].to_numpy(), true, tol=0)
     assert hits.all() and used.all(), (hits, used)
+
+
+def test_a_floor_that_removes_most_clear_events_is_said():
+    """The same session scaled down 50 times (a ΔF/F divided by a baseline holding a large
+    camera offset): the events stay 30 noise sigmas high, the 0.01 floor removes all 7."""
+    ds = _session()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalimWarning)  # the floor keeps all 7: silent
+        assert len(detect_events_dataset(ds, min_amplitude=0.01)) == 7
+    small = ds.assign(norm=ds["norm"] / 50)
+    with pytest.warns(CalimWarning, match=r"04-04-23 230404_5: min_amplitude = 0.01 removed "
+                                          r"7 of the 7 events at least 10 noise sigmas high"):
+        ev = detect_events_dataset(small, min_amplitude=0.01)
+    assert ev.empty
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalimWarning)  # no floor: the same 7 events, silent
+        again = detect_events_dataset(small, min_amplitude=0.0)
+    assert again["frame"].tolist() == [30, 50, 70, 90, 110, 40, 80]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalimWarning)  # 2 of 7 removed: not most of them
+        part = ds.assign(norm=ds["norm"].where(ds["roi"] != 2, ds["norm"] / 50))
+        assert len(detect_events_dataset(part, min_amplitude=0.01)) == 5
