@@ -4,7 +4,9 @@ Each notebook handles all selected sessions of its experiment; they run in the o
 of their numbers (:data:`NOTEBOOKS`). The executed notebooks are the run record:
 ``OUT/<experiment>/notebooks/NN_name.ipynb``, each rendered to HTML beside it. When
 several experiments are given, the last one's ``05_aggregate`` also compares them all
-(``OUT/comparison/``).
+(``OUT/comparison/``). A comparison left by an earlier run is removed when this run redid
+the tables of one of its experiments without comparing them again
+(:func:`stale_comparison`).
 
 What the kernels write to stderr -- the ``calim`` log records and warnings -- is
 forwarded line by line to the ``calim.kernel`` logger of this process, so progress
@@ -34,7 +36,8 @@ from calim_helpers.workflow.cluster import cluster_for_run, on_workers
 from calim_helpers.workflow.experiment import Experiment
 from calim_helpers.workflow.record import experiment_warnings, finish_record, run_record
 
-__all__ = ["NOTEBOOKS", "STEP_OF", "ExperimentRun", "execute_notebook", "run_experiments"]
+__all__ = ["COMPARISON_OUTPUTS", "NOTEBOOKS", "STEP_OF", "ExperimentRun", "execute_notebook",
+           "remove_comparison", "run_experiments", "stale_comparison"]
 
 log = logging.getLogger("calim.run")
 kernel_log = logging.getLogger("calim.kernel")
@@ -62,6 +65,9 @@ class ExperimentRun:
     discovery: list[str] = field(default_factory=list)
     #: ``(step, warning)`` raised by the steps that work on the whole experiment.
     experiment_warnings: list[tuple[str, str]] = field(default_factory=list)
+    #: Warnings about outputs beyond the experiment's own, after the run (e.g. a stale
+    #: ``OUT/comparison/`` removed).
+    notes: list[str] = field(default_factory=list)
 
     def problems(self) -> list[str]:
         """One line per failed or skipped session and step, and a failed notebook."""
@@ -93,7 +99,8 @@ class ExperimentRun:
         """Return the warnings no session's step raised, each with where it arose."""
         return list(dict.fromkeys(
             [f"finding the sessions: {w}" for w in self.discovery]
-            + [f"at step '{step}': {w}" for step, w in self.experiment_warnings]))
+            + [f"at step '{step}': {w}" for step, w in self.experiment_warnings]
+            + [f"after the run: {w}" for w in self.notes]))
 
     @property
     def failed(self) -> bool:
@@ -318,6 +325,9 @@ class _RunState:
     # else the kernels do: it starts at once, with numba (cluster.on_workers)
     on_workers: bool
     executed: bool = False  # once a notebook runs, every later one runs (its inputs may change)
+    # the experiments whose 05_aggregate was executed (their tables rewritten, or tried)
+    aggregated: list[str] = field(default_factory=list)
+    compared: bool = False  # a 05_aggregate with experiments to compare ran without error
 
     def start_next(self, folder: Path, /) -> Callable[[], Any] | None:
         """Start the kernel of the notebook in ``folder`` now, or return what starts it."""
@@ -356,6 +366,8 @@ def _run_notebooks(state: _RunState, run: ExperimentRun, experiment: Experiment,
         log.info("%s: %s", label, name)
         _nb_marker(root, name).unlink(missing_ok=True)
         state.executed = True
+        if name == "05_aggregate":
+            state.aggregated.append(label)
         kernel = state.ahead.take(output.parent.resolve())
         following = output.parent.resolve() if name != NOTEBOOKS[-1] else then
         ahead = None
@@ -375,7 +387,95 @@ def _run_notebooks(state: _RunState, run: ExperimentRun, experiment: Experiment,
             state.bar.update(len(NOTEBOOKS) - 1 - NOTEBOOKS.index(name))
             return False
         io.write_text(_nb_marker(root, name), json.dumps({"fingerprint": fingerprint}))
+        if name == "05_aggregate" and compare:
+            state.compared = True
     return True
+
+
+#: What :func:`~calim_helpers.workflow.steps.compare_step` writes under ``OUT/comparison/``.
+COMPARISON_OUTPUTS = ("comparison_cells.csv", "comparison.pdf", "condition_tests.csv",
+                      "condition_summary.pdf")
+
+
+def stale_comparison(covered: Sequence[str], aggregated: Sequence[str], /, *,
+                     rebuilt: bool) -> list[str]:
+    """Return the experiments of a comparison whose tables a run redid without it.
+
+    Parameters
+    ----------
+    covered : sequence of str
+        The experiments the existing ``OUT/comparison/`` compares.
+    aggregated : sequence of str
+        The experiments whose ``05_aggregate`` the run executed (their tables rewritten).
+    rebuilt : bool
+        Whether the run wrote the comparison again (executed a ``05_aggregate`` with
+        experiments to compare, without error).
+
+    Returns
+    -------
+    list of str
+        The experiments of ``covered`` that are in ``aggregated``, in the order of
+        ``covered``: when not empty, the comparison holds their old results and is stale.
+        Empty when it was rebuilt.
+    """
+    if rebuilt:
+        return []
+    redone = set(aggregated)
+    return [name for name in dict.fromkeys(covered) if name in redone]
+
+
+def _compared_experiments(folder: Path, /) -> list[str]:
+    """Return the experiments ``folder/comparison_cells.csv`` covers; [] if unreadable."""
+    try:
+        cells = pd.read_csv(folder / "comparison_cells.csv", usecols=["experiment"],
+                            dtype=str, keep_default_na=False)
+    except (OSError, ValueError):
+        return []
+    return list(dict.fromkeys(cells["experiment"]))
+
+
+def remove_comparison(folder: Path, /) -> list[Path]:
+    """Delete the files a comparison wrote in ``folder``, then ``folder`` if it is empty.
+
+    Only :data:`COMPARISON_OUTPUTS` are deleted: anything else put there is kept, and
+    so is the folder. Returns the files deleted.
+    """
+    removed = []
+    for name in COMPARISON_OUTPUTS:
+        path = Path(folder) / name
+        if path.is_file():
+            path.unlink()
+            removed.append(path)
+    with contextlib.suppress(OSError):  # not empty: something else is kept there
+        Path(folder).rmdir()
+    return removed
+
+
+def _drop_stale_comparison(out_dir: Path, runs: Sequence[ExperimentRun], state: _RunState,
+                           /) -> None:
+    """Remove ``OUT/comparison/`` if this run redid one of its experiments' tables alone.
+
+    The warning goes to the log and to the first such experiment's :class:`ExperimentRun`
+    (and its ``run_record.json``).
+    """
+    folder = Path(out_dir) / "comparison"
+    if not folder.is_dir():
+        return
+    covered = _compared_experiments(folder)
+    redone = stale_comparison(covered, state.aggregated, rebuilt=state.compared)
+    if not redone:
+        return
+    remove_comparison(folder)
+    whose = (f"{redone[0]}'s tables were" if len(redone) == 1
+             else f"the tables of {', '.join(redone)} were")
+    note = (f"{folder} compared experiments {', '.join(covered)} and was removed because "
+            f"{whose} redone (it held their earlier results); give the experiments together "
+            f"to one `calim run --out {out_dir}` to compare them again")
+    log.warning("%s", note)
+    run = next((r for r in runs if r.name == redone[0]), runs[-1])
+    run.notes.append(note)
+    finish_record(Path(out_dir) / run.name, run.statuses, notebook_error=run.error,
+                  other_warnings=run.other_warnings())
 
 
 def run_experiments(
@@ -464,6 +564,7 @@ def run_experiments(
                     run.experiment_warnings = experiment_warnings(root)
                     finish_record(root, run.statuses, notebook_error=run.error,
                                   other_warnings=run.other_warnings())
+            _drop_stale_comparison(Path(out_dir), runs, state)
     finally:
         bar.close()
     return runs
