@@ -610,10 +610,11 @@ def _fourier_mean(frames: np.ndarray, shifts: np.ndarray, piece: int = 8,
     Each frame is padded by repeating its border (at least ``ceil(max |shift|) + 2``
     px, so that content does not wrap around), its spectrum multiplied by the phase
     ramp of its shift; the spectra are summed ``piece`` frames at a time and
-    transformed back once. (8 full-size frames at a time: the template's peak of memory
-    in the load step is 36 MB lower than at 16, in the same time.) With ``bin_px`` > 1 the frames are first binned
-    (:func:`_bin_sum`) and the shifts (native px) divided by ``bin_px``: the mean of
-    the binned frames, ``(ny // bin_px, nx // bin_px)``.
+    transformed back once. (8 full-size frames at a time: the template's peak of
+    memory in the load step is 36 MB lower than at 16, in the same time.) With
+    ``bin_px`` > 1 the frames are first binned (:func:`_bin_sum`) and the shifts
+    (native px) divided by ``bin_px``: the mean of the binned frames,
+    ``(ny // bin_px, nx // bin_px)``.
     """
     shifts = np.asarray(shifts) / bin_px
     ny, nx = frames.shape[1] // bin_px, frames.shape[2] // bin_px

@@ -65,6 +65,7 @@ __all__ = [
     "neuropil_rings",
     "roi_means",
     "roi_weights",
+    "saturated_pixels",
 ]
 
 _MOVIE_FACTORS: Mapping[str, int] = MappingProxyType({"time": 10, "y": 2, "x": 2})
@@ -316,6 +317,96 @@ def _label_rois(out: xr.DataArray, rois: Sequence[Any]) -> xr.DataArray:
         roi=("roi", np.arange(1, n + 1)),
         roi_name=("roi", [_roi_name(r, k) for k, r in enumerate(rois, start=1)]),
     )
+
+
+# ------------------------------------------------------------------ saturation
+
+
+def saturated_pixels(
+    mip: np.ndarray,
+    labels: np.ndarray,
+    /,
+    *,
+    saturation: float,
+    tolerance: float = 0.5,
+    n_rois: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Count, per ROI, the pixels whose maximum-intensity projection reaches saturation.
+
+    A pixel counts when ``mip >= saturation - tolerance``. For an integer recording
+    ``saturation`` is the dtype's maximum (``np.iinfo(dtype).max``, 65535 for uint16),
+    the value a camera writes for every photon count above its range: there the
+    recorded intensity, and the ROI's ΔF/F, is clipped.
+
+    The default tolerance of 0.5 keeps the count exact on a MIP taken after motion
+    correction. An unsaturated pixel of an integer recording is at most
+    ``saturation - 1``; resampling a saturated neighbourhood returns ``saturation``
+    up to float32 rounding (the interpolation weights sum to 1: about 0.01 at 65535),
+    and Keys' cubic kernel overshoots *above* it at the border of a saturated patch.
+    What resampling can hide is a saturated structure narrower than the kernel
+    (4 x 4 pixels for cubic): a single saturated pixel shifted by a fraction of a
+    pixel in every frame is blurred below the threshold, as is any saturation after
+    a spatial or temporal denoising. The count is then a lower bound.
+
+    Parameters
+    ----------
+    mip : numpy.ndarray, shape (ny, nx)
+        Maximum-intensity projection over time, any real dtype (the recording's, or
+        float32 after motion correction). NaN never counts.
+    labels : numpy.ndarray of int, shape (ny, nx)
+        ROI label image: 0 is background, ``k`` the ``k``-th ROI (as
+        :func:`calim_helpers.rois.label_image` draws it).
+    saturation : float, keyword-only
+        The recording's saturation value, e.g. ``np.iinfo(np.uint16).max``.
+    tolerance : float, keyword-only, optional
+        How far below ``saturation`` a pixel still counts, >= 0. Default is 0.5.
+    n_rois : int, keyword-only, optional
+        Number of ROIs (labels ``1 … n_rois``); ROIs with no pixel in ``labels``
+        (covered by later ROIs) get 0 of 0. Default is None: ``labels.max()``.
+
+    Returns
+    -------
+    saturated : numpy.ndarray of int64, shape (n_rois,)
+        Saturated pixels of ROI ``k`` at index ``k - 1``.
+    n_pixels : numpy.ndarray of int64, shape (n_rois,)
+        Pixels of ROI ``k`` in ``labels``, at index ``k - 1``.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, ``labels`` is not a non-negative integer image, a
+        label exceeds ``n_rois`` or a scalar is out of range.
+
+    Examples
+    --------
+    >>> mip = np.array([[65535, 65535, 100], [65534.8, 65534, 65535]], np.float32)
+    >>> labels = np.array([[1, 1, 1], [2, 2, 0]])
+    >>> saturated_pixels(mip, labels, saturation=65535)
+    (array([2, 1]), array([3, 2]))
+    """
+    mip = np.asarray(mip)
+    labels = np.asarray(labels)
+    if mip.ndim != 2 or mip.shape != labels.shape:
+        raise ValueError(f"mip and labels must be 2-D images of one shape, got {mip.shape} "
+                         f"and {labels.shape}")
+    if not np.issubdtype(mip.dtype, np.number) or np.issubdtype(mip.dtype, np.complexfloating):
+        raise ValueError(f"mip must hold real numbers, got dtype {mip.dtype}")
+    if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
+        raise ValueError("labels must be an integer image with 0 for background and k >= 1 "
+                         "for the k-th ROI")
+    if isinstance(saturation, bool) or not isinstance(saturation, int | float | np.number) \
+            or not np.isfinite(saturation):
+        raise ValueError(f"saturation must be a finite number, got {saturation!r}")
+    tolerance = check_number("tolerance", tolerance, low=0.0, strict=False)
+    top = int(labels.max()) if labels.size else 0
+    n = top if n_rois is None else check_int("n_rois", n_rois, low=0)
+    if top > n:
+        raise ValueError(f"labels holds ROI {top} but n_rois is {n}")
+    flat = labels.ravel()
+    hit = mip.ravel() >= float(saturation) - tolerance
+    saturated = np.bincount(flat[hit], minlength=n + 1)[1:].astype(np.int64)
+    n_pixels = np.bincount(flat, minlength=n + 1)[1:].astype(np.int64)
+    return saturated, n_pixels
 
 
 # ------------------------------------------------------------------ background

@@ -398,3 +398,30 @@ def test_bad_inputs():
         roi_weights(rois, (21,))
     with pytest.raises(ValueError, match="background_fraction|fraction must be"):
         extract_traces(movie, rois, factors=ONES, background_fraction=-0.1)
+
+
+def test_saturated_pixels_counts_like_a_loop_over_rois():
+    from calim_helpers.traces import saturated_pixels
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 5, (30, 40))
+    labels[labels == 3] = 0  # ROI 3 covered by others: 0 of 0
+    mip = rng.integers(60000, 65536, (30, 40)).astype(np.float32)
+    mip[0, 0] = np.nan
+    got, n = saturated_pixels(mip, labels, saturation=65535, n_rois=6)
+    for k in range(1, 7):  # brute force, ROI by ROI
+        inside = labels == k
+        assert n[k - 1] == inside.sum()
+        assert got[k - 1] == np.sum(mip[inside] >= 65534.5)
+    assert got[2] == n[2] == 0 and got[5] == n[5] == 0
+    # an unsaturated integer pixel (65534) never counts; resampled 65535 (float32
+    # rounding, a cubic overshoot) always does
+    mip2 = np.array([[65534, 65534.99, 65535.3]], np.float32)
+    assert saturated_pixels(mip2, np.array([[1, 2, 3]]), saturation=65535)[0].tolist() \
+        == [0, 1, 1]
+    with pytest.raises(ValueError, match="labels holds ROI 4 but n_rois is 2"):
+        saturated_pixels(mip, labels, saturation=65535, n_rois=2)
+    with pytest.raises(ValueError, match="one shape"):
+        saturated_pixels(mip[:5], labels, saturation=65535)
+    with pytest.raises(ValueError, match="integer image"):
+        saturated_pixels(mip, labels.astype(float), saturation=65535)

@@ -524,3 +524,47 @@ def test_per_roi_figures_as_one_pdf_per_session(tmp_path):
     pdf = e.file(s, "rois.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type /Page\b(?!s)", pdf)) == 3 * n_rois
     assert not list(e.session_dir(s).glob("*_mask*.png"))  # per_roi false: no PNGs
+
+
+def test_rois_with_saturated_pixels_are_named(tmp_path):
+    from _untidy import read_stack, replace_with_tiff
+
+    exp_dir = demo.write_demo_experiment(tmp_path, n_frames=60, frame_shape=(64, 80), seed=2)
+    folder = exp_dir / "04-04-23" / "230404_5"
+    zip_path = next(folder.rglob("*.zip"))
+    roi_list = rois.read_rois(zip_path)
+    labels = rois.label_image(roi_list, (64, 80))
+    stack = read_stack(next(folder.glob("*MMStack*.ome.tif")))
+    assert stack.dtype == np.uint16 and stack.max() < 65535
+    ys, xs = np.nonzero(labels == 2)
+    cy, cx = int(np.median(ys)), int(np.median(xs))
+    assert (labels[cy - 2:cy + 3, cx - 2:cx + 3] == 2).all()
+    # an over-exposed cell: a 5 x 5 patch of ROI 2 at the camera's maximum in every frame
+    # (a patch that saturates in a few frames only can pull those frames' registration:
+    # it is a bright feature the template lacks)
+    stack[:, cy - 2:cy + 3, cx - 2:cx + 3] = 65535
+    replace_with_tiff(folder, stack, "clipped.tif", finterval=0.1)
+    p = load_params()
+    e = Experiment.open(exp_dir, tmp_path / "out", ["230404_5"])
+    figures = {"per_roi": False, "per_roi_pdf": False, "dpi": 40}
+    for registration in (False, True):  # the MIP raw, and resampled by motion correction
+        run_step("load", e, compute=p["compute"], load=p["load"],
+                 registration=p["registration"] | {"enabled": registration},
+                 denoise=p["denoise"], downsample=p["downsample"], figures=figures,
+                 outputs=p["outputs"] | {"movie": "none"})
+        row = run_step("rois", e, compute=p["compute"], background=p["background"],
+                       figures=figures, rois={"source": "expert"}, detection=p["detection"],
+                       neuropil=p["neuropil"]).iloc[0]
+        assert row["status"] == "ok" and row["saturated_rois"] == 1, registration
+        name = roi_list[1].name
+        assert (f"1 ROI(s) hold pixels that reached the camera's maximum (65535, uint16)"
+                f" in at least one frame: ROI 2 {name!r}: ") in row["warnings"]
+        assert "ROI 1 " not in row["warnings"].split("maximum")[1]
+        found = int(row["warnings"].split(f"{name!r}: ")[1].split(" of ")[0])
+        assert (9 if registration else 25) <= found <= 25, found  # interpolation blurs edges
+
+
+def test_the_demo_run_has_no_saturated_roi(run):
+    e, _ = run
+    status = pd.read_csv(e.root / "status" / "rois.csv")
+    assert (status["saturated_rois"] == 0).all()

@@ -293,6 +293,33 @@ def factors_used(attrs: Mapping[str, Any], /) -> dict[str, int]:
     return {k: int(v) for k, v in (item.split("=") for item in attrs["downsample_factors"])}
 
 
+def saturated_rois(session: io.Session, mip: np.ndarray, labels: np.ndarray,
+                   names: Sequence[str], dtype: Any, /) -> int | None:
+    """Warn naming each ROI with pixels at the camera's maximum; return how many ROIs have them.
+
+    ``mip`` is the load store's native MIP (after motion correction), ``labels`` the
+    native ROI label image (ROI ``k`` of ``names`` labelled ``k``), ``dtype`` the
+    recording's dtype (the load store's ``dtype`` attribute). A float recording has no
+    saturation value: None. Counted by :func:`calim_helpers.traces.saturated_pixels`
+    (its tolerance of 0.5 and the saturation that resampling or denoising can hide).
+    """
+    if dtype is None or not np.issubdtype(np.dtype(dtype), np.integer):
+        return None
+    top = int(np.iinfo(np.dtype(dtype)).max)
+    hit, total = traces.saturated_pixels(mip, labels, saturation=top, n_rois=len(names))
+    which = np.flatnonzero(hit)
+    if which.size:
+        listed = "; ".join(f"ROI {k + 1} {names[k]!r}: {hit[k]} of {total[k]} pixels"
+                           for k in which)
+        warnings.warn(
+            f"{session.id}: {which.size} ROI(s) hold pixels that reached the camera's maximum "
+            f"({top}, {np.dtype(dtype)}) in at least one frame: {listed}. Their intensity is "
+            "clipped there, so these ROIs' ΔF/F is too low (transients flattened); lower the "
+            "laser power, gain or exposure, or leave these ROIs out (saturated_rois in "
+            "status/rois.csv)", CalimWarning, stacklevel=2)
+    return int(which.size)
+
+
 def rois_step(experiment: Experiment, session: io.Session, /, *, rois: Mapping[str, Any],
               detection: Mapping[str, Any], background: Mapping[str, Any],
               neuropil: Mapping[str, Any], figures: Mapping[str, Any]) -> dict[str, Any]:
@@ -362,7 +389,11 @@ def rois_step(experiment: Experiment, session: io.Session, /, *, rois: Mapping[s
     tr.attrs["roi_file"] = (str(session.roi_file) if summary["roi_source"] == "expert"
                             else str(experiment.session_dir(session) / "ROIs_auto.zip"))
     io.write_store(tr, experiment.path(session, "traces"))
-    fig = plots.roi_overlay(loaded["mip"].values, labels, names=[r.name for r in roi_list],
+    mip = loaded["mip"].values
+    names = [r.name for r in roi_list]
+    summary["saturated_rois"] = saturated_rois(session, mip, labels, names,
+                                               loaded.attrs.get("dtype"))
+    fig = plots.roi_overlay(mip, labels, names=names,
                             title=f"{session_title(session)}: {summary['roi_source']} ROIs "
                                   "over the MIP")
     io.save_figure(fig, experiment.file(session, "rois.png"), dpi=int(figures["dpi"]))
