@@ -668,6 +668,40 @@ def _physical_metadata(
     return pixel_um, interval_s, sources
 
 
+def _saturation_value(tif: tifffile.TiffFile, mm_summary: Mapping[str, Any],
+                      file_meta: Mapping[str, Any], dtype: np.dtype) -> tuple[float, str]:
+    """Return the camera's largest value (``2 ** bits - 1``) and where its bit depth came from.
+
+    First found wins: OME ``SignificantBits``; ``BitDepth`` of the Micro-Manager summary
+    in the file, then of ``metadata.txt``; else the dtype's maximum (a 12-bit camera
+    stored as uint16 without either saturates at 4095, which this cannot know). A bit
+    depth that the dtype cannot hold (0, or more bits than it has) is skipped with a
+    warning. NaN for float data, which has no saturation value. The source is ``""``
+    when no metadata gave it.
+    """
+    if not np.issubdtype(dtype, np.integer):
+        return float("nan"), ""
+    top, bits_max = int(np.iinfo(dtype).max), np.iinfo(dtype).bits
+    file_summary = file_meta.get("Summary", {}) if file_meta else {}
+    candidates = (("OME SignificantBits", _ome_pixels(tif).get("SignificantBits")),
+                  ("Micro-Manager summary BitDepth", mm_summary.get("BitDepth")),
+                  ("metadata.txt BitDepth", file_summary.get("BitDepth")))
+    rejected = []
+    for label, value in candidates:
+        if value is None or isinstance(value, bool) or value in rejected:
+            continue
+        try:
+            bits = float(value)
+        except (TypeError, ValueError):
+            bits = float("nan")
+        if bits.is_integer() and 1 <= bits <= bits_max:
+            return float(2 ** int(bits) - 1), f"saturation: {label} {int(bits)}"
+        rejected.append(value)  # metadata.txt repeats the summary: one warning
+        warnings.warn(f"{tif.filehandle.path}: {label} {value!r} does not fit {dtype} data "
+                      "and is ignored", CalimWarning, stacklevel=3)  # open_movie's caller
+    return float(top), ""
+
+
 def _open_tiff(path: Path) -> tifffile.TiffFile:
     if not path.is_file():
         raise CalimInputError(f"{path}: stack file not found")
@@ -957,8 +991,10 @@ def open_movie(
         index, ``attrs["time_units"] == "frame"``); ``y`` and ``x`` in micrometres when
         the pixel size is known (``row × pixel size``), else pixel indices.
         ``attrs``: ``source_files``, ``frame_interval_s``, ``pixel_size_um`` (NaN when
-        unknown), ``metadata_sources`` and ``acquisition_metadata`` (the Micro-Manager
-        summary as JSON text). Pixel size and frame interval come from OME
+        unknown), ``saturation_value`` (the camera's largest value, ``2 ** bits - 1``
+        from OME ``SignificantBits`` or Micro-Manager ``BitDepth``, else the dtype's
+        maximum; NaN for float data), ``metadata_sources`` and ``acquisition_metadata``
+        (the Micro-Manager summary as JSON text). Pixel size and frame interval come from OME
         (``PhysicalSizeX``, ``TimeIncrement``, with their units), ImageJ (resolution and
         ``unit``, ``finterval`` and ``tunit``), the Micro-Manager summary or
         ``metadata.txt``, or measured frame times, in that order of preference. Any
@@ -1031,6 +1067,8 @@ def open_movie(
         arr, _ = _squeeze_to_tyx(arr, series.axes, Path(stack_files[0]))
 
         pixel_um, interval_s, sources = _physical_metadata(tif, mm_summary, file_meta)
+        saturation, source = _saturation_value(tif, mm_summary, file_meta, arr.dtype)
+        sources += [source] if source else []
         nt, ny, nx = arr.shape
         arr = arr.rechunk(tuple(int(want.get(d, n)) for d, n in zip(("time", "y", "x"), arr.shape,
                                                                    strict=True)))
@@ -1040,6 +1078,7 @@ def open_movie(
             "metadata_file": str(metadata_file) if metadata_file else "",
             "frame_interval_s": interval_s if interval_s is not None else float("nan"),
             "pixel_size_um": pixel_um if pixel_um is not None else float("nan"),
+            "saturation_value": saturation,
             "metadata_sources": sources,
             "acquisition_metadata": json.dumps(mm_summary, default=str),
         }

@@ -333,10 +333,11 @@ def saturated_pixels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Count, per ROI, the pixels whose maximum-intensity projection reaches saturation.
 
-    A pixel counts when ``mip >= saturation - tolerance``. For an integer recording
-    ``saturation`` is the dtype's maximum (``np.iinfo(dtype).max``, 65535 for uint16),
-    the value a camera writes for every photon count above its range: there the
-    recorded intensity, and the ROI's ΔF/F, is clipped.
+    A pixel counts when ``mip >= saturation - tolerance``. ``saturation`` is the
+    camera's largest value, ``2 ** bits - 1`` (4095 for a 12-bit camera, 65535 for a
+    16-bit one, whatever the dtype that stores it), the value it writes for every
+    photon count above its range: there the recorded intensity, and the ROI's ΔF/F,
+    is clipped.
 
     The default tolerance of 0.5 keeps the count exact on a MIP taken after motion
     correction. An unsaturated pixel of an integer recording is at most

@@ -466,6 +466,52 @@ def test_fiji_ome_tiff_calibration(tmp_path, pixels_attrs, delta_t, pixel_um, in
     assert any(interval_source in src for src in movie.attrs["metadata_sources"])
 
 
+@pytest.mark.parametrize(
+    ("where", "bits", "saturation", "source"),
+    [
+        ("ome", 12, 4095.0, "saturation: OME SignificantBits 12"),
+        ("mm", 14, 16383.0, "saturation: Micro-Manager summary BitDepth 14"),
+        ("mm", 16, 65535.0, "saturation: Micro-Manager summary BitDepth 16"),
+        ("none", None, 65535.0, None),
+    ],
+)
+def test_saturation_value_follows_the_cameras_bit_depth(tmp_path, where, bits, saturation,
+                                                        source):
+    stack = _stack(nt=6)
+    if where == "ome":
+        xml = _fiji_ome_xml(*stack.shape).replace('SignificantBits="16"',
+                                                  f'SignificantBits="{bits}"')
+        path = tmp_path / "s" / "s.ome.tif"
+        path.parent.mkdir()
+        tifffile.imwrite(path, stack, description=xml.encode(), metadata=None)
+        movie = io.open_movie(path)
+    elif where == "mm":
+        _write(tmp_path / "s", stack=stack, summary={"BitDepth": bits})
+        movie = io.open_movie(tmp_path / "s")
+    else:
+        path = _imagej(tmp_path / "s" / "s.tif", stack, pixel=0.5, unit="micron",
+                       finterval=0.1)
+        movie = io.open_movie(path)
+    assert movie.attrs["saturation_value"] == saturation
+    sources = [s for s in movie.attrs["metadata_sources"] if s.startswith("saturation")]
+    assert sources == ([source] if source else [])
+
+
+def test_a_bit_depth_the_dtype_cannot_hold_is_skipped(tmp_path):
+    stack = _stack(nt=6)
+    _write(tmp_path / "s", stack=stack, summary={"BitDepth": 20})
+    with pytest.warns(CalimWarning) as record:
+        movie = io.open_movie(tmp_path / "s")
+    # metadata.txt repeats the summary: skipped too, without a second warning
+    assert [str(w.message).split(": ", 1)[1] for w in record] == [
+        "Micro-Manager summary BitDepth 20 does not fit uint16 data and is ignored"]
+    assert movie.attrs["saturation_value"] == 65535.0
+    floats = tmp_path / "f.tif"
+    tifffile.imwrite(floats, stack.astype(np.float32), imagej=True,
+                     metadata={"axes": "TYX", "finterval": 0.1})
+    assert np.isnan(io.open_movie(floats).attrs["saturation_value"])
+
+
 def _projection(path: Path, stack, how="max") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     image = stack.max(axis=0) if how == "max" else stack.mean(axis=0).astype(np.float32)

@@ -6,6 +6,7 @@ default demo experiment through ``calim run`` with every default.
 
 from __future__ import annotations
 
+import re
 import shutil
 import warnings
 
@@ -562,6 +563,54 @@ def test_rois_with_saturated_pixels_are_named(tmp_path):
         assert "ROI 1 " not in row["warnings"].split("maximum")[1]
         found = int(row["warnings"].split(f"{name!r}: ")[1].split(" of ")[0])
         assert (9 if registration else 25) <= found <= 25, found  # interpolation blurs edges
+
+
+def test_a_12_bit_camera_saturates_at_its_bit_depth(tmp_path):
+    from _untidy import read_stack
+
+    from calim_helpers.synthetic.mmstack import write_mmstack
+
+    exp_dir = demo.write_demo_experiment(tmp_path, n_frames=60, frame_shape=(64, 80), seed=2)
+    folder = exp_dir / "04-04-23" / "230404_5"
+    roi_list = rois.read_rois(next(folder.rglob("*.zip")))
+    labels = rois.label_image(roi_list, (64, 80))
+    original = read_stack(folder)
+    ys, xs = np.nonzero(labels == 2)
+    cy, cx = int(np.median(ys)), int(np.median(xs))
+    # the demo's photons on a 12-bit scale, ROI 2's centre at 4095 in every frame
+    stack = np.round(original * (3000.0 / original.max())).astype(np.uint16)
+    stack[:, cy - 2:cy + 3, cx - 2:cx + 3] = 4095
+    p = load_params()
+    figures = {"per_roi": False, "per_roi_pdf": False, "dpi": 40}
+
+    def run_with(frames, bit_depth):
+        for f in list(folder.glob("*MMStack*")):
+            f.unlink()
+        write_mmstack(folder, "230404_5", iter(frames), n_frames=len(frames),
+                      frame_shape=(64, 80), pixel_size_um=0.65, interval_ms=100.0,
+                      summary={"BitDepth": bit_depth})
+        e = Experiment.open(exp_dir, tmp_path / f"out{bit_depth}{frames.max()}", ["230404_5"])
+        run_step("load", e, compute=p["compute"], load=p["load"],
+                 registration=p["registration"], denoise=p["denoise"],
+                 downsample=p["downsample"], figures=figures,
+                 outputs=p["outputs"] | {"movie": "none"})
+        return run_step("rois", e, compute=p["compute"], background=p["background"],
+                        figures=figures, rois={"source": "expert"}, detection=p["detection"],
+                        neuropil=p["neuropil"]).iloc[0]
+
+    row = run_with(stack, 12)
+    assert row["status"] == "ok" and row["saturated_rois"] == 1
+    assert (f"reached the camera's maximum (4095, uint16) in at least one frame: ROI 2 "
+            f"{roi_list[1].name!r}: ") in row["warnings"]
+    # the same data declared 16-bit: 4095 is not the maximum, nothing is flagged
+    assert run_with(stack, 16)["saturated_rois"] == 0
+    # a declared depth the data contradict is not used
+    stack[:, 8:14, 8:14] = 9000
+    row = run_with(stack, 12)
+    assert row["saturated_rois"] == 0
+    assert re.search(r"bit depth whose largest value is 4095, but the data reach 9\d\d\d: the "
+                     r"bit depth is wrong; saturation is checked at uint16's maximum 65535",
+                     row["warnings"]), row["warnings"]
 
 
 def test_the_demo_run_has_no_saturated_roi(run):

@@ -241,6 +241,7 @@ def load_step(experiment: Experiment, session: io.Session, /, *, load: Mapping[s
         ds.attrs = dict(small.attrs) | {
             "experiment": session.experiment, "date": session.date, "session": session.name,
             "native_shape": list(movie.shape), "dtype": str(movie.dtype),
+            "saturation_value": movie.attrs.get("saturation_value"),
             "frame_interval_s_downsampled": (interval * int(downsample["time"])
                                              if interval and np.isfinite(interval) else None),
             "registration": json.dumps(dict(registration)),
@@ -294,18 +295,32 @@ def factors_used(attrs: Mapping[str, Any], /) -> dict[str, int]:
 
 
 def saturated_rois(session: io.Session, mip: np.ndarray, labels: np.ndarray,
-                   names: Sequence[str], dtype: Any, /) -> int | None:
+                   names: Sequence[str], saturation: float | None, dtype: Any, /) -> int | None:
     """Warn naming each ROI with pixels at the camera's maximum; return how many ROIs have them.
 
     ``mip`` is the load store's native MIP (after motion correction), ``labels`` the
-    native ROI label image (ROI ``k`` of ``names`` labelled ``k``), ``dtype`` the
-    recording's dtype (the load store's ``dtype`` attribute). A float recording has no
-    saturation value: None. Counted by :func:`calim_helpers.traces.saturated_pixels`
-    (its tolerance of 0.5 and the saturation that resampling or denoising can hide).
+    native ROI label image (ROI ``k`` of ``names`` labelled ``k``), ``saturation`` the
+    camera's largest value (the load store's ``saturation_value``, from the recording's
+    bit depth; None or NaN: the dtype's maximum), ``dtype`` the recording's dtype. A
+    float recording has no saturation value: None. A declared bit depth that the data
+    contradict (a MIP pixel above ``1.1 * saturation``, beyond what cubic resampling
+    overshoots) is not used: a warning says so and the dtype's maximum is. Counted by
+    :func:`calim_helpers.traces.saturated_pixels` (its tolerance of 0.5 and the
+    saturation that resampling or denoising can hide).
     """
     if dtype is None or not np.issubdtype(np.dtype(dtype), np.integer):
         return None
     top = int(np.iinfo(np.dtype(dtype)).max)
+    if saturation is not None and np.isfinite(saturation) and saturation < top:
+        brightest = float(np.nanmax(mip)) if mip.size else 0.0
+        if brightest > 1.1 * float(saturation):
+            warnings.warn(
+                f"{session.id}: the recording's metadata give a bit depth whose largest value "
+                f"is {int(saturation)}, but the data reach {brightest:.0f}: the bit depth is "
+                f"wrong; saturation is checked at {np.dtype(dtype)}'s maximum {top} instead",
+                CalimWarning, stacklevel=2)
+        else:
+            top = int(saturation)
     hit, total = traces.saturated_pixels(mip, labels, saturation=top, n_rois=len(names))
     which = np.flatnonzero(hit)
     if which.size:
@@ -392,6 +407,7 @@ def rois_step(experiment: Experiment, session: io.Session, /, *, rois: Mapping[s
     mip = loaded["mip"].values
     names = [r.name for r in roi_list]
     summary["saturated_rois"] = saturated_rois(session, mip, labels, names,
+                                               loaded.attrs.get("saturation_value"),
                                                loaded.attrs.get("dtype"))
     fig = plots.roi_overlay(mip, labels, names=names,
                             title=f"{session_title(session)}: {summary['roi_source']} ROIs "
