@@ -90,7 +90,7 @@ def _session_frames(experiments: list[Path], params: dict) -> dict[str, int]:
         for exp_dir in experiments:
             for s in Experiment.open(exp_dir, exp_dir, params["sessions"]).sessions:
                 try:
-                    movie = io.open_movie(s)
+                    movie = io.open_movie(s, channel=params["load"]["channel"])
                 except CalimInputError:
                     continue  # reported with its reason when the run reaches it
                 frames[f"{s.experiment}/{s.id}"] = movie.sizes["time"]

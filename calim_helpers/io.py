@@ -880,9 +880,43 @@ def _squeeze_to_tyx(arr: da.Array, axes: str, path: Path) -> tuple[da.Array, str
     if arr.ndim != 3 or axes[-2:] != "YX":
         raise CalimInputError(
             f"{path}: expected a 3-D (time, y, x) stack, got shape {arr.shape} with axes "
-            f"{axes!r} (several channels, slices or positions are not supported)"
+            f"{axes!r} (several slices or positions are not supported)"
         )
     return arr, axes
+
+
+def _channel_names(tif: tifffile.TiffFile, mm_summary: Mapping[str, Any], n: int) -> list[str]:
+    """Return the channels' names from the Micro-Manager summary or OME, ``""`` where unknown."""
+    names = mm_summary.get("ChNames")
+    if not (isinstance(names, list) and len(names) == n):
+        ome = _ome_pixels(tif).get("Channel", [])
+        ome = [ome] if isinstance(ome, dict) else ome
+        names = [c.get("Name", "") if isinstance(c, dict) else "" for c in ome]
+    return [str(v) for v in names] if len(names) == n else [""] * n
+
+
+def _check_channel(channel: Any, series: tifffile.TiffPageSeries, tif: tifffile.TiffFile,
+                   mm_summary: Mapping[str, Any], path: Path) -> int | None:
+    """Return the channel index to keep (None: the series has no ``C`` axis to select on).
+
+    Raises :class:`CalimInputError` for several channels and no choice, or a choice the
+    stack lacks; a single-channel stack accepts ``channel`` None or 0.
+    """
+    axis = series.axes.find("C")
+    n = int(series.shape[axis]) if axis >= 0 else 1
+    if channel is not None and (isinstance(channel, bool)
+                                or not isinstance(channel, int | np.integer)):
+        raise ValueError(f"channel must be an integer or None, got {channel!r}")
+    listed = ", ".join(f"{k}" + (f" {name!r}" if name else "")
+                       for k, name in enumerate(_channel_names(tif, mm_summary, n)))
+    if n > 1 and channel is None:
+        raise CalimInputError(
+            f"{path}: the stack has {n} channels ({listed}); choose the one to analyse "
+            f"with the parameter load.channel (0 to {n - 1}; calim run -p load.channel 0)")
+    if channel is not None and not 0 <= channel < n:
+        raise CalimInputError(
+            f"{path}: load.channel is {channel} but the stack has {n} channel(s) ({listed})")
+    return int(channel) if axis >= 0 and channel is not None else None
 
 
 def _close_all(files: list[tifffile.TiffFile]) -> None:
@@ -890,23 +924,29 @@ def _close_all(files: list[tifffile.TiffFile]) -> None:
         f.close()
 
 
-def _series_to_dask(series: tifffile.TiffPageSeries, chunk_time: int) -> da.Array:
+def _series_to_dask(series: tifffile.TiffPageSeries, chunk_time: int,
+                    channel: int | None = None) -> da.Array:
     """Dask array over a TIFF series, ``chunk_time`` pages per dask chunk.
 
     Reading many pages per task straight from the file (rather than one task per page,
     rechunked afterwards) keeps dask from reading ahead of the reductions that consume
     the pages, so memory stays near a few chunks. A series of 2-D pages is read with
     tifffile, a block of pages at a time (:class:`_SeriesPages`); any other through
-    tifffile's zarr store.
+    tifffile's zarr store. With ``channel``, only that index of the series' ``C`` axis
+    is kept (the axis dropped; of a series of 2-D pages only its pages are read).
     """
-    pages = _SeriesPages.of(series)
+    shape = tuple(series.shape)
+    axis = series.axes.find("C") if channel is not None else -1
+    kept = shape if axis < 0 else shape[:axis] + shape[axis + 1:]
+    pages = _SeriesPages.of(series, channel=None if axis < 0 else (axis, channel))
     if pages is not None:
         arr = da.from_array(pages, chunks=(min(chunk_time, pages.shape[0]), *pages.shape[1:]),
                             inline_array=True, asarray=False)
-        return arr.reshape(series.shape) if arr.shape != series.shape else arr
+        return arr.reshape(kept) if arr.shape != kept else arr
     z = zarr.open_array(series.aszarr(), mode="r")
     chunks = (min(chunk_time, z.shape[0]), *z.shape[1:]) if z.ndim >= 3 else z.shape
-    return da.from_zarr(z, chunks=chunks, inline_array=True)
+    arr = da.from_zarr(z, chunks=chunks, inline_array=True)
+    return arr if axis < 0 else da.take(arr, channel, axis=axis)
 
 
 class _SeriesPages:
@@ -917,31 +957,41 @@ class _SeriesPages:
     file handles at once). Zarr over tifffile's store spends about 0.4 ms per page
     in its asynchronous layer: a full-size session's 1500 pages (512 x 688 uint16)
     summed in chunks of 50 took 0.95-1.29 s that way, 0.55 s this way (3 runs each,
-    this machine, file in the page cache).
+    this machine, file in the page cache). ``page_index`` maps its pages to the
+    series' (one channel's pages of a multi-channel series).
     """
 
-    def __init__(self, series: tifffile.TiffPageSeries, /) -> None:
+    def __init__(self, series: tifffile.TiffPageSeries, page_index: np.ndarray, /) -> None:
         self.series = series
-        self.shape = (len(series.pages), *series.keyframe.shape)
+        self.page_index = page_index
+        self.shape = (len(page_index), *series.keyframe.shape)
         self.dtype = np.dtype(series.dtype)
         self.ndim = 3
         self._lock = threading.Lock()
 
     @classmethod
-    def of(cls, series: tifffile.TiffPageSeries, /) -> _SeriesPages | None:
-        """Return the reader of ``series``, or None unless its pages are all present and 2-D."""
+    def of(cls, series: tifffile.TiffPageSeries, /, *,
+           channel: tuple[int, int] | None = None) -> _SeriesPages | None:
+        """Return the reader of ``series``, or None unless its pages are all present and 2-D.
+
+        ``channel`` is ``(axis, index)``: only the pages at ``index`` of that axis of
+        ``series.shape[:-2]`` (pages are stored in C order of those axes).
+        """
         page = series.keyframe
         if (page is None or len(page.shape) != 2 or tuple(series.shape[-2:]) != page.shape
                 or math.prod(series.shape[:-2]) != len(series.pages)
                 or any(p is None for p in series.pages)):
             return None
-        return cls(series)
+        index = np.arange(len(series.pages))
+        if channel is not None:
+            index = index.reshape(series.shape[:-2]).take(channel[1], axis=channel[0]).ravel()
+        return cls(series, index)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
         key = (*key, *(slice(None),) * (3 - len(key)))
         index = np.arange(self.shape[0])[key[0]]
-        pages = np.atleast_1d(index)
+        pages = self.page_index[np.atleast_1d(index)]
         if pages.size:
             with self._lock:
                 # a continuation file tifffile closed after reading its pages' tags is
@@ -969,6 +1019,7 @@ def open_movie(
     /,
     *,
     chunks: Mapping[str, int] | None = None,
+    channel: int | None = None,
 ) -> xr.DataArray:
     """Open a session's stack lazily as a dask-backed ``DataArray`` (no pixel is read).
 
@@ -981,6 +1032,10 @@ def open_movie(
     chunks : mapping of str to int, optional
         Dask chunk sizes per dimension (``"time"``, ``"y"``, ``"x"``); dimensions not
         given span the whole axis. Default is ``{"time": 100}``.
+    channel : int, optional
+        For a stack with several channels (a ``C`` axis, e.g. GCaMP and a structural
+        red channel), the 0-based index of the one to analyse; only its pages are read.
+        Default is None: the stack must have one channel (0 is accepted for it too).
 
     Returns
     -------
@@ -1007,7 +1062,8 @@ def open_movie(
         frames (<metadata>), found M`` when the Micro-Manager summary, OME ``SizeT`` or
         ImageJ ``images=`` say how many there should be); a stack that is not 3-D;
         continuation files missing or out of order; zero-filled missing frames;
-        unreadable metadata.
+        unreadable metadata; several channels and no ``channel`` (the message lists
+        them, with their Micro-Manager or OME names), or a ``channel`` it lacks.
 
     Warns
     -----
@@ -1047,9 +1103,11 @@ def open_movie(
         if unknown:
             raise ValueError(f"chunks has unknown dimension(s) {sorted(unknown)}")
         chunk_time = int(want["time"])
+        channel = _check_channel(channel, series, tif, mm_summary, Path(stack_files[0]))
+        axes = series.axes if channel is None else series.axes.replace("C", "")
         if series.kind == "mmstack":
             _check_mmstack_files(stack_files, series)
-            arr = _series_to_dask(series, chunk_time)
+            arr = _series_to_dask(series, chunk_time, channel)
         else:
             parts = [(series, tif, Path(stack_files[0]))]
             if len(stack_files) > 1 and not series.is_multifile:
@@ -1059,12 +1117,12 @@ def open_movie(
                     parts.append((_first_series(t2, Path(f)), t2, Path(f)))
             _check_complete(parts, _declared_images(tif))
             try:
-                arr = da.concatenate([_series_to_dask(s, chunk_time) for s, _, _ in parts],
-                                     axis=0)
+                arr = da.concatenate([_series_to_dask(s, chunk_time, channel)
+                                      for s, _, _ in parts], axis=0)
             except ValueError as exc:
                 raise CalimInputError(
                     f"{stack_files[0]}: continuation files do not match ({exc})") from None
-        arr, _ = _squeeze_to_tyx(arr, series.axes, Path(stack_files[0]))
+        arr, _ = _squeeze_to_tyx(arr, axes, Path(stack_files[0]))
 
         pixel_um, interval_s, sources = _physical_metadata(tif, mm_summary, file_meta)
         saturation, source = _saturation_value(tif, mm_summary, file_meta, arr.dtype)
@@ -1079,6 +1137,7 @@ def open_movie(
             "frame_interval_s": interval_s if interval_s is not None else float("nan"),
             "pixel_size_um": pixel_um if pixel_um is not None else float("nan"),
             "saturation_value": saturation,
+            "channel": -1 if channel is None else channel,
             "metadata_sources": sources,
             "acquisition_metadata": json.dumps(mm_summary, default=str),
         }

@@ -122,7 +122,7 @@ SCHEMA: dict[str, Any] = _section(
                        "tcp://host:8786"}},
         parallel_sessions=_int(ge=1),
         resume=_BOOL),
-    load=_section(chunk_time=_int(ge=1)),
+    load=_section(chunk_time=_int(ge=1), channel={"type": ["integer", "null"], "minimum": 0}),
     registration=_section(
         enabled=_BOOL,
         method=_choice("rigid", "piecewise"),

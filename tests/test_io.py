@@ -6,6 +6,7 @@ The Micro-Manager writer used to build inputs is tested in tests/test_mmstack.py
 from __future__ import annotations
 
 import json
+import re
 import struct
 import warnings
 from pathlib import Path
@@ -140,6 +141,64 @@ def test_series_not_of_2d_pages_is_read_through_zarr(tmp_path):
         assert io._SeriesPages.of(tif.series[0]) is None
         np.testing.assert_array_equal(
             io._series_to_dask(tif.series[0], 3).compute(scheduler="synchronous"), rgb)
+
+
+def _two_channels(tmp_path, ome=False):
+    rng = np.random.default_rng(6)
+    stack = rng.integers(0, 4000, (13, 2, 16, 20), dtype=np.uint16)  # (t, c, y, x)
+    folder = tmp_path / "230404_5"
+    folder.mkdir()
+    if ome:
+        path = folder / "230404_5.ome.tif"
+        tifffile.imwrite(path, stack, ome=True,
+                         metadata={"axes": "TCYX", "Channel": {"Name": ["GCaMP", "tdTomato"]},
+                                   "TimeIncrement": 0.1})
+    else:
+        path = folder / "230404_5.tif"
+        tifffile.imwrite(path, stack, imagej=True, metadata={"axes": "TCYX", "finterval": 0.1})
+    return path, stack
+
+
+@pytest.mark.parametrize("ome", [False, True])
+@pytest.mark.parametrize("page_reader", [True, False])
+def test_one_channel_of_a_multichannel_stack_is_read(tmp_path, monkeypatch, ome, page_reader):
+    path, stack = _two_channels(tmp_path, ome)
+    if not page_reader:  # the zarr path, as for a series whose pages are not all 2-D
+        monkeypatch.setattr(io._SeriesPages, "of", classmethod(lambda cls, s, **kw: None))
+    names = " 'GCaMP', 1 'tdTomato'" if ome else ", 1"
+    with pytest.raises(CalimInputError, match=re.escape(
+            f"{path}: the stack has 2 channels (0{names}); choose the one to analyse with the "
+            "parameter load.channel (0 to 1; calim run -p load.channel 0)")):
+        io.open_movie(path.parent)
+    for channel in (0, 1):
+        movie = io.open_movie(path.parent, chunks={"time": 4}, channel=channel)
+        assert movie.dims == ("time", "y", "x") and movie.attrs["channel"] == channel
+        assert movie.attrs["frame_interval_s"] == pytest.approx(0.1)
+        np.testing.assert_array_equal(movie.values, stack[:, channel])
+        np.testing.assert_array_equal(movie[5:11:3, 2].values, stack[5:11:3, channel, 2])
+        movie.close()
+    with pytest.raises(CalimInputError, match="load.channel is 2 but the stack has 2 channel"):
+        io.open_movie(path, channel=2)
+
+
+def test_the_channel_reader_reads_only_its_pages(tmp_path):
+    path, stack = _two_channels(tmp_path)
+    with tifffile.TiffFile(path) as tif:
+        reader = io._SeriesPages.of(tif.series[0], channel=(1, 1))
+        assert reader.shape == (13, 16, 20)
+        np.testing.assert_array_equal(reader.page_index, np.arange(1, 26, 2))
+        np.testing.assert_array_equal(reader[2:5], stack[2:5, 1])
+
+
+def test_a_single_channel_stack_accepts_channel_0_only(tmp_path):
+    _write(tmp_path / "s", stack=_stack(nt=5))
+    movie = io.open_movie(tmp_path / "s", channel=0)
+    assert movie.attrs["channel"] == -1 and movie.shape == (5, 16, 20)  # nothing selected
+    with pytest.raises(CalimInputError, match="load.channel is 1 but the stack has 1 channel"
+                                              r"\(s\) \(0 'Default'\)"):
+        io.open_movie(tmp_path / "s", channel=1)
+    with pytest.raises(ValueError, match="channel must be an integer or None, got True"):
+        io.open_movie(tmp_path / "s", channel=True)
 
 
 # ----------------------------------------------------------------- discovery
@@ -735,10 +794,12 @@ def test_not_a_time_series(tmp_path):
     with pytest.raises(CalimInputError, match=r"one\.tif: a single image"):
         io.open_movie(tmp_path / "a" / "one.tif")
     (tmp_path / "b").mkdir()
-    tifffile.imwrite(tmp_path / "b" / "tc.tif", _stack(nt=12).reshape(6, 2, 16, 20),
-                     imagej=True, metadata={"axes": "TCYX"})
-    with pytest.raises(CalimInputError, match=r"tc\.tif: expected a 3-D"):
-        io.open_movie(tmp_path / "b" / "tc.tif")
+    tifffile.imwrite(tmp_path / "b" / "tz.tif", _stack(nt=12).reshape(6, 2, 16, 20),
+                     imagej=True, metadata={"axes": "TZYX"})
+    with pytest.raises(CalimInputError, match=r"tz\.tif: expected a 3-D .* axes 'TZYX' "
+                                              r"\(several slices or positions"):
+        io.open_movie(tmp_path / "b" / "tz.tif")
+    # several channels: one is chosen with load.channel (test_one_channel_of_a_multichannel...)
 
 
 def test_continuation_file_missing_in_the_middle(tmp_path):

@@ -461,6 +461,31 @@ def test_a_float_stack_with_nan_pixels_fails_at_load_naming_file_and_frames(tmp_
     assert not e.has(e.sessions[0], "load")
 
 
+def test_a_two_channel_session_runs_on_the_channel_chosen(tmp_path):
+    from _untidy import read_stack, replace_with_tiff
+
+    exp_dir = demo.write_demo_experiment(tmp_path, n_frames=60, frame_shape=(32, 40), seed=1)
+    folder = exp_dir / "04-04-23" / "230404_5"
+    calcium = read_stack(folder)
+    red = np.full_like(calcium, 700)  # a structural channel: flat
+    replace_with_tiff(folder, np.stack([red, calcium], axis=1), "two.tif", finterval=0.1,
+                      axes="TCYX")
+    p = load_params()
+    kw = {"compute": p["compute"], "registration": p["registration"] | {"enabled": False},
+          "denoise": p["denoise"], "downsample": p["downsample"],
+          "figures": p["figures"] | {"per_roi": False}, "outputs": p["outputs"]}
+    e = Experiment.open(exp_dir, tmp_path / "out", ["230404_5"])
+    row = run_step("load", e, load=p["load"], **kw).iloc[0]
+    assert row["status"] == "failed" and "two.tif: the stack has 2 channels" in row["reason"]
+    assert not e.has(e.sessions[0], "load")
+    row = run_step("load", e, load=p["load"] | {"channel": 1}, **kw).iloc[0]
+    assert row["status"] == "ok"
+    ds = io.open_store(e.path(e.sessions[0], "load"))
+    np.testing.assert_array_equal(ds["mip"].values, calcium.max(axis=0))
+    expected = calcium[:60].reshape(6, 10, 16, 2, 20, 2).astype(np.float64).mean(axis=(1, 3, 5))
+    np.testing.assert_allclose(ds["movie"].values, expected, rtol=1e-6)
+
+
 def test_empty_experiment_tables_keep_their_header(tmp_path):
     exp_dir = demo.write_demo_experiment(tmp_path, n_frames=20, frame_shape=(32, 40), seed=1)
     e = Experiment.open(exp_dir, tmp_path / "out")

@@ -194,7 +194,8 @@ def load_step(experiment: Experiment, session: io.Session, /, *, load: Mapping[s
     """
     for note in session.notes:  # files left aside in the session folder, in the run's record
         warnings.warn(note, CalimWarning, stacklevel=2)
-    movie = io.open_movie(session, chunks={"time": int(load["chunk_time"])})
+    movie = io.open_movie(session, chunks={"time": int(load["chunk_time"])},
+                          channel=load["channel"])
     why = too_short(movie.sizes["time"], int(downsample["time"]))
     if why is not None:
         movie.close()
