@@ -61,3 +61,43 @@ def test_exact_blocks_do_not_warn():
 def test_bad_factors(factors, match):
     with pytest.raises(ValueError, match=match):
         downsample(_movie(), factors)
+
+
+def _skipping_by_hand(data, skip, f=10, fy=2, fx=2):
+    """Each block: the float64 mean over its kept frames (all of them if none is kept)."""
+    nt, ny, nx = data.shape
+    out = []
+    for b in range(nt // f):
+        frames = np.arange(b * f, (b + 1) * f)
+        kept = frames[~skip[frames]] if (~skip[frames]).any() else frames
+        block = data[kept, :ny // fy * fy, :nx // fx * fx].astype(np.float64)
+        out.append(block.reshape(len(kept), ny // fy, fy, nx // fx, fx).mean(axis=(0, 2, 4)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("chunks", [None, {"time": 20}, {"time": 7, "y": 5}])
+@pytest.mark.parametrize("order", [("time", "y", "x"), ("y", "x", "time")])
+def test_skipped_frames_are_left_out_of_their_block(chunks, order):
+    m = _movie(nt=53, ny=12, chunks=chunks)
+    skip = np.zeros(53, bool)
+    skip[[3, 7, 45, 51]] = True
+    skip[20:30] = True  # a whole block: kept whole
+    with pytest.warns(CalimWarning, match="dropping the last 3"):
+        out = downsample(m.transpose(*order), {"time": 10, "y": 2, "x": 2}, skip_frames=skip)
+    assert out.attrs["skipped_frames"] == 3  # 3, 7, 45 (51 is in the dropped tail)
+    # float32 accumulation against float64: relative 1e-6 of values up to 65535
+    np.testing.assert_allclose(out.transpose("time", "y", "x").values,
+                               _skipping_by_hand(m.values, skip), rtol=2e-6)
+    with pytest.warns(CalimWarning):
+        plain = downsample(m, {"time": 10, "y": 2, "x": 2}, skip_frames=np.zeros(53, bool))
+        assert plain.attrs["skipped_frames"] == 0
+        np.testing.assert_array_equal(plain.values, downsample(m, {"time": 10, "y": 2,
+                                                                   "x": 2}).values)
+
+
+def test_skip_frames_must_be_one_bool_per_frame():
+    m = _movie(nt=30)
+    with pytest.raises(ValueError, match=r"skip_frames must be a bool array of shape \(30,\)"):
+        downsample(m, skip_frames=np.zeros(29, bool))
+    with pytest.raises(ValueError, match="skip_frames must be a bool array"):
+        downsample(m, skip_frames=np.zeros(30))

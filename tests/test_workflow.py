@@ -486,6 +486,41 @@ def test_a_two_channel_session_runs_on_the_channel_chosen(tmp_path):
     np.testing.assert_allclose(ds["movie"].values, expected, rtol=1e-6)
 
 
+def test_a_dark_frame_is_left_out_of_its_block(tmp_path):
+    from _untidy import read_stack, replace_with_tiff
+
+    exp_dir = demo.write_demo_experiment(tmp_path, n_frames=60, frame_shape=(64, 80), seed=2)
+    folder = exp_dir / "04-04-23" / "230404_5"
+    stack = read_stack(folder)
+    p = load_params()
+    kw = {"compute": p["compute"], "load": p["load"], "registration": p["registration"],
+          "denoise": p["denoise"], "downsample": p["downsample"],
+          "figures": p["figures"] | {"per_roi": False}, "outputs": p["outputs"] | {"movie": "none"}}
+
+    def downsampled(frames, name):
+        replace_with_tiff(folder, frames, "s.tif", finterval=0.1)
+        e = Experiment.open(exp_dir, tmp_path / name, ["230404_5"])
+        row = run_step("load", e, **kw).iloc[0]
+        ds = io.open_store(e.path(e.sessions[0], "load"))
+        return row, ds["movie"].values.mean(axis=(1, 2)), ds["bad_frame"].values
+
+    _, reference, bad = downsampled(stack, "out0")
+    assert not bad.any()
+    dark = stack.copy()
+    dark[34] = np.percentile(stack, 1)  # the shutter closed: a flat frame at the offset
+    row, values, bad = downsampled(dark, "out1")
+    assert np.flatnonzero(bad).tolist() == [34]
+    assert ("1 of 60 frames registered badly (frames 34, from 0: dark, blurred, flashed or "
+            "moved beyond registration.max_shift_px)") in row["warnings"]
+    # the block of frames 30-39 is the mean of its 9 other frames: within their noise of
+    # the 10-frame mean; the dark frame counted would lower it by a tenth of the signal
+    # above the offset
+    drop = (stack[30:40].mean() - dark[30:40].mean()) / stack[30:40].mean()
+    assert drop > 0.03
+    assert abs(values[3] / reference[3] - 1) < drop / 5  # measured 0.0004 against 0.053
+    np.testing.assert_allclose(np.delete(values, 3), np.delete(reference, 3), rtol=1e-4)
+
+
 def test_empty_experiment_tables_keep_their_header(tmp_path):
     exp_dir = demo.write_demo_experiment(tmp_path, n_frames=20, frame_shape=(32, 40), seed=1)
     e = Experiment.open(exp_dir, tmp_path / "out")

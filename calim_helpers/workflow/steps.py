@@ -186,7 +186,8 @@ def load_step(experiment: Experiment, session: io.Session, /, *, load: Mapping[s
 
     Writes ``<session>_load.zarr`` (``movie`` downsampled float32, ``mip`` native MIP
     after correction; with motion correction also ``mean_before``, ``mean_after``,
-    ``shifts`` and ``bad_frame``), and with motion correction ``shifts.csv``,
+    ``shifts`` and ``bad_frame``; bad frames are left out of the block means and the
+    projections, with a warning), and with motion correction ``shifts.csv``,
     ``<session>_shifts.png`` and ``<session>_registration.png``. With ``outputs.movie``
     ``native`` or ``downsampled``, also the corrected movie ``<session>_corrected.ome.tif``
     (:func:`native_movie`, written in the same pass over the stack, or
@@ -219,17 +220,32 @@ def load_step(experiment: Experiment, session: io.Session, /, *, load: Mapping[s
                 pixel_size_um=movie.attrs["pixel_size_um"], frame_interval_s=interval))
             cleaned = cleaned.copy(data=cleaned.data.map_blocks(native.write_block,
                                                                 dtype=cleaned.dtype))
-        small = block_mean(cleaned, dict(downsample))
+        # bad frames of the motion correction (dark, blurred, flashed) are left out of
+        # the block means and of the projections: kept, a dark frame dips every ROI and
+        # gives each an event beside the dip
+        bad = motion.shifts["bad"].values if motion is not None else None
+        small = block_mean(cleaned, dict(downsample), skip_frames=bad)
+        good = cleaned
+        if bad is not None and bad.any() and not bad.all():
+            good = cleaned.isel(time=np.flatnonzero(~bad))
+            shown = ", ".join(str(int(i)) for i in np.flatnonzero(bad)[:10])
+            warnings.warn(
+                f"{session.id}: {int(bad.sum())} of {bad.size} frames registered badly "
+                f"(frames {shown}{', ...' if bad.sum() > 10 else ''}, from 0: dark, "
+                "blurred, flashed or moved beyond registration.max_shift_px); they are "
+                "corrected like their neighbours and left out of the downsampled frames "
+                "and the projections (the bad column of shifts.csv)", CalimWarning,
+                stacklevel=2)
         # only a float recording can hold NaN (correction and denoising add none); skipping
         # NaN copies every chunk (0.9 s of a full-size session's mean, cProfile)
         skipna = bool(np.issubdtype(movie.dtype, np.floating))
         ds = xr.Dataset({"movie": small,
-                         "mip": cleaned.max("time", skipna=skipna).rename(y="row", x="col")})
+                         "mip": good.max("time", skipna=skipna).rename(y="row", x="col")})
         summary: dict[str, Any] = {}
         if motion is not None:
             shifts = motion.shifts
             ds["mean_before"] = movie.mean("time").astype(np.float32).rename(y="row", x="col")
-            ds["mean_after"] = (cleaned.mean("time", skipna=skipna).astype(np.float32)
+            ds["mean_after"] = (good.mean("time", skipna=skipna).astype(np.float32)
                                 .rename(y="row", x="col"))
             ds["shifts"] = shifts.rename(time="native_time").reset_coords("bad", drop=True)
             ds["bad_frame"] = ("native_time", shifts["bad"].values)
