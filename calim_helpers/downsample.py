@@ -146,7 +146,6 @@ def _block_mean(block: np.ndarray, factors: tuple[int, ...], weights: np.ndarray
             parts = [out[(slice(None),) * axis + (slice(k, None, f),)]
                      * w[k::f].reshape(shape) for k in range(f)]
             out = np.sum(parts, axis=0, dtype=np.float32)
-            shape[axis] = -1
             divisor = (w.reshape(-1, f).sum(axis=1) * np.float32(divisor / f)).reshape(shape)
         elif f > 1:
             parts = [out[(slice(None),) * axis + (slice(k, None, f),)] for k in range(f)]

@@ -38,8 +38,8 @@ a whole dask chunk of frames at a time:
    noise sigmas: a structure the template lacks (a cell silent while it was made that
    fires hugely, debris, a flash) is cut to about the brightest cell's level instead
    of pulling the frame towards itself (8 late frames with a blob 20 times the median
-   on 96 x 128 hard-motion sessions: 16-29 px RMS error without the clip, 0.33-0.35
-   px with it; 256 x 344 sessions at 100 times: 123-138 px -> 0.08-0.10 px; other
+   on 96 x 128 hard-motion sessions, seeds 11-13: 16-39 px RMS error without the
+   clip, 0.33-0.68 px with it; 256 x 344 sessions at 100 times: 123-138 px -> 0.08-0.10 px; other
    frames unchanged within 0.0001 px);
 3. a Tukey taper (``edge_taper``) so that the frame's border, which does not move with
    the content, is not a feature (subtracting only the mean, the estimates shrink
