@@ -294,6 +294,43 @@ def test_detect_events_dataset_table():
     np.testing.assert_allclose(ev.loc[ev["roi"] == 2, "amplitude"], single["amplitude"])
 
 
+def _starts(ds):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ev = detect_events_dataset(ds)
+    return ev, [str(w.message) for w in caught if "peaking at their first" in str(w.message)]
+
+
+@pytest.mark.parametrize("n_start", [2, 3, 4])
+def test_a_start_shared_by_most_rois_is_named_and_its_events_kept(n_start):
+    """6 ROIs; n_start of them decay from the first frame."""
+    rng = np.random.default_rng(31)
+    norm = np.clip(rng.normal(0.0, 0.01, (6, 60)), -0.02, 0.02)
+    norm[:n_start, :4] += 0.3 * np.exp(-np.arange(4) / 1.0)  # a decaying start
+    norm[5, 40] += 0.3  # and one event inside the trace
+    ds = xr.Dataset({"norm": (("roi", "time"), norm)},
+                    coords={"roi": np.arange(1, 7), "time": np.arange(60) * 1.0})
+    ds.attrs = {"date": "04-04-23", "session": "230404_5"}
+    ev, said = _starts(ds)
+    # the events are kept either way
+    assert ev.loc[ev["peak_frame"] == 0, "roi"].tolist() == list(range(1, n_start + 1))
+    assert ev.loc[ev["roi"] == 6, "peak_frame"].tolist() == [40]
+    # with the first 2 frames trimmed, no event peaks at the start and nothing is said
+    trimmed = ds.copy(deep=True)
+    trimmed["norm"][:, :2] = np.nan
+    ev_trimmed, said_trimmed = _starts(trimmed)
+    assert (ev_trimmed["peak_frame"] > 2).all() and said_trimmed == []
+    if n_start < 4:  # 3 of 6 is not more than half
+        assert said == []
+    else:
+        assert said == [
+            "04-04-23 230404_5: 4 of 6 ROIs (ROI 1, 2, 3, 4) have an event peaking at their "
+            "first frame: a burst under way when the recording started, or a start artefact "
+            "they share (fast photobleaching when the light comes on, which the baseline "
+            "does not follow at the edge); look at the traces' start and, for an artefact, "
+            "leave the first frames out with trim_start"]
+
+
 def test_detect_events_dataset_without_events_and_flat_roi():
     ds = _session()
     ds["norm"][2] = 0.0
