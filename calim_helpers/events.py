@@ -21,17 +21,11 @@ Let ``x`` be one normalized trace (e.g. ΔF/F), NaN on trimmed or guarded frames
   ``prominence`` sigmas. NaN frames are barriers, and a peak needs a finite
   frame on each side (a trace that starts high after trimmed frames, or has
   a guarded frame next to its maximum, has no event there), except at the
-  trace's own last frame: a trace that ends rising has an event peaking at
-  its last frame, its prominence measured on the inside only (at 1 s frames
-  a transient lasts one or two frames). A peak at the trace's *first* frame
-  is no event: its rise was not recorded, and a trace that starts high and
-  falls is most often the baseline's edge, which does not follow fast
-  photobleaching when the light comes on (the default demo: 16 such peaks in
-  310 events, 4 of them at a true transient; hard sessions, seeds 1-20,
-  ``neuropil.method fitted``: precision 0.858 -> 0.869, recall 0.681 ->
-  0.677, F1 0.759 -> 0.761; ``none``: F1 0.715 either way; oracle traces,
-  which have no such edge, F1 0.912 -> 0.910). ``peak`` is the trace's
-  value there.
+  trace's own first and last frames: a trace that ends rising has an event
+  peaking at its last frame, its prominence measured on the inside only (at
+  1 s frames a transient lasts one or two frames, so leaving the ends out
+  missed 3 % of the true transients of hard sessions). ``peak`` is the
+  trace's value there.
 - **Onset**: the first frame of the rise to the peak. Walk back from the
   peak while the frame before is finite, lower (the signal was still
   rising), after the previous peak, and at or above ``level +
@@ -238,16 +232,23 @@ STRONG_SNR = 10.0
 FLOOR_WARN_FRACTION = 0.5
 FLOOR_WARN_MIN = 3
 
-#: A peak at a trace's first frame is no event (its rise was not recorded; see the
-#: module docstring). When at least :data:`START_WARN_MIN` ROIs, and more than this
-#: fraction of the ROIs with a noise estimate, have one, :func:`detect_events_dataset`
-#: warns: a start artefact that every ROI shares (fast photobleaching when the light
-#: comes on, which the arPLS baseline does not follow at the trace's edge) or a burst
-#: under way when the recording started. Measured on a hard demo experiment (seed 5, 4
-#: sessions of 60 s, 10-14 ROIs): 1, 1, 5 and 1 ROIs peak at the first frame (of the 5,
-#: of 10 ROIs, 3 hold a cell firing in the first second); with a 20 % extra brightness
-#: fading in 5 s multiplied into every frame, 10 (of 13), 1, 6 (of 10) and 5 (of 14):
-#: the warning is given for 2 of those 4 sessions, none of the first 4.
+#: When at least :data:`START_WARN_MIN` ROIs, and more than this fraction of the ROIs
+#: with a noise estimate, have an event peaking at their trace's first frame (possible
+#: only without trimmed frames: after them, the first finite frame is no peak),
+#: :func:`detect_events_dataset` takes them for a start artefact that the ROIs share
+#: (fast photobleaching when the light comes on, which the arPLS baseline does not
+#: follow at the trace's edge), leaves those first-frame events out and warns; a burst
+#: under way when the recording started looks the same. Fewer such peaks are kept: on
+#: hard sessions they hold more true transients than artefacts (leaving every
+#: first-frame peak out lowered
+#: F1 on fresh seeds 1401-1410 from 0.761 to 0.753, ``neuropil.method fitted``; from
+#: 0.728 to 0.717 with ``none``), while in the default demo experiment 16 of 310 events
+#: peak at the first frame and 4 of them at a true transient. Measured on a hard demo
+#: experiment (seed 5, 4 sessions of 60 s, 10-14 ROIs): 1, 1, 5 and 1 ROIs peak at the
+#: first frame (of the 5, of 10 ROIs, 3 hold a cell firing in the first second); with
+#: a 20 % extra brightness fading in 5 s multiplied into every frame, 10 (of 13), 1,
+#: 6 (of 10) and 5 (of 14): the warning is given for 2 of those 4 sessions, none of the
+#: first 4.
 START_WARN_FRACTION = 0.5
 START_WARN_MIN = 3
 
@@ -396,7 +397,7 @@ def detect_events(
                            min_duration_s=min_duration_s, merge_gap_s=merge_gap_s,
                            min_amplitude=min_amplitude, onset_fraction=onset_fraction,
                            end_fraction=end_fraction, baseline_s=baseline_s)
-    columns, sigma, level, _, _ = _event_arrays(x, t, params)
+    columns, sigma, level, _ = _event_arrays(x, t, params)
     if columns is None:
         warnings.warn(f"detect_events: noise sigma is {sigma} (constant or almost all-NaN "
                       "trace); no events", CalimWarning, stacklevel=2)
@@ -423,26 +424,22 @@ def _event_arrays(x: np.ndarray, t: np.ndarray, params: dict[str, float], /
                   ) -> tuple[dict[str, np.ndarray] | None, float, float, tuple[int, int]]:
     """Find the events of one float64 trace ``x`` at times ``t``.
 
-    Returns ``(columns, sigma, level, strong, started)``: ``columns`` holds the arrays
-    of :data:`EVENT_COLUMNS` (as :func:`detect_events` returns them), or is None when
-    the noise sigma is 0 or undefined; ``strong`` is ``(n, n_floored)``, the events at
+    Returns ``(columns, sigma, level, strong)``: ``columns`` holds the arrays of
+    :data:`EVENT_COLUMNS` (as :func:`detect_events` returns them), or is None when the
+    noise sigma is 0 or undefined; ``strong`` is ``(n, n_floored)``, the events at
     least :data:`STRONG_SNR` sigmas high that pass every test but ``min_amplitude``,
-    and how many of them ``min_amplitude`` removed; ``started`` whether a peak at the
-    trace's first frame was left out.
+    and how many of them ``min_amplitude`` removed.
     """
     finite = np.isfinite(x)
     n = x.size
     est = noise_sigma(x)
     level, sigma = float(est.level), float(est.sigma)
     if not (np.isfinite(sigma) and sigma > 0):
-        return None, sigma, level, (0, 0), False
+        return None, sigma, level, (0, 0)
     dt = float(np.median(np.diff(t))) if n > 1 else 1.0
     tol = 1e-9 * dt
 
     peak_f = _peaks((x - level) / sigma, params["threshold"], params["prominence"])
-    # a peak at the first frame has no observed rise: left out (see the module docstring)
-    started = bool(peak_f.size and peak_f[0] == 0)
-    peak_f = peak_f[peak_f > 0]
     n_ev = peak_f.size
     onset_f = np.empty(n_ev, dtype=np.int64)
     end_f = np.empty(n_ev, dtype=np.int64)
@@ -509,7 +506,7 @@ def _event_arrays(x: np.ndarray, t: np.ndarray, params: dict[str, float], /
         "amplitude": amplitude[keep],
         "duration_s": duration[keep],
         "snr": amplitude[keep] / sigma,
-    }, sigma, level, (int(strong.sum()), int((strong & ~keep).sum())), started
+    }, sigma, level, (int(strong.sum()), int((strong & ~keep).sum()))
 
 
 # ------------------------------------------------------------------ a session
@@ -592,8 +589,8 @@ end_fraction, baseline_s
         when ``min_amplitude`` removes more than half of the session's events that
         are at least 10 noise sigmas high (at least 3 of them): the trace's values are
         small for its noise, e.g. ΔF/F divided by a baseline that holds a large camera
-        offset (see :data:`STRONG_SNR`). Once when many ROIs start high and falling (a
-        peak at their first frame, no event; see :data:`START_WARN_FRACTION`).
+        offset (see :data:`STRONG_SNR`). Once when many ROIs have an event peaking at
+        their first frame: those events are left out (see :data:`START_WARN_FRACTION`).
     """
     _check_dataset(ds, variable)
     kw = {"threshold": threshold, "prominence": prominence, "min_duration_s": min_duration_s,
@@ -611,14 +608,14 @@ end_fraction, baseline_s
     tables, silent, at_start = [], [], []
     n_strong = n_floored = 0
     for i in range(values.shape[0]):
-        ev, _, _, (strong, floored), started = _event_arrays(values[i].astype(np.float64),
-                                                             time_s, params)
+        ev, _, _, (strong, floored) = _event_arrays(values[i].astype(np.float64), time_s,
+                                                    params)
         n_strong, n_floored = n_strong + strong, n_floored + floored
-        if started:
-            at_start.append(str(roi[i]))
         if ev is None:
             silent.append(str(roi[i]))
         elif len(ev["onset_frame"]):
+            if ev["peak_frame"][0] == 0:  # after trimmed frames no peak is at the start
+                at_start.append(len(tables))
             tables.append({
                 "roi": np.full(len(ev["onset_frame"]), roi[i]),
                 "roi_name": np.full(len(ev["onset_frame"]), names[i], dtype=object),
@@ -647,14 +644,18 @@ end_fraction, baseline_s
     n_defined = values.shape[0] - len(silent)
     if len(at_start) >= START_WARN_MIN and len(at_start) > START_WARN_FRACTION * n_defined:
         where = " ".join(str(ds.attrs[k]) for k in ("date", "session") if k in ds.attrs)
+        listed = ", ".join(str(tables[k]["roi"][0]) for k in at_start)
+        for k in at_start:  # the shared falling start is no event
+            tables[k] = {c: v[1:] for c, v in tables[k].items()}
+        tables = [t for t in tables if len(t["roi"])]
         warnings.warn(
             f"{where + ': ' if where else ''}{len(at_start)} of {n_defined} ROIs (ROI "
-            f"{', '.join(at_start)}) start high and falling (a peak at the first frame, "
-            "not counted as an event: its rise was not recorded): a start artefact they "
-            "share (fast photobleaching when the light comes on, which the baseline does "
-            "not follow at the trace's edge) or a burst under way when the recording "
-            "started; trim_start leaves the first frames out of the normalized traces and "
-            "their summaries too", CalimWarning, stacklevel=2)
+            f"{listed}) start high and falling (a peak at their first frame): a start "
+            "artefact they share (fast photobleaching when the light comes on, which the "
+            "baseline does not follow at the trace's edge) rather than events; these peaks "
+            "are not counted as events. A burst under way when the recording started looks "
+            "the same: look at the traces' start; trim_start leaves the first frames out of "
+            "the normalized traces and their summaries too", CalimWarning, stacklevel=2)
     if not tables:
         table = _empty(DATASET_COLUMNS)
     else:
