@@ -50,6 +50,7 @@ import shutil
 import struct
 import threading
 import warnings
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -546,14 +547,27 @@ def _unit_factor(unit: Any, table: Mapping[str, float], what: str, path: str) ->
     return factor
 
 
+# the parsed OME Pixels of each open TiffFile: a Micro-Manager OME-XML with a Plane per
+# frame takes ~70 ms to parse at 1500 frames, and calibration, bit depth, channel names
+# and the declared frame count all read it
+_OME_PIXELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _ome_pixels(tif: tifffile.TiffFile) -> dict[str, Any]:
+    """Return the first OME Image's ``Pixels`` as a dict (parsed once per file; read only)."""
+    if tif not in _OME_PIXELS:
+        _OME_PIXELS[tif] = _parse_ome_pixels(tif)
+    return _OME_PIXELS[tif]
+
+
+def _parse_ome_pixels(tif: tifffile.TiffFile) -> dict[str, Any]:
     xml = tif.ome_metadata
     if not xml:
         return {}
     try:
         ome = tifffile.xml2dict(xml)["OME"]
     except Exception:  # noqa: BLE001 - a broken OME-XML is only lost metadata
-        warnings.warn(f"{tif.filename}: unreadable OME-XML ignored", CalimWarning, stacklevel=3)
+        warnings.warn(f"{tif.filename}: unreadable OME-XML ignored", CalimWarning, stacklevel=4)
         return {}
     image = ome.get("Image", {})
     image = image[0] if isinstance(image, list) else image
