@@ -240,10 +240,10 @@ FLOOR_WARN_MIN = 3
 #: follow at the trace's edge), leaves those first-frame events out and warns; a burst
 #: under way when the recording started looks the same. Fewer such peaks are kept: on
 #: hard sessions they hold more true transients than artefacts (leaving every
-#: first-frame peak out lowered
-#: F1 on fresh seeds 1401-1410 from 0.761 to 0.753, ``neuropil.method fitted``; from
-#: 0.728 to 0.717 with ``none``), while in the default demo experiment 16 of 310 events
-#: peak at the first frame and 4 of them at a true transient. Measured on a hard demo
+#: first-frame peak out lowered F1 on fresh seeds 1401-1410 from 0.761 to 0.753,
+#: ``neuropil.method fitted``; from 0.728 to 0.717 with ``none``), while in the
+#: default demo experiment 16 of 310 events peak at the first frame and 4 of them at a
+#: true transient. Measured on a hard demo
 #: experiment (seed 5, 4 sessions of 60 s, 10-14 ROIs): 1, 1, 5 and 1 ROIs peak at the
 #: first frame (of the 5, of 10 ROIs, 3 hold a cell firing in the first second); with
 #: a 20 % extra brightness fading in 5 s multiplied into every frame, 10 (of 13), 1,
@@ -632,8 +632,8 @@ end_fraction, baseline_s
     if silent:
         warnings.warn(f"detect_events_dataset: ROI(s) {', '.join(silent)} have zero or "
                       "undefined noise sigma; no events", CalimWarning, stacklevel=2)
+    where = " ".join(str(ds.attrs[k]) for k in ("date", "session") if k in ds.attrs)
     if n_floored >= FLOOR_WARN_MIN and n_floored > FLOOR_WARN_FRACTION * n_strong:
-        where = " ".join(str(ds.attrs[k]) for k in ("date", "session") if k in ds.attrs)
         warnings.warn(
             f"{where + ': ' if where else ''}min_amplitude = {min_amplitude:g} removed "
             f"{n_floored} of the {n_strong} events at least {STRONG_SNR:g} noise sigmas high: "
@@ -643,7 +643,6 @@ end_fraction, baseline_s
             CalimWarning, stacklevel=2)
     n_defined = values.shape[0] - len(silent)
     if len(at_start) >= START_WARN_MIN and len(at_start) > START_WARN_FRACTION * n_defined:
-        where = " ".join(str(ds.attrs[k]) for k in ("date", "session") if k in ds.attrs)
         listed = ", ".join(str(tables[k]["roi"][0]) for k in at_start)
         for k in at_start:  # the shared falling start is no event
             tables[k] = {c: v[1:] for c, v in tables[k].items()}

@@ -21,10 +21,19 @@ import xarray as xr
 from calim_helpers import io
 from calim_helpers.errors import CalimInputError
 
-__all__ = ["STORES", "Experiment"]
+__all__ = ["COMPARISON_CELLS", "COMPARISON_OUTPUTS", "COMPARISON_PDF", "CONDITION_SUMMARY",
+           "CONDITION_TESTS", "STORES", "Experiment"]
 
 #: The store each step writes.
 STORES = {"load": "load", "rois": "traces", "arpls": "result"}
+
+# What a comparison of experiments writes under OUT/comparison/ (the compare step; a
+# stale comparison is removed file by file by the run)
+COMPARISON_CELLS = "comparison_cells.csv"
+COMPARISON_PDF = "comparison.pdf"
+CONDITION_TESTS = "condition_tests.csv"
+CONDITION_SUMMARY = "condition_summary.pdf"
+COMPARISON_OUTPUTS = (COMPARISON_CELLS, COMPARISON_PDF, CONDITION_TESTS, CONDITION_SUMMARY)
 
 
 @dataclass(frozen=True)

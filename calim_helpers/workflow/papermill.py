@@ -33,7 +33,7 @@ from calim_helpers import io, resources
 from calim_helpers.errors import CalimWarning
 from calim_helpers.workflow import kernels
 from calim_helpers.workflow.cluster import cluster_for_run, on_workers
-from calim_helpers.workflow.experiment import Experiment
+from calim_helpers.workflow.experiment import COMPARISON_CELLS, COMPARISON_OUTPUTS, Experiment
 from calim_helpers.workflow.record import experiment_warnings, finish_record, run_record
 
 __all__ = ["COMPARISON_OUTPUTS", "NOTEBOOKS", "STEP_OF", "ExperimentRun", "execute_notebook",
@@ -392,11 +392,6 @@ def _run_notebooks(state: _RunState, run: ExperimentRun, experiment: Experiment,
     return True
 
 
-#: What :func:`~calim_helpers.workflow.steps.compare_step` writes under ``OUT/comparison/``.
-COMPARISON_OUTPUTS = ("comparison_cells.csv", "comparison.pdf", "condition_tests.csv",
-                      "condition_summary.pdf")
-
-
 def stale_comparison(covered: Sequence[str], aggregated: Sequence[str], /, *,
                      rebuilt: bool) -> list[str]:
     """Return the experiments of a comparison whose tables a run redid without it.
@@ -425,9 +420,9 @@ def stale_comparison(covered: Sequence[str], aggregated: Sequence[str], /, *,
 
 
 def _compared_experiments(folder: Path, /) -> list[str]:
-    """Return the experiments ``folder/comparison_cells.csv`` covers; [] if unreadable."""
+    """Return the experiments ``folder``'s cell table covers; [] if unreadable."""
     try:
-        cells = pd.read_csv(folder / "comparison_cells.csv", usecols=["experiment"],
+        cells = pd.read_csv(folder / COMPARISON_CELLS, usecols=["experiment"],
                             dtype=str, keep_default_na=False)
     except (OSError, ValueError):
         return []

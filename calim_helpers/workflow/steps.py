@@ -45,7 +45,13 @@ from calim_helpers import synchrony as syn
 from calim_helpers.downsample import downsample as block_mean
 from calim_helpers.errors import CalimInputError, CalimWarning
 from calim_helpers.params import too_short
-from calim_helpers.workflow.experiment import Experiment
+from calim_helpers.workflow.experiment import (
+    COMPARISON_CELLS,
+    COMPARISON_PDF,
+    CONDITION_SUMMARY,
+    CONDITION_TESTS,
+    Experiment,
+)
 from calim_helpers.workflow.record import EXPERIMENT_WARNINGS
 
 
@@ -894,9 +900,9 @@ def compare_step(out_dir: Path, names: Sequence[str], /, *,
     out_dir = Path(out_dir)
     exps = {n: io.open_store(out_dir / n / "experiment.zarr").load() for n in names}
     table = aggregate.cell_summaries(exps)
-    io.write_text(out_dir / "comparison" / "comparison_cells.csv", table.to_csv(index=False))
+    io.write_text(out_dir / "comparison" / COMPARISON_CELLS, table.to_csv(index=False))
     io.save_figure(plots.comparison_figure(exps, time_unit=time_unit(*exps.values())),
-                   out_dir / "comparison" / "comparison.pdf")
+                   out_dir / "comparison" / COMPARISON_PDF)
     features, time_units = {}, set()
     for n in names:
         path = out_dir / n / "features.csv"
@@ -908,15 +914,15 @@ def compare_step(out_dir: Path, names: Sequence[str], /, *,
     if len(features) > 1:
         unit = "frame" if "frame" in time_units else "s"
         tests = stats.condition_tests(features, unit=statistics["unit"])
-        write_table(out_dir / "comparison" / "condition_tests.csv",
+        write_table(out_dir / "comparison" / CONDITION_TESTS,
                     _tests_in_unit(tests, unit), unit=unit)
         units = {analysis.AMPLITUDE_UNITS.get(str(f["normalize"].iloc[0]), "normalized")
                  for f in features.values()}
         io.save_figure(plots.condition_summary_figure(
             features, amplitude_label=units.pop() if len(units) == 1 else "normalized",
             group_label="experiment", tests=tests, time_unit=unit),
-            out_dir / "comparison" / "condition_summary.pdf")
+            out_dir / "comparison" / CONDITION_SUMMARY)
     else:
-        for name in ("condition_tests.csv", "condition_summary.pdf"):
+        for name in (CONDITION_TESTS, CONDITION_SUMMARY):
             (out_dir / "comparison" / name).unlink(missing_ok=True)
     return table

@@ -32,7 +32,12 @@ from calim_helpers import aggregate, correction, noise, plots
 from calim_helpers import events as evt
 from calim_helpers import io as cio
 from calim_helpers.plots import overview
-from calim_helpers.workflow.experiment import Experiment
+from calim_helpers.workflow.experiment import (
+    COMPARISON_CELLS,
+    COMPARISON_PDF,
+    CONDITION_SUMMARY,
+    Experiment,
+)
 from calim_helpers.workflow.steps import (
     experiment_figures,
     read_table,
@@ -339,10 +344,10 @@ def show_aggregate(exp: xr.Dataset, /, *, heatmap: Mapping[str, float]) -> Figur
 def show_comparison(out_dir: str | Path, /) -> Figures | str:
     """Show the comparison across experiments, when there is one (``OUT/comparison/``)."""
     folder = Path(out_dir) / "comparison"
-    names = [n for n in ("comparison.pdf", "condition_summary.pdf") if (folder / n).exists()]
+    names = [n for n in (COMPARISON_PDF, CONDITION_SUMMARY) if (folder / n).exists()]
     if not names:
         return "one experiment: nothing to compare"
-    cells = pd.read_csv(folder / "comparison_cells.csv")
+    cells = pd.read_csv(folder / COMPARISON_CELLS)
     exps = {n: cio.open_store(Path(out_dir) / n / "experiment.zarr").load()
             for n in cells["experiment"].unique()}
     return Figures([plots.comparison_figure(exps, time_unit=time_unit(*exps.values()))])
