@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "into the same --out completed with the same inputs and parameters")
     r.add_argument("--workers", metavar="N", help="sessions at once: dask worker processes "
                    "started on this machine for the run (default: compute.workers, auto = one "
-                   "per core; 1 = no cluster)")
+                   "per core; 1 = no cluster, one core)")
     r.add_argument("--scheduler", metavar="ADDRESS", help="send the sessions to a running "
                    "dask cluster instead, e.g. tcp://head-node:8786 (its workers must see the "
                    "same files)")

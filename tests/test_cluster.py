@@ -79,6 +79,13 @@ def test_a_run_on_a_dask_scheduler_gives_the_same_tables(e2e, dask_cluster, tmp_
     assert not different
     status = (out / e2e.other.name / "status" / "analysis.csv").read_text()
     assert status.count(",ok,") == 3  # the three sessions that can be processed
+    # the sessions went through their steps ahead of the notebooks (workflow.ahead), and
+    # the notebooks took those computations: no step was found done by an earlier task
+    import pandas as pd
+
+    for step in ("load", "rois", "arpls", "analysis"):
+        table = pd.read_csv(out / e2e.other.name / "status" / f"{step}.csv")
+        assert not table["cached"].any(), (step, table)
 
 
 def test_workers_default_to_the_cores_and_are_checked():
@@ -163,3 +170,36 @@ def test_a_module_is_imported_in_the_background_once(tmp_path, monkeypatch):
     cluster.import_in_background("calim_bg_probe")  # imported: no thread
     assert not [t for t in threading.enumerate() if t.name == "calim-import"]
     monkeypatch.delitem(sys.modules, "calim_bg_probe")
+
+
+def test_workers_are_the_cores_a_step_computes_on_in_the_kernel(tmp_path, monkeypatch):
+    """Without a cluster, ``compute.workers`` threads compute a step's chunks and BLAS,
+    shared by the sessions running at once (``--workers 1``: one core)."""
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    from calim_helpers import demo
+    from calim_helpers.workflow import runner
+    from calim_helpers.workflow.experiment import Experiment
+
+    seen = []
+
+    def probe(experiment, session):
+        blas = {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+        seen.append((dask.config.get("num_workers"), blas))
+        return {}
+
+    monkeypatch.setitem(runner.STEPS, "load", probe)
+    np.dot(np.ones((2, 2)), np.ones((2, 2)))  # BLAS loaded
+    exp_dir = demo.write_demo_experiment(tmp_path, n_frames=20, frame_shape=(32, 40), seed=1)
+    e = Experiment.open(exp_dir, tmp_path / "out")
+    n = len(e.sessions)
+    assert n >= 2
+    for workers, parallel, threads in ((1, 1, 1), (2, 1, 2), (2, 2, 1), (3, 1, 3)):
+        seen.clear()
+        compute = {"scheduler": "threads", "workers": workers, "parallel_sessions": parallel,
+                   "resume": False}
+        assert (runner.run_step("load", e, compute=compute)["status"] == "ok").all()
+        assert [s[0] for s in seen] == [threads] * n
+        assert all(s[1] <= {threads} for s in seen), (workers, parallel, seen)  # or no BLAS
+    assert dask.config.get("num_workers", None) is None  # nothing left set

@@ -315,9 +315,9 @@ def _run_chain(exp_dir, out, compute):
 def test_parallel_sessions_and_a_dask_cluster_give_the_same_results(tmp_path):
     distributed = pytest.importorskip("distributed")  # installed with the test extra
     exp_dir = demo.write_demo_experiment(tmp_path, n_frames=100, frame_shape=(40, 48), seed=6)
-    serial = _run_chain(exp_dir, tmp_path / "serial", {"scheduler": "threads",
+    serial = _run_chain(exp_dir, tmp_path / "serial", {"scheduler": "threads", "workers": 2,
                                                        "parallel_sessions": 1, "resume": True})
-    parallel = _run_chain(exp_dir, tmp_path / "parallel", {"scheduler": "threads",
+    parallel = _run_chain(exp_dir, tmp_path / "parallel", {"scheduler": "threads", "workers": 2,
                                                            "parallel_sessions": 2,
                                                            "resume": True})
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -339,7 +339,7 @@ def test_bad_compute_settings_are_named(tmp_path, monkeypatch):
     kw = {"load": p["load"], "registration": p["registration"], "denoise": p["denoise"],
           "downsample": p["downsample"], "figures": p["figures"], "outputs": p["outputs"]}
     with pytest.raises(CalimInputError, match="compute.scheduler must be"):
-        run_step("load", e, compute={"scheduler": "gpu", "parallel_sessions": 1,
+        run_step("load", e, compute={"scheduler": "gpu", "workers": 1, "parallel_sessions": 1,
                                      "resume": True}, **kw)
     with pytest.raises(CalimInputError, match="no dask cluster at tcp://127.0.0.1:9"):
         run_step("load", e, compute={"scheduler": "tcp://127.0.0.1:9", "parallel_sessions": 1,

@@ -6,6 +6,9 @@ This layer sits above the science modules and is never imported by them:
 - :mod:`~calim_helpers.workflow.steps` -- one body per step: read, call the science, write;
 - :mod:`~calim_helpers.workflow.runner` -- a step over every session (threads or a dask
   cluster), failures isolated, status tables, progress through :mod:`logging`;
+- :mod:`~calim_helpers.workflow.cluster` -- the dask cluster a run starts on this machine;
+- :mod:`~calim_helpers.workflow.ahead` -- on a cluster, each session through its steps
+  without waiting for the others or the notebooks;
 - :mod:`~calim_helpers.workflow.record` -- ``run_record.json``;
 - :mod:`~calim_helpers.workflow.papermill` -- ``calim run``: the notebooks under papermill;
 - :mod:`~calim_helpers.workflow.views` -- what the notebooks display.

@@ -152,7 +152,11 @@ def local_cluster(n_workers: int, /, *, memory_limit: str | int = "auto") -> Ite
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set({"distributed.worker.profile.enabled": False}):  # read by nannies
+    # sessions queued in the scheduler go to a worker only when it is free (at dask's
+    # default saturation of 1.1 a single-threaded worker takes two, one of them waiting
+    # there while another worker may become free first)
+    with dask.config.set({"distributed.worker.profile.enabled": False,  # read by nannies
+                          "distributed.scheduler.worker-saturation": 1.0}):
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                memory_limit=memory_limit, host="127.0.0.1",
                                dashboard_address=None, silence_logs=logging.ERROR)
@@ -216,17 +220,22 @@ def _warm_one_worker(address: str, n_workers: int, /) -> None:
     (:func:`import_steps`), which they would otherwise do when their first session
     arrives. The process that started the cluster never imports numba. Runs in a thread
     beside the notebooks (:func:`cluster_for_run`); a session sent meanwhile waits
-    for its worker.
+    for its worker. Both run outside dask's task scheduling (``Client.run``): as a task,
+    the warm-up made the scheduler send the first sessions to the other workers, all of
+    them to one worker when there were two.
     """
     from distributed import Client
 
     with Client(address, set_as_default=False) as client:
         client.wait_for_workers(n_workers)
         names = sorted(client.scheduler_info()["workers"])
-        warm = client.submit(warm_compiled, workers=names[:1], pure=False)
+        warm = threading.Thread(target=client.run, args=(warm_compiled,),
+                                kwargs={"workers": names[:1]}, name="calim-warm-first",
+                                daemon=True)
+        warm.start()
         if names[1:]:
             client.run(import_steps, workers=names[1:])
-        warm.result()
+        warm.join()
 
 
 def import_steps() -> None:

@@ -31,7 +31,7 @@ import pandas as pd
 
 from calim_helpers import io, resources
 from calim_helpers.errors import CalimWarning
-from calim_helpers.workflow import kernels
+from calim_helpers.workflow import ahead, kernels
 from calim_helpers.workflow.cluster import cluster_for_run, on_workers
 from calim_helpers.workflow.experiment import COMPARISON_CELLS, COMPARISON_OUTPUTS, Experiment
 from calim_helpers.workflow.record import experiment_warnings, finish_record, run_record
@@ -473,6 +473,22 @@ def _drop_stale_comparison(out_dir: Path, runs: Sequence[ExperimentRun], state: 
                   other_warnings=run.other_warnings())
 
 
+def _sessions_ahead(compute: Mapping[str, Any], exp_dir: Path, values: Mapping[str, Any], /
+                    ) -> contextlib.AbstractContextManager:
+    """Send the sessions through their steps ahead of the notebooks, on dask workers.
+
+    :func:`calim_helpers.workflow.ahead.sessions_ahead`; without workers, nothing.
+    """
+    if "://" not in str(compute["scheduler"]):
+        return contextlib.nullcontext()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalimWarning)  # said when the experiment was opened
+        # the notebooks' view of it: the output folder as they get it (resolved)
+        experiment = Experiment.open(exp_dir, values["out_dir"], values["sessions"])
+    return ahead.sessions_ahead(str(compute["scheduler"]), experiment, values,
+                                bool(compute["resume"]))
+
+
 def run_experiments(
     experiments: Sequence[Path],
     out_dir: Path,
@@ -551,9 +567,11 @@ def run_experiments(
                         bar.update(len(NOTEBOOKS))
                         continue
                     root = Path(out_dir) / exp_dir.name
-                    if _run_notebooks(state, run, experiment, root, values,
-                                      compare=list(done) if last else [],
-                                      then=None if last else folders[k + 1]):
+                    with _sessions_ahead(compute, exp_dir, values):
+                        finished = _run_notebooks(state, run, experiment, root, values,
+                                                  compare=list(done) if last else [],
+                                                  then=None if last else folders[k + 1])
+                    if finished:
                         done.append(exp_dir.name)
                     run.produced = (Path(out_dir) / exp_dir.name / "experiment.zarr").exists()
                     run.experiment_warnings = experiment_warnings(root)

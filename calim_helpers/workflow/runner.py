@@ -29,17 +29,18 @@ import shutil
 import time
 import traceback
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import dask
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from calim_helpers import __version__, io
 from calim_helpers.errors import CalimInputError
-from calim_helpers.workflow import cluster
+from calim_helpers.workflow import ahead, cluster
 from calim_helpers.workflow.experiment import STORES, Experiment
 from calim_helpers.workflow.steps import ANALYSIS_TABLES, STEPS, Skip
 
@@ -83,9 +84,10 @@ def run_step(step: str, experiment: Experiment, /, *, compute: Mapping[str, Any]
     compute : mapping
         The ``compute`` parameter section: ``scheduler`` (``"threads"``,
         ``"synchronous"`` or a running dask cluster's address, to which each session is
-        submitted whole), ``parallel_sessions`` (sessions at once on this machine) and
-        ``resume`` (skip sessions whose step is already done with the same inputs and
-        parameters).
+        submitted whole), ``workers`` (with ``"threads"``: the cores the step's chunk
+        work uses in this process, shared by the sessions running at once),
+        ``parallel_sessions`` (sessions at once in this process) and ``resume`` (skip
+        sessions whose step is already done with the same inputs and parameters).
     **sections
         The parameter sections the step takes (see its body in
         :mod:`calim_helpers.workflow.steps`), passed on unchanged.
@@ -123,8 +125,11 @@ def run_step(step: str, experiment: Experiment, /, *, compute: Mapping[str, Any]
     log.info("%s %s: %d session(s)", experiment.name, step, n)
     if "://" in scheduler:
         with _cluster_client(scheduler) as client:
-            futures = {client.submit(run_session, step, experiment, s, sections, resume=resume,
-                                     echo_warnings=False, pure=False): i
+            # keyed by step, session and parameters: a session that `calim run` sent ahead
+            # of this notebook (workflow.ahead) is taken as it runs or finished, not redone
+            futures = {client.submit(ahead.run_session_task, step, experiment, s, sections,
+                                     resume, key=ahead.task_key(step, experiment, s, sections,
+                                                                resume)): i
                        for i, s in enumerate(sessions)}
             for future, i in futures.items():  # in session order; they run concurrently
                 try:
@@ -139,8 +144,13 @@ def run_step(step: str, experiment: Experiment, /, *, compute: Mapping[str, Any]
             raise CalimInputError(
                 f"compute.scheduler must be 'threads', 'synchronous' or a dask cluster "
                 f"address such as 'tcp://host:8786', got {scheduler!r}")
-        with ThreadPoolExecutor(max_workers=n_parallel) as pool:
-            futures = {pool.submit(run_session, step, experiment, s, sections, scheduler,
+        # compute.workers is the number of cores used, here as threads of this process
+        threads = max(1, cluster.resolve_workers(compute["workers"]) // min(n_parallel, n or 1))
+        # dask's configuration and BLAS's limit are global to the process: set once for
+        # the sessions run at once
+        with dask.config.set(scheduler=scheduler, num_workers=threads), \
+                threadpool_limits(limits=threads), ThreadPoolExecutor(n_parallel) as pool:
+            futures = {pool.submit(run_session, step, experiment, s, sections,
                                    resume=resume): i
                        for i, s in enumerate(sessions)}
             for future in as_completed(futures):
@@ -153,9 +163,14 @@ def run_step(step: str, experiment: Experiment, /, *, compute: Mapping[str, Any]
 
 
 def run_session(step: str, experiment: Experiment, session: io.Session,
-                sections: Mapping[str, Any], scheduler: str = "threads", *,
-                resume: bool = True, echo_warnings: bool = True) -> dict[str, Any]:
+                sections: Mapping[str, Any], *, resume: bool = True,
+                echo_warnings: bool = True) -> dict[str, Any]:
     """One session through one step: a status row. Never raises (runs on cluster workers).
+
+    On a dask.distributed worker the step's chunk work (and BLAS) uses that worker's
+    threads (one on the local cluster's workers), in the worker's process; elsewhere it
+    uses dask's configuration as the caller set it (:func:`run_step`: ``compute.workers``
+    threads).
 
     The warnings the step raises are recorded in the row and, with ``echo_warnings``,
     raised again (so they also show where the step runs; a cluster worker only records
@@ -175,8 +190,7 @@ def run_session(step: str, experiment: Experiment, session: io.Session,
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            # chunk work stays in this process; on a cluster worker, with its own threads
-            with dask.config.set(scheduler=scheduler, num_workers=_worker_threads()):
+            with _on_worker_threads():
                 row |= {"status": "ok", "reason": ""} | STEPS[step](experiment, session,
                                                                     **sections)
         except Skip as exc:
@@ -203,18 +217,29 @@ def run_session(step: str, experiment: Experiment, session: io.Session,
 
 
 def _worker_threads() -> int | None:
-    """Threads of the dask.distributed worker running this code (None: not on a worker).
-
-    A session sent to a worker computes its chunks with that many threads (one on the
-    local cluster's single-threaded workers), so that N workers use N cores rather than
-    N x cores threads competing for them.
-    """
+    """Threads of the dask.distributed worker running this code (None: not on a worker)."""
     try:
         from distributed import get_worker
 
         return int(get_worker().state.nthreads)
     except (ImportError, ValueError, AttributeError):
         return None
+
+
+@contextlib.contextmanager
+def _on_worker_threads() -> Iterator[None]:
+    """On a dask.distributed worker: compute chunks in this process with its threads.
+
+    A session sent to a worker computes its chunks with that many threads (one on the
+    local cluster's single-threaded workers) and BLAS with as many, so that N workers use
+    N cores rather than N x cores threads competing for them. Elsewhere: nothing.
+    """
+    n = _worker_threads()
+    if n is None:
+        yield
+        return
+    with dask.config.set(scheduler="threads", num_workers=n), threadpool_limits(limits=n):
+        yield
 
 
 def _file_identity(path: Any) -> list[Any] | None:
