@@ -685,3 +685,38 @@ def test_the_demo_run_has_no_saturated_roi(run):
     e, _ = run
     status = pd.read_csv(e.root / "status" / "rois.csv")
     assert (status["saturated_rois"] == 0).all()
+
+
+def test_characters_missing_from_the_fonts_give_one_warning_not_one_per_character(
+        tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from calim_helpers.workflow import runner
+
+    def draw(experiment, session):
+        fig, ax = plt.subplots()
+        ax.set_title("细胞 ROI 3 · 細胞")  # two characters twice, one more
+        fig.savefig(tmp_path / "f.png")
+        plt.close(fig)
+        warnings.warn("another warning", UserWarning, stacklevel=1)
+        return {}
+
+    monkeypatch.setitem(runner.STEPS, "load", draw)
+    exp_dir = demo.write_demo_experiment(tmp_path / "d", n_frames=20, frame_shape=(32, 40),
+                                         seed=1, sessions=["230404_5"])
+    e = Experiment.open(exp_dir, tmp_path / "out")
+    compute = {"scheduler": "threads", "workers": 1, "parallel_sessions": 1, "resume": False}
+    with warnings.catch_warnings(record=True) as echoed:
+        warnings.simplefilter("always")
+        row = run_step("load", e, compute=compute).iloc[0]
+    messages = row["warnings"].split(" | ")
+    assert "UserWarning: another warning" in messages
+    assert not [m for m in messages if "Glyph" in m]
+    boxes = [m for m in messages if "empty boxes" in m]
+    assert len(boxes) == 1 and "3 character(s) (细 胞 細)" in boxes[0], messages
+    assert "DejaVu Sans" in boxes[0]
+    assert not [w for w in echoed if "Glyph" in str(w.message)]
+    assert len([w for w in echoed if "empty boxes" in str(w.message)]) == 1

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import shutil
 import time
 import traceback
@@ -39,7 +40,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from calim_helpers import __version__, io
-from calim_helpers.errors import CalimInputError
+from calim_helpers.errors import CalimInputError, CalimWarning
 from calim_helpers.workflow import ahead, cluster
 from calim_helpers.workflow.experiment import STORES, Experiment
 from calim_helpers.workflow.steps import ANALYSIS_TABLES, STEPS, Skip
@@ -205,15 +206,48 @@ def run_session(step: str, experiment: Experiment, session: io.Session,
     cluster.give_back_memory()
     if step == "load" and row["status"] == "ok":
         cluster.import_in_background("calim_helpers.detection")  # for the rois step
+    caught, glyphs = _missing_glyphs(caught)
     messages = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
+    if glyphs:
+        messages.append(f"CalimWarning: {glyphs}")
     for w in caught if echo_warnings else ():
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if glyphs and echo_warnings:
+        warnings.warn(glyphs, CalimWarning, stacklevel=2)
     row["warnings"] = " | ".join(messages)
     row["cached"] = False
     row["seconds"] = round(time.perf_counter() - t0, 1)
     if row["status"] == "ok" and fingerprint is not None:
         _write_marker(experiment, session, step, fingerprint, row)
     return row
+
+
+#: matplotlib's warning for a character its fonts lack, one per character and font list
+_GLYPH = re.compile(r"Glyph (\d+) \(.*\) missing from font\(s\) (.+)\.$")
+
+
+def _missing_glyphs(caught: list[warnings.WarningMessage], /
+                    ) -> tuple[list[warnings.WarningMessage], str]:
+    """Return the warnings but matplotlib's missing-glyph ones, and one message for those.
+
+    A ROI or experiment named in a script the fonts lack (Chinese, Japanese, Korean, ...)
+    otherwise gives one warning per character in every status row and the run summary.
+    """
+    rest, chars, fonts = [], {}, {}
+    for w in caught:
+        found = _GLYPH.match(str(w.message))
+        if found is None:
+            rest.append(w)
+        else:
+            chars[chr(int(found[1]))] = None
+            fonts[found[2]] = None
+    if not chars:
+        return rest, ""
+    return rest, (f"{len(chars)} character(s) ({' '.join(chars)}) of figure texts (ROI, "
+                  f"session or experiment names) are in no font matplotlib uses "
+                  f"({', '.join(fonts)}) and show as empty boxes in the figures; install "
+                  f"a font that has them (e.g. Noto Sans CJK) and add it to matplotlib's "
+                  f"font.sans-serif list, or rename")
 
 
 def _worker_threads() -> int | None:
