@@ -76,6 +76,28 @@ def test_the_preload_imports_what_the_notebooks_import():
                     assert f"calim_helpers.workflow.{name.strip()}" in preload, (source, name)
 
 
+def test_each_notebook_has_its_preload_and_each_preload_runs(tmp_path):
+    """Every notebook of a run has its compute imports; each preload is code that runs in
+    a fresh interpreter (numba optional) and imports the modules it names."""
+    import subprocess
+    import sys
+
+    from calim_helpers.workflow.papermill import NOTEBOOKS
+
+    assert tuple(kernels.COMPUTE_IMPORTS) == NOTEBOOKS
+    for name in NOTEBOOKS:
+        for compute in (False, True):
+            code = kernels.preload_for(name, compute=compute)
+            assert code.startswith(kernels.PRELOAD)
+            wanted = kernels.COMPUTE_IMPORTS[name] if compute else ()
+            check = "import sys\n" + "".join(
+                f"assert {m!r} in sys.modules, {m!r}\n" for m in wanted)
+            assert ("numba" in code) == ("numba" in wanted)
+            if name in ("04_analysis", "05_aggregate"):  # one of each kind, in a subprocess
+                subprocess.run([sys.executable, "-c", code + "\n" + check], check=True,
+                               cwd=tmp_path, timeout=120)
+
+
 def _tagged_notebook(path, mark, *, tagged):
     nb = nbformat.v4.new_notebook()
     seen = f"import pathlib\nprint(pathlib.Path({str(mark)!r}).exists())"

@@ -26,7 +26,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENGINE", "KERNEL_ARGUMENTS", "NextKernel", "register_engine"]
+__all__ = ["COMPUTE_IMPORTS", "ENGINE", "KERNEL_ARGUMENTS", "NextKernel", "preload_for",
+           "register_engine"]
 
 log = logging.getLogger("calim.run")
 
@@ -39,14 +40,43 @@ KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
 #: What a kernel imports before its notebook starts: the modules the notebooks use.
 PRELOAD = ("import calim_helpers.workflow.runner, calim_helpers.workflow.steps, "
            "calim_helpers.workflow.views, calim_helpers.plots")
-#: Imported too when the kernel itself computes the steps (no dask cluster): numba, which
-#: the compiled loops otherwise import when first called (84 MB a kernel on a cluster
-#: run does without), and what the analysis step imports when first called: scipy.signal
-#: for the events' peaks and pynwb for the NWB file (0.31 s and 0.26 s once the helpers
-#: are imported; 22 and 20 MB), and the rois step's automatic detection (scikit-image,
-#: 20 MB).
-PRELOAD_COMPUTE = (PRELOAD + ", scipy.signal, calim_helpers.nwb, calim_helpers.detection"
-                   + "\ntry:\n    import numba\nexcept ImportError:\n    pass")
+#: Imported too, by notebook, when the kernel itself computes its step (no dask cluster):
+#: numba, which the compiled loops otherwise import when first called (84 MB a kernel on
+#: a cluster run does without), and what a step imports when first called: the rois
+#: step's automatic detection (scikit-image, 20 MB), the analysis step's scipy.signal for
+#: the events' peaks and pynwb for the NWB file (0.31 s and 0.26 s once the helpers are
+#: imported; 22 and 20 MB). Each kernel runs one notebook: what its step does not use is
+#: not imported (listed by running each step in a fresh process).
+COMPUTE_IMPORTS: dict[str, tuple[str, ...]] = {
+    "01_load": ("numba",),
+    "02_rois": ("calim_helpers.detection", "numba"),
+    "03_arpls": ("numba",),
+    "04_analysis": ("scipy.signal", "calim_helpers.nwb", "numba"),
+    "05_aggregate": (),
+}
+
+
+def preload_for(notebook: str, /, *, compute: bool) -> str:
+    """Return what the kernel of ``notebook`` imports before it starts.
+
+    :data:`PRELOAD`, and with ``compute`` (the kernel computes the step itself) that
+    notebook's :data:`COMPUTE_IMPORTS`; numba is optional (skipped if not installed).
+
+    Examples
+    --------
+    >>> preload_for("05_aggregate", compute=True) == PRELOAD
+    True
+    >>> print(preload_for("03_arpls", compute=True).split(chr(10))[1:])
+    ['try:', '    import numba', 'except ImportError:', '    pass']
+    """
+    extra = COMPUTE_IMPORTS[notebook] if compute else ()
+    required = [m for m in extra if m != "numba"]
+    code = PRELOAD + "".join(f", {m}" for m in required)
+    if "numba" in extra:
+        code += "\ntry:\n    import numba\nexcept ImportError:\n    pass"
+    return code
+
+
 _TIMEOUT_S = 120.0
 
 
@@ -97,8 +127,7 @@ class NextKernel:
     def prepare(self, cwd: Path, /, preload: str = PRELOAD) -> None:
         """Start a kernel in ``cwd`` in the background (replacing any not taken).
 
-        ``preload`` is what it imports before its notebook starts (:data:`PRELOAD` or
-        :data:`PRELOAD_COMPUTE`).
+        ``preload`` is what it imports before its notebook starts (:func:`preload_for`).
         """
         # imported here first: jupyter_client imported by two threads at once fails
         import jupyter_client  # noqa: F401

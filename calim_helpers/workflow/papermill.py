@@ -329,11 +329,12 @@ class _RunState:
     aggregated: list[str] = field(default_factory=list)
     compared: bool = False  # a 05_aggregate with experiments to compare ran without error
 
-    def start_next(self, folder: Path, /) -> Callable[[], Any] | None:
-        """Start the kernel of the notebook in ``folder`` now, or return what starts it."""
+    def start_next(self, folder: Path, notebook: str, /) -> Callable[[], Any] | None:
+        """Start the kernel of ``notebook`` in ``folder`` now, or return what starts it."""
+        preload = kernels.preload_for(notebook, compute=not self.on_workers)
         if self.on_workers:
-            return functools.partial(self.ahead.prepare, folder)
-        self.ahead.prepare(folder, preload=kernels.PRELOAD_COMPUTE)
+            return functools.partial(self.ahead.prepare, folder, preload=preload)
+        self.ahead.prepare(folder, preload=preload)
         return None
 
 
@@ -373,7 +374,8 @@ def _run_notebooks(state: _RunState, run: ExperimentRun, experiment: Experiment,
         ahead = None
         if following is not None:  # every later notebook runs, too: start its kernel
             following.mkdir(parents=True, exist_ok=True)
-            ahead = state.start_next(following)
+            ahead = state.start_next(following,
+                                     NOTEBOOKS[(NOTEBOOKS.index(name) + 1) % len(NOTEBOOKS)])
         error = execute_notebook(name, values, output, source_dir=state.scratch, prefix="  ",
                                  kernel=kernel, after_step=ahead)
         state.bar.update(1)
@@ -539,8 +541,8 @@ def run_experiments(
             workers = on_workers(params["compute"], n_sessions)
             if folders and not (resume and _nb_marker(folders[0].parent, NOTEBOOKS[0]).exists()):
                 folders[0].mkdir(parents=True, exist_ok=True)  # the first kernel starts now
-                ahead.prepare(folders[0], preload=kernels.PRELOAD if workers
-                              else kernels.PRELOAD_COMPUTE)
+                ahead.prepare(folders[0],
+                              preload=kernels.preload_for(NOTEBOOKS[0], compute=not workers))
             state = _RunState(bar, ahead, Path(tmp), resume, workers)
             with cluster_for_run(params["compute"], n_sessions) as compute:
                 for k, exp_dir in enumerate(experiments):
