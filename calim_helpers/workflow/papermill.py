@@ -31,7 +31,8 @@ import pandas as pd
 
 from calim_helpers import io, resources
 from calim_helpers.errors import CalimWarning
-from calim_helpers.workflow import ahead, kernels
+from calim_helpers.workflow import kernels
+from calim_helpers.workflow.ahead import sessions_ahead
 from calim_helpers.workflow.cluster import cluster_for_run, on_workers
 from calim_helpers.workflow.experiment import COMPARISON_CELLS, COMPARISON_OUTPUTS, Experiment
 from calim_helpers.workflow.record import experiment_warnings, finish_record, run_record
@@ -483,12 +484,17 @@ def _sessions_ahead(compute: Mapping[str, Any], exp_dir: Path, values: Mapping[s
     """
     if "://" not in str(compute["scheduler"]):
         return contextlib.nullcontext()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CalimWarning)  # said when the experiment was opened
-        # the notebooks' view of it: the output folder as they get it (resolved)
-        experiment = Experiment.open(exp_dir, values["out_dir"], values["sessions"])
-    return ahead.sessions_ahead(str(compute["scheduler"]), experiment, values,
-                                bool(compute["resume"]))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CalimWarning)  # said when it was first opened
+            # the notebooks' view of it: the output folder as they get it (resolved)
+            experiment = Experiment.open(exp_dir, values["out_dir"], values["sessions"])
+    except Exception as exc:  # noqa: BLE001 - an optimisation: the notebooks run the steps
+        log.warning("%s: sessions not sent ahead of the notebooks (%s: %s)", exp_dir.name,
+                    type(exc).__name__, exc)
+        return contextlib.nullcontext()
+    return sessions_ahead(str(compute["scheduler"]), experiment, values,
+                          bool(compute["resume"]))
 
 
 def run_experiments(
