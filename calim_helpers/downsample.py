@@ -143,9 +143,11 @@ def _block_mean(block: np.ndarray, factors: tuple[int, ...], weights: np.ndarray
             shape = [1] * out.ndim
             shape[axis] = -1
             w = np.asarray(weights, dtype=np.float32)
-            parts = [out[(slice(None),) * axis + (slice(k, None, f),)]
-                     * w[k::f].reshape(shape) for k in range(f)]
-            out = np.sum(parts, axis=0, dtype=np.float32)
+            parts = [out[(slice(None),) * axis + (slice(k, None, f),)] for k in range(f)]
+            total = parts[0] * w[0::f].reshape(shape)
+            for k, part in enumerate(parts[1:], start=1):
+                total += part * w[k::f].reshape(shape)
+            out = total
             divisor = (w.reshape(-1, f).sum(axis=1) * np.float32(divisor / f)).reshape(shape)
         elif f > 1:
             parts = [out[(slice(None),) * axis + (slice(k, None, f),)] for k in range(f)]
