@@ -14,6 +14,7 @@ from calim_helpers.params import load_params
 from calim_helpers.workflow import ahead
 from calim_helpers.workflow.experiment import Experiment
 from calim_helpers.workflow.runner import run_step
+from calim_helpers.workflow.steps import STEPS
 
 distributed = pytest.importorskip("distributed")
 
@@ -35,6 +36,7 @@ def test_the_sections_of_each_step_are_those_its_notebook_passes():
     for path in sorted(NOTEBOOKS.glob("0*.py")):
         found |= _run_step_calls(path.read_text())
     assert found == {step: set(sections) for step, sections in ahead.STEP_SECTIONS.items()}
+    assert tuple(STEPS) == tuple(ahead.STEP_SECTIONS)  # the same steps, in the same order
 
 
 def test_a_task_key_changes_with_each_thing_that_makes_the_step_and_nothing_else():

@@ -58,7 +58,7 @@ CONNECT_TIMEOUT = "20s"
 # the stores a step and the later ones write: removed before a step runs on a session
 _STORES_FROM = {"load": ("load", "traces", "result"), "rois": ("traces", "result"),
                 "arpls": ("result",), "analysis": ()}
-_ORDER = ("load", "rois", "arpls", "analysis")
+_ORDER = tuple(ahead.STEP_SECTIONS)  # the steps in order (STEPS holds the same, tested)
 # the files each step writes in a session's folder (beside its store), as glob patterns
 _FILES = {"load": ("shifts.csv", "{s}_shifts.png", "{s}_registration.png",
                    "{s}_corrected.ome.tif"),
@@ -66,7 +66,7 @@ _FILES = {"load": ("shifts.csv", "{s}_shifts.png", "{s}_registration.png",
           "arpls": ("{s}_mask*.png", "{s}_rois.pdf"),
           "analysis": ("{s}_raster.png", "{s}_correlation.png", "{s}_clusters.png",
                        "{s}_summary.png", "{s}_qc.png", "{s}.nwb")}
-_UPSTREAM = {"rois": "load", "arpls": "rois", "analysis": "arpls"}
+_UPSTREAM = dict(zip(_ORDER[1:], _ORDER[:-1], strict=True))  # the step before each
 # sections of which a step uses a few keys: only those are part of its fingerprint (turning
 # the NWB file on must not re-run the load step, which writes only the corrected movie)
 _KEYS_USED = {("load", "outputs"): ("movie",)}
