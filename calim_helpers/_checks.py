@@ -7,13 +7,18 @@ from typing import Any
 import numpy as np
 
 
-def check_number(name: str, value: Any, *, low: float, strict: bool) -> float:
-    """Return ``value`` as a float if it is a finite number >= ``low`` (> with ``strict``)."""
+def check_number(name: str, value: Any, *, low: float, strict: bool,
+                 high: float | None = None) -> float:
+    """Return ``value`` as a float if it is a finite number >= ``low`` (> with ``strict``).
+
+    With ``high``, it must also be <= ``high``.
+    """
     real = int | float | np.integer | np.floating
     if isinstance(value, bool) or not isinstance(value, real) or not np.isfinite(value) \
-            or value < low or (strict and value == low):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low}, "
-                         f"got {value!r}")
+            or value < low or (strict and value == low) or (high is not None and value > high):
+        bounds = f"{'>' if strict else '>='} {low:g}" + ("" if high is None else
+                                                         f" and <= {high:g}")
+        raise ValueError(f"{name} must be a finite number {bounds}, got {value!r}")
     return float(value)
 
 

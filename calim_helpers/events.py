@@ -153,7 +153,6 @@ Gaussian noise (sigma 0.01) with two transients:
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
@@ -161,6 +160,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from calim_helpers._checks import check_number
 from calim_helpers.errors import CalimWarning
 from calim_helpers.noise import noise_sigma
 
@@ -255,20 +255,6 @@ START_WARN_MIN = 3
 
 def _empty(columns: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in columns.items()})
-
-
-def _check_number(name: str, value: Any, *, low: float = 0.0, strict: bool = False,
-                  high: float | None = None) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, int | float | np.integer | np.floating)
-    if ok:
-        value = float(value)
-        ok = math.isfinite(value) and (value > low if strict else value >= low)
-        ok = ok and (high is None or value <= high)
-    if not ok:
-        rel = ">" if strict else ">="
-        rng = f"{rel} {low:g}" + ("" if high is None else f" and <= {high:g}")
-        raise ValueError(f"{name} must be a number {rng}, got {value!r}")
-    return value
 
 
 def _trace(trace: Any, name: str = "trace") -> np.ndarray:
@@ -416,7 +402,8 @@ def _check_params(**params: float) -> dict[str, float]:
     """Check the parameters of :func:`detect_events`; return them as floats."""
     strict = {"threshold", "prominence"}
     at_most_one = {"onset_fraction", "end_fraction"}
-    return {k: _check_number(k, v, strict=k in strict, high=1.0 if k in at_most_one else None)
+    return {k: check_number(k, v, low=0.0, strict=k in strict,
+                            high=1.0 if k in at_most_one else None)
             for k, v in params.items()}
 
 

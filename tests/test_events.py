@@ -235,13 +235,13 @@ def test_repeated_calls_agree_and_input_is_not_mutated():
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"threshold": 0}, "threshold must be a number > 0"),
-    ({"prominence": -1.0}, "prominence must be a number > 0"),
-    ({"merge_gap_s": -1.0}, "merge_gap_s must be a number >= 0"),
-    ({"min_duration_s": float("nan")}, "min_duration_s must be a number >= 0"),
-    ({"onset_fraction": 1.5}, "onset_fraction must be a number >= 0 and <= 1"),
-    ({"end_fraction": True}, "end_fraction must be a number"),
-    ({"baseline_s": "3"}, "baseline_s must be a number >= 0"),
+    ({"threshold": 0}, "threshold must be a finite number > 0"),
+    ({"prominence": -1.0}, "prominence must be a finite number > 0"),
+    ({"merge_gap_s": -1.0}, "merge_gap_s must be a finite number >= 0"),
+    ({"min_duration_s": float("nan")}, "min_duration_s must be a finite number >= 0"),
+    ({"onset_fraction": 1.5}, "onset_fraction must be a finite number >= 0 and <= 1"),
+    ({"end_fraction": True}, "end_fraction must be a finite number"),
+    ({"baseline_s": "3"}, "baseline_s must be a finite number >= 0"),
 ])
 def test_bad_parameters_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
