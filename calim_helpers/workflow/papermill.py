@@ -32,7 +32,7 @@ import pandas as pd
 from calim_helpers import io, resources
 from calim_helpers.errors import CalimWarning
 from calim_helpers.workflow import kernels
-from calim_helpers.workflow.ahead import sessions_ahead
+from calim_helpers.workflow.ahead import STEP_SECTIONS, sessions_ahead
 from calim_helpers.workflow.cluster import cluster_for_run, on_workers
 from calim_helpers.workflow.experiment import COMPARISON_CELLS, COMPARISON_OUTPUTS, Experiment
 from calim_helpers.workflow.record import experiment_warnings, finish_record, run_record
@@ -45,9 +45,9 @@ kernel_log = logging.getLogger("calim.kernel")
 
 #: The notebooks ``calim run`` executes, in order.
 NOTEBOOKS = ("01_load", "02_rois", "03_arpls", "04_analysis", "05_aggregate")
-#: The per-session step each notebook runs (its status table: ``status/<step>.csv``).
-STEP_OF = {"01_load": "load", "02_rois": "rois", "03_arpls": "arpls",
-           "04_analysis": "analysis"}
+#: The per-session step each notebook runs (its status table: ``status/<step>.csv``): the
+#: first four notebooks run the steps in order; the last works on the whole experiment.
+STEP_OF = dict(zip(NOTEBOOKS, STEP_SECTIONS))
 #: The tag of a notebook's cell that runs its step on every session.
 STEP_TAG = "step"
 #: Parameters that are not in ``default.yaml``: where the data is and what to compare.
@@ -135,11 +135,18 @@ class _LineForwarder:
         self._buffer = ""
 
 
-def _render_html(notebook_path: Path) -> Path:
+@functools.cache
+def _html_exporter() -> Any:
+    """One HTML exporter for the run: its templates are compiled once, not per notebook."""
     import nbconvert
+
+    return nbconvert.HTMLExporter()
+
+
+def _render_html(notebook_path: Path) -> Path:
     import nbformat
 
-    body, _ = nbconvert.HTMLExporter().from_notebook_node(nbformat.read(notebook_path, 4))
+    body, _ = _html_exporter().from_notebook_node(nbformat.read(notebook_path, 4))
     return io.write_text(notebook_path.with_suffix(".html"), body)
 
 
