@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -151,8 +152,18 @@ def _tree_rss_mb(pid: int) -> float:
     return total
 
 
-def _run(cmd: list[str]) -> tuple[float, float, str]:
-    """Run ``cmd``; return wall seconds, peak process-tree RSS (MB) and its stdout."""
+def _children_cpu_s() -> float:
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
+def _run(cmd: list[str]) -> tuple[float, float, str, float]:
+    """Run ``cmd``; return wall seconds, peak process-tree RSS (MB), its stdout and CPU s.
+
+    The CPU seconds (user + system) are those of the whole tree: every process of a run
+    (kernels, dask workers) is waited for by its parent, so its time adds to ``cmd``'s.
+    """
+    cpu0 = _children_cpu_s()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0.0]
@@ -169,7 +180,7 @@ def _run(cmd: list[str]) -> tuple[float, float, str]:
     took = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-2000:]}")
-    return took, peak[0], out
+    return took, peak[0], out, _children_cpu_s() - cpu0
 
 
 def _tables(root: Path) -> dict[str, bytes]:
@@ -228,14 +239,21 @@ def main() -> None:
                                  ("workers 2", full, ["--workers", "2"])):
             out = tmp / f"out {name}"
             shutil.rmtree(out, ignore_errors=True)
-            runs[name] = (*_run([*CALIM, "run", str(exp), "--out", str(out), "-q", *extra])[:2],
-                          out / exp.name)
-            print(f"calim run {name:10s}: {runs[name][0]:6.1f} s, peak RSS of the process "
-                  f"tree {runs[name][1]:6.0f} MB")
+            took, peak, _, cpu = _run([*CALIM, "run", str(exp), "--out", str(out), "-q",
+                                       *extra])
+            runs[name] = (took, peak, out / exp.name, cpu)
+            print(f"calim run {name:10s}: {took:6.1f} s, peak RSS of the process "
+                  f"tree {peak:6.0f} MB; CPU (user + system) of the tree {cpu:6.1f} s = "
+                  f"{cpu / took:.2f} cores busy")
         w1, w2, tiny_run = runs["workers 1"], runs["workers 2"], runs["tiny"]
         same = _tables(w1[2]) == _tables(w2[2])
         print(f"speed-up workers 2 / workers 1: {w1[0] / w2[0]:.2f} x (target >= 1.7); "
               f"tables byte-identical: {same}")
+        cores = os.cpu_count() or 1
+        print(f"  bound on {cores} cores: the 2-worker run's CPU seconds cannot take less than "
+              f"{w2[3] / cores:.1f} s of wall time, so the speed-up is at most "
+              f"{w1[0] * cores / w2[3]:.2f} x (the 1-worker run kept {w1[3] / w1[0]:.2f} cores "
+              f"busy; the 2-worker run needed {w2[3] / w1[3]:.2f} x its CPU)")
         marginal = w2[0] - tiny_run[0]
         print(f"full run minus tiny run, defaults (2 workers): {marginal:.1f} s = "
               f"{marginal / (2 * floor):.1f} x the floor of 2 sessions (target <= 15); "
@@ -260,6 +278,7 @@ def main() -> None:
                           "helpers_next_session_x_floor": helpers_next,
                           **{f"run_{k}_s": v[0] for k, v in runs.items()},
                           **{f"run_{k}_peak_mb": v[1] for k, v in runs.items()},
+                          **{f"run_{k}_cpu_s": v[3] for k, v in runs.items()},
                           **{f"load_peak_mb_{k}": v for k, v in mem.items()}}))
     finally:
         if not args.keep:
