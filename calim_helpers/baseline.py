@@ -58,6 +58,8 @@ from calim_helpers.noise import noise_sigma
 __all__ = ["FIT_STATUSES", "arpls", "arpls_dataarray", "cutoff_from_lam", "lam_from_cutoff"]
 
 _EPS = np.finfo(np.float64).eps
+#: A squared pivot at most this fraction of the largest diagonal entry: singular (LAPACK path).
+_SINGULAR = 1e-10
 _pbsv = get_lapack_funcs("pbsv", dtype=np.float64)  # banded Cholesky solve, as solveh_banded
 _HAVE_NUMBA = HAVE_NUMBA  # False: the numpy iteration (tests switch it off)
 # Traces fitted side by side by the compiled iteration: at least 16 lets LLVM vectorize
@@ -143,11 +145,21 @@ def _solve_lapack(w: np.ndarray, wy: np.ndarray, bands: tuple[np.ndarray, ...]) 
     ab[0] = w + bands[0]
     ab[1, :, : n - 1] = bands[1]  # the last entry of each block couples to the next trace: 0
     ab[2, :, : n - 2] = bands[2]
+    top = ab[0].max(axis=1)  # the largest diagonal entry of each trace's block
     # LAPACK directly: scipy.linalg.solveh_banded's argument checks cost as much as the solve
-    _, z, err = _pbsv(ab.reshape(3, k * n), wy.reshape(k * n), lower=1,
-                      overwrite_ab=1, overwrite_b=1)
+    factor, z, err = _pbsv(ab.reshape(3, k * n), wy.reshape(k * n), lower=1,
+                           overwrite_ab=1, overwrite_b=1)
     if err:  # cannot happen for finite y: >= 2 weights are > 1/2 at every step
         raise np.linalg.LinAlgError(f"arPLS system not positive definite (LAPACK info {err})")
+    # A singular system (fewer than 2 weights above ~0) need not fail in LAPACK: rounding can
+    # leave its last pivot a tiny positive number (OpenBLAS 0.3.31: 3e-13 against a diagonal
+    # of 60), and z is then noise of any size. The smallest squared pivot bounds the
+    # condition number from below (diagonal / pivot^2); above 1e10 rounding reaches 2e-6 of
+    # z's scale, so the system is treated as singular.
+    pivots = factor[0].reshape(k, n) ** 2
+    if (pivots.min(axis=1) <= _SINGULAR * top).any():
+        raise np.linalg.LinAlgError("arPLS system numerically singular (a pivot below "
+                                    f"{_SINGULAR:g} of the diagonal)")
     return z.reshape(k, n)
 
 

@@ -702,12 +702,32 @@ def test_status_refit_survives_a_system_that_is_not_positive_definite(monkeypatc
         return w, d, np.maximum(n_neg, 2)
 
     monkeypatch.setattr(bl, "_reweight", degenerate)
-    with pytest.raises(np.linalg.LinAlgError):  # what the batch solve alone would do
+    with pytest.raises(np.linalg.LinAlgError):  # the batch solve alone (whether LAPACK's
+        # pivot comes out <= 0 or a tiny positive number depends on its rounding)
         bl._solve(degenerate(y, z, bl._EPS * np.abs(y).max(axis=1))[0], y,
                   tuple(10.0 * b for b in bl._penalty_bands(30)))
     got = bl._baseline_move(y, z, 10.0, 3)
     assert np.isnan(got[0])
     assert got[1] == pytest.approx(moved[1])
+
+
+@pytest.mark.parametrize("n", [30, 150, 1500])
+def test_lapack_solve_tells_singular_from_poorly_weighted_systems(n):
+    """One weight > 0 leaves the system singular (a line through that point is free);
+    two adjacent weights of 1/2 among weights of 1e-3 pin it: smallest squared pivot
+    ~0.008 of a diagonal of 60. The first must raise whatever LAPACK's rounding, the
+    second must match a dense solve."""
+    bands = tuple(10.0 * b for b in bl._penalty_bands(n))
+    y = np.random.default_rng(n).normal(100.0, 1.0, (1, n))
+    one = np.zeros((1, n))
+    one[0, -1] = 1.0
+    with pytest.raises(np.linalg.LinAlgError):
+        bl._solve(one, y, bands)
+    w = np.full((1, n), 1e-3)
+    w[0, 5:7] = 0.5
+    d = np.diff(np.eye(n), 2, axis=0)
+    dense = np.linalg.solve(np.diag(w[0]) + 10.0 * d.T @ d, w[0] * y[0])
+    np.testing.assert_allclose(bl._solve(w, y, bands)[0], dense, rtol=1e-6)
 
 
 @pytest.mark.skipif(not bl._HAVE_NUMBA, reason="numba is not installed")
