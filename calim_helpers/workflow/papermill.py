@@ -47,7 +47,7 @@ kernel_log = logging.getLogger("calim.kernel")
 NOTEBOOKS = ("01_load", "02_rois", "03_arpls", "04_analysis", "05_aggregate")
 #: The per-session step each notebook runs (its status table: ``status/<step>.csv``): the
 #: first four notebooks run the steps in order; the last works on the whole experiment.
-STEP_OF = dict(zip(NOTEBOOKS, STEP_SECTIONS))
+STEP_OF = dict(zip(NOTEBOOKS[:-1], STEP_SECTIONS, strict=True))
 #: The tag of a notebook's cell that runs its step on every session.
 STEP_TAG = "step"
 #: Parameters that are not in ``default.yaml``: where the data is and what to compare.
