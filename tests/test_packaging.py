@@ -41,6 +41,19 @@ def test_environment_yml_lists_the_pyproject_dependencies():
     )
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert any(re.match(r"-e \"?\.", p) for p in pip), "environment.yml must install the project"
+    # and the same versions (a cap such as matplotlib's must hold for conda users too)
+    bounds = {}
+    for reqs in [project["dependencies"], *project["optional-dependencies"].values()]:
+        bounds |= {_name(r): _bounds(r) for r in reqs if _name(r) != "calim"}
+    conda_bounds = {_name(d): _bounds(d) for d in env["dependencies"]
+                    if isinstance(d, str) and _name(d) in declared}
+    assert conda_bounds == bounds
+
+
+def _bounds(requirement: str) -> set[str]:
+    """The version bounds of a requirement, e.g. {'>=3.8', '<3.11'}, extras and markers left out."""
+    spec = re.sub(r"^[A-Za-z0-9_.\-]+(\[[^\]]*\])?", "", requirement.split(";")[0])
+    return {b.replace(" ", "") for b in spec.split(",") if b.strip()}
 
 
 def _readme_commands() -> list[str]:
