@@ -20,8 +20,8 @@ one-session experiment with the demo generator, then measures side by side in th
   a fresh process);
 - ``parallel gain``: the throughput of 2 processes of FFTs (in memory, nothing shared) at
   once against one alone, median of 3 alternations: what 2 workers can gain at best here
-  (measured at 1.74-2.09x on this VM, and 1.26-1.62x for a pure-Python loop at a busier
-  moment: its cores do not always run at full speed together);
+  (1.74-1.96x on this VM on 2026-12-01; a pure-Python loop 1.76-2.09x, and 1.26-1.62x a
+  few minutes earlier: its cores do not always run at full speed together);
 - ``calim run`` on the 2 full-size sessions with every default, ``--workers 1`` and
   ``--workers 2`` (speed-up target >= 1.7; tables must be byte-identical), and on the
   tiny experiment (the fixed cost: kernels, imports, HTML); the marginal time of the
